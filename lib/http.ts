@@ -1,0 +1,191 @@
+/**
+ * HTTP: the control plane. It only observes and steers; votes never pass here.
+ *
+ * | route | method | answer |
+ * | --- | --- | --- |
+ * | `/metrics` | GET | Prometheus text format |
+ * | `/healthz` | GET | 200 while the process runs its loops |
+ * | `/readyz` | GET | 200 when the broker channel is open and consuming (or deliberately paused) and the database answers; else 503 saying which part is down |
+ * | `/status` | GET | state, open batch, last commit, totals since start |
+ * | `/flush` | POST, admin | commits the open batch, then answers `{flushed: n}` |
+ * | `/pause` | POST, admin | stops consuming, commits what is batched, answers the state |
+ * | `/resume` | POST, admin | consumes again |
+ *
+ * Admin routes need `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant
+ * time); without `ADMIN_TOKEN` they answer 403.
+ *
+ * @example
+ * ```ts
+ * import { serveControlPlane } from "./http.ts";
+ * const server = serveControlPlane({ hostname: "127.0.0.1", port: 8001, adminToken: undefined,
+ *   aggregator, metrics, checkDatabase: async () => {} });
+ * await server.shutdown();
+ * ```
+ *
+ * @module
+ */
+
+import { timingSafeEqual } from "node:crypto";
+import type { Aggregator } from "./aggregator.ts";
+import { getLogger } from "./log.ts";
+import type { Metrics } from "./metrics.ts";
+
+const log = getLogger("http");
+
+/** Largest request body accepted (admin routes take none). */
+export const MAX_REQUEST_BODY_BYTES = 1024;
+
+/** Options of {@link serveControlPlane}. */
+export interface ControlPlaneOptions {
+  hostname: string;
+  /** 0 picks a free port (see the returned server's `addr`). */
+  port: number;
+  adminToken: string | undefined;
+  aggregator: Pick<Aggregator, "status" | "flush" | "pause" | "resume" | "refreshGauges" | "state">;
+  /** Broker state for /readyz. */
+  broker: { readonly connected: boolean; readonly consuming: boolean };
+  metrics: Metrics;
+  /** Rejects when the database does not answer. */
+  checkDatabase: () => Promise<void>;
+  /** Told the bound address once listening. */
+  onListen?: (addr: Deno.NetAddr) => void;
+}
+
+type Handler = (request: Request) => Promise<Response> | Response;
+interface Route {
+  method: "GET" | "POST";
+  admin: boolean;
+  handle: Handler;
+}
+
+/** Starts the control plane's HTTP server. */
+export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer<Deno.NetAddr> {
+  const { aggregator, metrics } = options;
+  const routes: Record<string, Route> = {
+    "/metrics": {
+      method: "GET",
+      admin: false,
+      handle: async () => {
+        aggregator.refreshGauges();
+        return new Response(await metrics.registry.metrics(), {
+          headers: { "content-type": metrics.registry.contentType },
+        });
+      },
+    },
+    "/healthz": { method: "GET", admin: false, handle: () => json(200, { status: "ok" }) },
+    "/readyz": { method: "GET", admin: false, handle: () => readiness(options) },
+    "/status": { method: "GET", admin: false, handle: () => json(200, aggregator.status()) },
+    "/flush": {
+      method: "POST",
+      admin: true,
+      handle: async () => json(200, { flushed: await aggregator.flush() }),
+    },
+    "/pause": {
+      method: "POST",
+      admin: true,
+      handle: async () => {
+        const flushed = await aggregator.pause();
+        log.info("Paused by an operator; {flushed} messages flushed", { flushed });
+        return json(200, { state: aggregator.state, flushed });
+      },
+    },
+    "/resume": {
+      method: "POST",
+      admin: true,
+      handle: async () => {
+        await aggregator.resume();
+        log.info("Resumed by an operator");
+        return json(200, { state: aggregator.state });
+      },
+    },
+  };
+  const tokenDigest = options.adminToken === undefined ? undefined : digest(options.adminToken);
+
+  return Deno.serve({
+    hostname: options.hostname,
+    port: options.port,
+    onListen: (addr) => options.onListen?.(addr),
+    onError: (error) => {
+      log.error("HTTP handler failed: {error}", { error });
+      return json(500, { error: "internal error" });
+    },
+  }, async (request) => {
+    const path = new URL(request.url).pathname;
+    const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
+    if (!route) return json(404, { error: `no route ${path}` });
+    const allowed = route.method === "GET" ? "GET, HEAD" : "POST";
+    if (request.method !== route.method && !(route.method === "GET" && request.method === "HEAD")) {
+      return json(405, { error: `${path} takes ${allowed}` }, { allow: allowed });
+    }
+    if (route.admin) {
+      if (tokenDigest === undefined) {
+        return json(403, { error: "admin routes are disabled: set ADMIN_TOKEN to enable them" });
+      }
+      const presented = request.headers.get("authorization")?.match(/^Bearer (.+)$/i)?.[1];
+      if (presented === undefined || !(await equalDigests(await digest(presented), await tokenDigest))) {
+        return json(401, { error: "missing or wrong bearer token" }, { "www-authenticate": 'Bearer realm="admin"' });
+      }
+    }
+    if (await bodyTooLarge(request)) {
+      return json(413, { error: `request body over ${MAX_REQUEST_BODY_BYTES} bytes` });
+    }
+    return await route.handle(request);
+  });
+}
+
+async function readiness(options: ControlPlaneOptions): Promise<Response> {
+  const { broker, aggregator } = options;
+  const paused = aggregator.state === "paused" || aggregator.state === "draining";
+  const brokerReady = broker.connected && (broker.consuming || paused);
+  let database = "up";
+  try {
+    await withTimeout(options.checkDatabase(), 2000);
+  } catch (error) {
+    database = `down: ${(error as Error).message}`;
+  }
+  const body = {
+    ready: brokerReady && database === "up",
+    state: aggregator.state,
+    broker: brokerReady ? "up" : broker.connected ? "connected, not consuming" : "down",
+    database,
+  };
+  return json(body.ready ? 200 : 503, body);
+}
+
+async function bodyTooLarge(request: Request): Promise<boolean> {
+  const declared = Number(request.headers.get("content-length") ?? 0);
+  if (declared > MAX_REQUEST_BODY_BYTES) return true;
+  if (!request.body) return false;
+  let size = 0;
+  for await (const chunk of request.body) {
+    size += chunk.byteLength;
+    if (size > MAX_REQUEST_BODY_BYTES) return true;
+  }
+  return false;
+}
+
+async function digest(text: string): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
+}
+
+function equalDigests(a: Uint8Array, b: Uint8Array): boolean {
+  // Equal lengths by construction (SHA-256), so the comparison time depends on neither token.
+  return timingSafeEqual(a, b);
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json", ...headers },
+  });
+}

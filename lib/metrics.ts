@@ -1,0 +1,149 @@
+/**
+ * Metrics: the Prometheus registry. The seed's names and labels are kept
+ * unchanged so existing dashboards keep working; the rest are new.
+ *
+ * @example
+ * ```ts
+ * import { createMetrics } from "./metrics.ts";
+ * const metrics = createMetrics();
+ * metrics.deadLettered.inc({ reason: "invalid_json" });
+ * console.log(await metrics.registry.metrics());
+ * ```
+ *
+ * @module
+ */
+
+import client from "prom-client";
+
+/** The service's metrics, on their own registry. */
+export interface Metrics {
+  registry: client.Registry;
+  // The seed's five.
+  /** Votes counted, by law and choice. */
+  votesAggregated: client.Counter<"law_id" | "choice">;
+  /** The database's totals, refreshed from what each commit returns. */
+  currentVoteTotals: client.Gauge<"law_id" | "choice">;
+  /** Seconds the last batch took to commit. */
+  batchProcessingDuration: client.Gauge;
+  /** Messages in all committed batches. */
+  batchSizeProcessed: client.Counter;
+  /** Errors by type: database, broker, dead_letter, … */
+  aggregationErrors: client.Counter<"error_type">;
+  // New.
+  batchCommitSeconds: client.Histogram;
+  batchSize: client.Histogram;
+  duplicateAttempts: client.Counter;
+  redeliveredNoops: client.Counter;
+  deadLettered: client.Counter<"reason">;
+  consumerPaused: client.Gauge;
+  consumerState: client.Gauge<"state">;
+  brokerReconnects: client.Counter;
+  dbPoolConnections: client.Gauge<"state">;
+  oldestUnackedSeconds: client.Gauge;
+  openBatchVotes: client.Gauge;
+}
+
+/** States reported by `aggregator_state{state}`, one of them 1 at a time. */
+export const STATES = ["starting", "running", "paused", "degraded", "draining"] as const;
+
+/**
+ * Creates the registry with every metric, and the default process metrics.
+ *
+ * @param collectDefaults add prom-client's process metrics (CPU, memory, event loop)
+ */
+export function createMetrics(collectDefaults = true): Metrics {
+  const registry = new client.Registry();
+  if (collectDefaults) client.collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  return {
+    registry,
+    votesAggregated: new client.Counter({
+      name: "votes_aggregated_total",
+      help: "Votes counted into vote_results, by law and choice",
+      labelNames: ["law_id", "choice"],
+      registers,
+    }),
+    currentVoteTotals: new client.Gauge({
+      name: "current_vote_totals",
+      help: "Vote totals in the database for each law touched since start, by choice",
+      labelNames: ["law_id", "choice"],
+      registers,
+    }),
+    batchProcessingDuration: new client.Gauge({
+      name: "batch_processing_duration_seconds",
+      help: "Seconds the last batch took to commit",
+      registers,
+    }),
+    batchSizeProcessed: new client.Counter({
+      name: "batch_size_processed_total",
+      help: "Messages in all committed batches",
+      registers,
+    }),
+    aggregationErrors: new client.Counter({
+      name: "aggregation_errors_total",
+      help: "Errors by type (database, broker, dead_letter, invalid_message)",
+      labelNames: ["error_type"],
+      registers,
+    }),
+    batchCommitSeconds: new client.Histogram({
+      name: "batch_commit_duration_seconds",
+      help: "Seconds from a batch's close to its commit",
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    batchSize: new client.Histogram({
+      name: "batch_size_messages",
+      help: "Messages per committed batch",
+      buckets: [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000],
+      registers,
+    }),
+    duplicateAttempts: new client.Counter({
+      name: "duplicate_attempts_total",
+      help: "Votes reusing a counted vote's hash with other content: recorded, not counted",
+      registers,
+    }),
+    redeliveredNoops: new client.Counter({
+      name: "redelivered_noops_total",
+      help: "Copies of votes already counted (redeliveries): nothing to do",
+      registers,
+    }),
+    deadLettered: new client.Counter({
+      name: "dead_lettered_total",
+      help: "Messages sent to the dead-letter queue, by reason",
+      labelNames: ["reason"],
+      registers,
+    }),
+    consumerPaused: new client.Gauge({
+      name: "consumer_paused",
+      help: "1 while the consumer takes no messages (operator pause or database down)",
+      registers,
+    }),
+    consumerState: new client.Gauge({
+      name: "aggregator_state",
+      help: "1 for the service's current state",
+      labelNames: ["state"],
+      registers,
+    }),
+    brokerReconnects: new client.Counter({
+      name: "broker_reconnects_total",
+      help: "Connections to RabbitMQ opened after the first",
+      registers,
+    }),
+    dbPoolConnections: new client.Gauge({
+      name: "db_pool_connections",
+      help: "Database pool connections by state (in_use: running a commit; max: pool size)",
+      labelNames: ["state"],
+      registers,
+    }),
+    oldestUnackedSeconds: new client.Gauge({
+      name: "oldest_unacked_vote_age_seconds",
+      help: "Age of the oldest message received and not yet acknowledged",
+      registers,
+    }),
+    openBatchVotes: new client.Gauge({
+      name: "open_batch_messages",
+      help: "Messages in the batch being filled",
+      registers,
+    }),
+  };
+}

@@ -1,0 +1,170 @@
+/**
+ * Message parsing: the one place where a message body becomes a {@link Vote}
+ * or a {@link Rejection} with a reason.
+ *
+ * Two shapes exist upstream and both are accepted:
+ * - the validation worker's `{voter_hash, law_id, vote, vote_timestamp, status, processed_timestamp}`
+ * - the seed publisher's `{vote_hash, citizen_id, law_id, choice, timestamp, metadata}`
+ *
+ * @example
+ * ```ts
+ * import { parseVote } from "./vote.ts";
+ * const body = new TextEncoder().encode(JSON.stringify({
+ *   vote_hash: "a".repeat(64), law_id: "L1", choice: "OUI", timestamp: "2026-11-22T10:00:00Z",
+ * }));
+ * const parsed = parseVote(body);
+ * if (parsed.ok) console.log(parsed.vote.choice); // "oui"
+ * ```
+ *
+ * @module
+ */
+
+/** A vote's choice, lower-cased. */
+export type Choice = "oui" | "non";
+
+/** A valid vote, normalized. */
+export interface Vote {
+  /** SHA-256 of the voter and law, 64 lower-case hex digits: the deduplication key. */
+  hash: string;
+  /** The seed publisher's citizen id; the validation worker sends none. */
+  citizenId: string | null;
+  /** 1 to 50 characters. */
+  lawId: string;
+  choice: Choice;
+  /** ISO 8601 text as sent (PostgreSQL parses it exactly), or `null` when absent. */
+  timestamp: string | null;
+}
+
+/** Why a message was dead-lettered; also the `reason` label of `dead_lettered_total`. */
+export type RejectReason =
+  | "oversized"
+  | "invalid_json"
+  | "not_an_object"
+  | "missing_field"
+  | "invalid_field"
+  | "unknown_choice"
+  | "database_rejected";
+
+/** A message that is not a vote: its reason code and a sentence for people. */
+export interface Rejection {
+  reason: RejectReason;
+  detail: string;
+}
+
+/** What {@link parseVote} returns. */
+export type ParseResult =
+  | { ok: true; vote: Vote }
+  | { ok: false; rejection: Rejection };
+
+/** Largest body accepted; a vote is a few hundred bytes. */
+export const MAX_BODY_BYTES = 16 * 1024;
+
+const HASH = /^[0-9a-fA-F]{64}$/;
+// Date, optional time with optional fraction and zone: what PostgreSQL's timestamptz input takes unambiguously.
+const ISO_TIMESTAMP = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$/;
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Parses and validates one message body.
+ *
+ * @param body the raw message body
+ * @returns the vote, or why it is rejected
+ */
+export function parseVote(body: Uint8Array): ParseResult {
+  if (body.byteLength > MAX_BODY_BYTES) {
+    return reject("oversized", `body is ${body.byteLength} bytes, the limit is ${MAX_BODY_BYTES}`);
+  }
+  let message: unknown;
+  try {
+    message = JSON.parse(decoder.decode(body));
+  } catch (error) {
+    return reject("invalid_json", `body is not UTF-8 JSON: ${(error as Error).message}`);
+  }
+  if (typeof message !== "object" || message === null || Array.isArray(message)) {
+    return reject("not_an_object", `body is JSON ${Array.isArray(message) ? "array" : typeof message}, not an object`);
+  }
+  const m = message as Record<string, unknown>;
+
+  const hash = pick(m, "vote_hash", "voter_hash");
+  if (typeof hash !== "string") return missingOrInvalid(m, hash, "vote_hash (or voter_hash)", "a string");
+  if (!HASH.test(hash)) return reject("invalid_field", "vote_hash must be 64 hexadecimal digits (SHA-256)");
+
+  const lawId = m.law_id;
+  if (typeof lawId !== "string") return missingOrInvalid(m, lawId, "law_id", "a string");
+  if (lawId.length < 1 || lawId.length > 50) {
+    return reject("invalid_field", `law_id must be 1 to 50 characters, got ${lawId.length}`);
+  }
+
+  const choiceValue = pick(m, "choice", "vote");
+  if (typeof choiceValue !== "string") return missingOrInvalid(m, choiceValue, "choice (or vote)", "a string");
+  const choice = choiceValue.trim().toLowerCase();
+  if (choice !== "oui" && choice !== "non") {
+    return reject("unknown_choice", `choice must be "oui" or "non", got ${JSON.stringify(choiceValue.slice(0, 20))}`);
+  }
+
+  const citizenId = m.citizen_id ?? null;
+  if (citizenId !== null && (typeof citizenId !== "string" || citizenId.length > 100)) {
+    return reject("invalid_field", "citizen_id must be a string of at most 100 characters");
+  }
+
+  const timestampValue = pick(m, "timestamp", "vote_timestamp") ?? null;
+  const timestamp = normalizeTimestamp(timestampValue);
+  if (timestamp === undefined) {
+    return reject(
+      "invalid_field",
+      "timestamp must be ISO 8601 text (2026-11-22T10:00:00Z) or Unix seconds",
+    );
+  }
+
+  return { ok: true, vote: { hash: hash.toLowerCase(), citizenId, lawId, choice, timestamp } };
+}
+
+const CONFLICT = Symbol("conflict");
+
+/** The value under either name; {@link CONFLICT} when both are set and differ. */
+function pick(m: Record<string, unknown>, name: string, alias: string): unknown {
+  const a = m[name];
+  const b = m[alias];
+  if (a !== undefined && a !== null && b !== undefined && b !== null && a !== b) {
+    return CONFLICT;
+  }
+  return a ?? b;
+}
+
+function missingOrInvalid(
+  m: Record<string, unknown>,
+  value: unknown,
+  field: string,
+  kind: string,
+): { ok: false; rejection: Rejection } {
+  if (value === CONFLICT) {
+    return reject("invalid_field", `${field}: both names are set and differ`);
+  }
+  if (value === undefined || value === null) {
+    const present = Object.keys(m).slice(0, 10).join(", ");
+    return reject("missing_field", `${field} is missing (fields present: ${present || "none"})`);
+  }
+  return reject("invalid_field", `${field} must be ${kind}, got ${typeof value}`);
+}
+
+/** ISO text checked for a real date, Unix seconds turned into ISO text; `null` stays `null`, anything else `undefined`. */
+function normalizeTimestamp(value: unknown): string | null | undefined {
+  if (value === null) return null;
+  if (typeof value === "number") {
+    if (!Number.isFinite(value) || value < 0 || value > 253402300799) return undefined;
+    return new Date(value * 1000).toISOString();
+  }
+  if (typeof value !== "string" || !ISO_TIMESTAMP.test(value)) return undefined;
+  const [year, month, day] = value.slice(0, 10).split("-").map(Number);
+  const date = new Date(Date.UTC(year, month - 1, day));
+  const validDate = year >= 1 && date.getUTCFullYear() === year &&
+    date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
+  const [hour = 0, minute = 0, second = 0] = value.length > 10
+    ? value.slice(11, 19).split(":").map((part) => Number.parseInt(part, 10))
+    : [];
+  return validDate && hour < 24 && minute < 60 && second < 60 ? value : undefined;
+}
+
+function reject(reason: RejectReason, detail: string): { ok: false; rejection: Rejection } {
+  return { ok: false, rejection: { reason, detail } };
+}

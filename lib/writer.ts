@@ -1,0 +1,248 @@
+/**
+ * Writing: commits a batch of votes so that each distinct vote is counted
+ * exactly once, however often it is delivered.
+ *
+ * One statement does the counting, as one transaction: it inserts the votes
+ * into `vote_audit` (the hash is unique; first one wins), adds only the rows it
+ * inserted to `vote_results` (law ids in sorted order, so concurrent instances
+ * never deadlock), and writes one `aggregation_stats` row. Only when some vote
+ * was not inserted does a second statement look at why: a copy identical to the
+ * stored vote is a redelivery and does nothing; a different vote with the same
+ * hash is recorded once in `duplicate_attempts`. Both statements are idempotent,
+ * so retrying after an ambiguous failure, or a crash between them, counts
+ * nothing twice.
+ *
+ * @example
+ * ```ts
+ * import { VoteWriter } from "./writer.ts";
+ * const writer = new VoteWriter(sql, { maxRetryAttempts: 3, retryDelayMs: 1000 });
+ * const result = await writer.commit(votes);
+ * console.log(result.counted, result.duplicates, result.redelivered);
+ * ```
+ *
+ * @module
+ */
+
+import type { Sql } from "./database.ts";
+import { isDataError } from "./database.ts";
+import type { Choice, Vote } from "./vote.ts";
+
+/** A law's totals after a commit, and what this commit added. */
+export interface LawTotals {
+  lawId: string;
+  ouiCount: number;
+  nonCount: number;
+  ouiAdded: number;
+  nonAdded: number;
+}
+
+/** What one {@link VoteWriter.commit} did. */
+export interface CommitResult {
+  /** Votes newly counted. */
+  counted: number;
+  /** Votes whose hash was counted before with other content: recorded, not counted. */
+  duplicates: number;
+  /** Copies of votes already counted (redeliveries), and duplicate attempts already recorded. */
+  redelivered: number;
+  /** Per law touched: totals after the commit. */
+  laws: LawTotals[];
+  /** Votes the database refuses (index into the input, and its message); not counted, to be dead-lettered. */
+  rejected: { index: number; detail: string }[];
+  /** Transactions it took (more than one when a refused vote had to be isolated). */
+  transactions: number;
+}
+
+/** Options of {@link VoteWriter}. */
+export interface VoteWriterOptions {
+  /** Attempts of a transaction that fails for a transient reason. @default 3 */
+  maxRetryAttempts?: number;
+  /** First delay between attempts in ms; doubles each attempt. @default 1000 */
+  retryDelayMs?: number;
+  /** Written to `aggregation_stats.instance`. */
+  instance?: string;
+  /** Called before each retry, for logs and metrics. */
+  onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
+}
+
+/** The database kept failing for `maxRetryAttempts` attempts; `cause` is the last error. */
+export class RetryError extends Error {
+  constructor(attempts: number, cause: unknown) {
+    super(
+      `Batch not committed after ${attempts} attempt(s): ${(cause as Error)?.message ?? cause}`,
+      { cause },
+    );
+    this.name = "RetryError";
+  }
+}
+
+/** Commits batches of votes; see the module documentation for the guarantees. */
+export class VoteWriter {
+  readonly #sql: Sql;
+  readonly #maxRetryAttempts: number;
+  readonly #retryDelayMs: number;
+  readonly #instance: string;
+  readonly #onRetry: VoteWriterOptions["onRetry"];
+
+  constructor(sql: Sql, options: VoteWriterOptions = {}) {
+    this.#sql = sql;
+    this.#maxRetryAttempts = options.maxRetryAttempts ?? 3;
+    this.#retryDelayMs = options.retryDelayMs ?? 1000;
+    this.#instance = options.instance ?? `pid-${Deno.pid}`;
+    this.#onRetry = options.onRetry;
+  }
+
+  /**
+   * Commits `votes`. A vote the database refuses (a data error) is isolated by
+   * splitting the batch and reported in `rejected`; the others are committed.
+   *
+   * @param votes the batch, in delivery order
+   * @param batchAgeMs milliseconds since the batch's first message, for `aggregation_stats`
+   * @throws {RetryError} when a transient error outlasts the retry budget: nothing in this call
+   *   that is not reported as committed may be acknowledged
+   */
+  async commit(votes: Vote[], batchAgeMs = 0): Promise<CommitResult> {
+    const result: CommitResult = {
+      counted: 0,
+      duplicates: 0,
+      redelivered: 0,
+      laws: [],
+      rejected: [],
+      transactions: 0,
+    };
+    if (votes.length > 0) await this.#commitIsolating(votes, 0, batchAgeMs, result);
+    return result;
+  }
+
+  async #commitIsolating(
+    votes: Vote[],
+    offset: number,
+    batchAgeMs: number,
+    result: CommitResult,
+  ): Promise<void> {
+    try {
+      const part = await this.#withRetry(() => this.#commitOnce(votes, batchAgeMs));
+      result.transactions += 1;
+      result.counted += part.counted;
+      result.duplicates += part.duplicates;
+      result.redelivered += part.redelivered;
+      result.laws.push(...part.laws);
+    } catch (error) {
+      if (!isDataError(error)) throw error;
+      result.transactions += 1;
+      if (votes.length === 1) {
+        result.rejected.push({ index: offset, detail: (error as Error).message });
+        return;
+      }
+      const half = Math.ceil(votes.length / 2);
+      await this.#commitIsolating(votes.slice(0, half), offset, batchAgeMs, result);
+      await this.#commitIsolating(votes.slice(half), offset + half, batchAgeMs, result);
+    }
+  }
+
+  async #withRetry<T>(attempt: () => Promise<T>): Promise<T> {
+    for (let n = 1;; n++) {
+      try {
+        return await attempt();
+      } catch (error) {
+        if (isDataError(error)) throw error;
+        if (n >= this.#maxRetryAttempts) throw new RetryError(n, error);
+        const delayMs = this.#retryDelayMs * 2 ** (n - 1);
+        this.#onRetry?.(error, n, delayMs);
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+      }
+    }
+  }
+
+  async #commitOnce(votes: Vote[], batchAgeMs: number) {
+    const sql = this.#sql;
+    const columns = toColumns(votes);
+    const rows = await sql<
+      { law_id: string; oui_count: string; non_count: string; oui_added: number; non_added: number }[]
+    >`
+      with batch as (
+        select * from unnest(
+          ${sql.array(columns.hash)}::text[], ${sql.array(columns.citizenId)}::text[],
+          ${sql.array(columns.lawId)}::text[], ${sql.array(columns.choice)}::text[],
+          ${sql.array(columns.timestamp)}::timestamptz[]
+        ) with ordinality as b(vote_hash, citizen_id, law_id, choice, ts, ord)
+      ),
+      inserted as (
+        insert into vote_audit (vote_hash, citizen_id, law_id, choice, "timestamp")
+        select distinct on (vote_hash) vote_hash, citizen_id, law_id, choice, ts
+        from batch order by vote_hash, ord
+        on conflict (vote_hash) do nothing
+        returning law_id, choice
+      ),
+      increments as (
+        select law_id,
+               count(*) filter (where choice = 'oui') as oui,
+               count(*) filter (where choice = 'non') as non
+        from inserted group by law_id
+      ),
+      upserted as (
+        insert into vote_results as r (law_id, oui_count, non_count)
+        select law_id, oui, non from increments order by law_id
+        on conflict (law_id) do update
+          set oui_count = r.oui_count + excluded.oui_count,
+              non_count = r.non_count + excluded.non_count
+        returning law_id, oui_count, non_count
+      ),
+      stats as (
+        insert into aggregation_stats (batch_size, votes_counted, processing_time_ms, instance)
+        select ${votes.length}, (select count(*) from inserted), ${batchAgeMs}, ${this.#instance}
+      )
+      select u.law_id, u.oui_count, u.non_count, i.oui::int as oui_added, i.non::int as non_added
+      from upserted u join increments i using (law_id)
+      order by u.law_id`;
+
+    const laws: LawTotals[] = rows.map((r) => ({
+      lawId: r.law_id,
+      ouiCount: Number(r.oui_count),
+      nonCount: Number(r.non_count),
+      ouiAdded: r.oui_added,
+      nonAdded: r.non_added,
+    }));
+    const counted = laws.reduce((sum, l) => sum + l.ouiAdded + l.nonAdded, 0);
+    let duplicates = 0;
+    if (counted < votes.length) {
+      // Some votes were not inserted: redeliveries, or different votes reusing a hash.
+      const recorded = await sql`
+        insert into duplicate_attempts (vote_hash, citizen_id, law_id, choice, attempt_timestamp)
+        select b.vote_hash, b.citizen_id, b.law_id, b.choice, b.ts
+        from unnest(
+          ${sql.array(columns.hash)}::text[], ${sql.array(columns.citizenId)}::text[],
+          ${sql.array(columns.lawId)}::text[], ${sql.array(columns.choice)}::text[],
+          ${sql.array(columns.timestamp)}::timestamptz[]
+        ) as b(vote_hash, citizen_id, law_id, choice, ts)
+        join vote_audit a on a.vote_hash = b.vote_hash
+        where (a.law_id, a.choice, a."timestamp", a.citizen_id)
+              is distinct from (b.law_id, b.choice, b.ts, b.citizen_id)
+        order by b.vote_hash
+        on conflict on constraint duplicate_attempts_content_key do nothing
+        returning 1`;
+      duplicates = recorded.count;
+    }
+    return { counted, duplicates, redelivered: votes.length - counted - duplicates, laws };
+  }
+}
+
+interface Columns {
+  hash: string[];
+  citizenId: (string | null)[];
+  lawId: string[];
+  choice: Choice[];
+  timestamp: (string | null)[];
+}
+
+/** Votes as column arrays: one array parameter per column, the whole batch in one statement. */
+function toColumns(votes: Vote[]): Columns {
+  const columns: Columns = { hash: [], citizenId: [], lawId: [], choice: [], timestamp: [] };
+  for (const vote of votes) {
+    columns.hash.push(vote.hash);
+    columns.citizenId.push(vote.citizenId);
+    columns.lawId.push(vote.lawId);
+    columns.choice.push(vote.choice);
+    columns.timestamp.push(vote.timestamp);
+  }
+  return columns;
+}

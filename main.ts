@@ -1,0 +1,45 @@
+/**
+ * The vote aggregator: consumes validated votes from RabbitMQ, commits exact
+ * per-law totals to PostgreSQL, and serves its control plane over HTTP.
+ *
+ * Reads `.env` and the environment (see `lib/config.ts`), starts the service,
+ * and on SIGINT or SIGTERM drains it: exit 0 when everything received was
+ * committed and acknowledged, 1 otherwise (what was not is redelivered), 2 on a
+ * bad configuration.
+ *
+ * @module
+ */
+
+import { ConfigError, envWithDotenv, loadConfig } from "./lib/config.ts";
+import { getLogger, setupLogging } from "./lib/log.ts";
+import { startService } from "./lib/service.ts";
+
+async function main(): Promise<number> {
+  let config;
+  try {
+    config = loadConfig(await envWithDotenv());
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    console.error(`vote-aggregator: ${error.message}`);
+    return 2;
+  }
+  await setupLogging(config.logLevel, config.logFormat);
+  const log = getLogger("main");
+
+  const signal = Promise.withResolvers<string>();
+  for (const name of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(name, () => signal.resolve(name));
+  }
+
+  let service;
+  try {
+    service = await startService(config);
+  } catch (error) {
+    log.error("{message}", { message: (error as Error).message });
+    return 1;
+  }
+  log.info("Stopping on {signal}", { signal: await signal.promise });
+  return (await service.stop()) ? 0 : 1;
+}
+
+Deno.exit(await main());

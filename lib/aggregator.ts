@@ -111,8 +111,11 @@ interface Job {
 
 const MAX_BACKOFF_MS = 30_000;
 
-/** The pipeline; see the module documentation. */
-export class Aggregator {
+/**
+ * The pipeline; see the module documentation. Dispatches an `acked` event each
+ * time committed batches are acknowledged (for tests and tools that wait on progress).
+ */
+export class Aggregator extends EventTarget {
   readonly #broker: Broker;
   readonly #writer: Writer;
   readonly #metrics: Metrics;
@@ -141,6 +144,7 @@ export class Aggregator {
   };
 
   constructor(options: AggregatorOptions) {
+    super();
     this.#broker = options.broker;
     this.#writer = options.writer;
     this.#metrics = options.metrics;
@@ -428,6 +432,7 @@ export class Aggregator {
       job.acked.resolve();
     }
     this.refreshGauges();
+    this.dispatchEvent(new Event("acked"));
   }
 }
 

@@ -1,0 +1,127 @@
+import assert from "node:assert/strict";
+import { ConfigError, envWithDotenv, loadConfig, redactUrl, VARIABLE_NAMES } from "../lib/config.ts";
+
+function configError(env: Record<string, string>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, String(error));
+    return error;
+  }
+  assert.fail(`loadConfig(${JSON.stringify(env)}) did not throw`);
+}
+
+Deno.test("config: the seed's defaults with an empty environment", () => {
+  const config = loadConfig({});
+  assert.equal(config.rabbitmqUrl, "amqp://guest:guest@localhost:5672/%2F");
+  assert.equal(config.rabbitmqQueue, "votes.aggregation");
+  assert.equal(config.rabbitmqPrefetchCount, 100);
+  assert.equal(config.databaseUrl, "postgres://postgres:postgres@localhost:5432/votes");
+  assert.equal(config.postgresMinConnections, 2);
+  assert.equal(config.postgresMaxConnections, 10);
+  assert.equal(config.batchSize, 100);
+  assert.equal(config.batchTimeoutMs, 1000);
+  assert.equal(config.maxRetryAttempts, 3);
+  assert.equal(config.retryDelayMs, 1000);
+  assert.equal(config.prometheusPort, 8001);
+  assert.equal(config.logLevel, "INFO");
+  assert.equal(config.adminToken, undefined);
+});
+
+Deno.test("config: the seed's variables build the URLs; RABBITMQ_URL and DATABASE_URL win", () => {
+  const parts = loadConfig({
+    RABBITMQ_HOST: "mq",
+    RABBITMQ_PORT: "5673",
+    RABBITMQ_USER: "u",
+    RABBITMQ_PASSWORD: "p@ss/word",
+    RABBITMQ_VHOST: "votes",
+    POSTGRES_HOST: "db",
+    POSTGRES_DB: "election",
+    POSTGRES_USER: "agg",
+    POSTGRES_PASSWORD: "s3cret",
+  });
+  assert.equal(parts.rabbitmqUrl, "amqp://u:p%40ss%2Fword@mq:5673/votes");
+  assert.equal(parts.databaseUrl, "postgres://agg:s3cret@db:5432/election");
+  assert.equal(loadConfig({ RABBITMQ_TLS: "true" }).rabbitmqUrl.startsWith("amqps://"), true);
+  const urls = loadConfig({
+    RABBITMQ_URL: "amqps://a:b@broker:5671/x",
+    RABBITMQ_HOST: "ignored",
+    DATABASE_URL: "postgresql://c:d@pg/y",
+    POSTGRES_HOST: "ignored",
+  });
+  assert.equal(urls.rabbitmqUrl, "amqps://a:b@broker:5671/x");
+  assert.equal(urls.databaseUrl, "postgresql://c:d@pg/y");
+});
+
+Deno.test("config: seconds, levels and choices are parsed", () => {
+  const config = loadConfig({
+    BATCH_TIMEOUT_SECONDS: "0.25",
+    RETRY_DELAY_SECONDS: "2",
+    LOG_LEVEL: "warn",
+    LOG_FORMAT: "JSON",
+    RABBITMQ_QUEUE_TYPE: "Quorum",
+    POSTGRES_SSLMODE: "verify-full",
+  });
+  assert.equal(config.batchTimeoutMs, 250);
+  assert.equal(config.retryDelayMs, 2000);
+  assert.equal(config.logLevel, "WARNING");
+  assert.equal(config.logFormat, "json");
+  assert.equal(config.rabbitmqQueueType, "quorum");
+  assert.equal(config.postgresSslMode, "verify-full");
+});
+
+for (
+  const [variable, value, rule] of [
+    ["RABBITMQ_PORT", "amqp", "integer from 1 to 65535"],
+    ["POSTGRES_PORT", "70000", "integer from 1 to 65535"],
+    ["BATCH_SIZE", "0", "integer from 1"],
+    ["BATCH_SIZE", "1.5", "integer from 1"],
+    ["BATCH_TIMEOUT_SECONDS", "-1", "number of seconds"],
+    ["BATCH_TIMEOUT_SECONDS", "soon", "number of seconds"],
+    ["RABBITMQ_PREFETCH_COUNT", "0", "integer from 1"],
+    ["LOG_LEVEL", "LOUD", "one of DEBUG, INFO, WARNING, ERROR"],
+    ["LOG_FORMAT", "xml", "one of text, json"],
+    ["RABBITMQ_QUEUE_TYPE", "stream", "one of classic, quorum"],
+    ["POSTGRES_SSLMODE", "maybe", "one of disable"],
+    ["RABBITMQ_TLS", "sometimes", "one of true"],
+    ["DATABASE_URL", "mysql://x@y/z", "must start with postgres://"],
+    ["RABBITMQ_URL", "not a url", "must be a URL"],
+    ["POSTGRES_MIN_CONNECTIONS", "20", "must not exceed POSTGRES_MAX_CONNECTIONS"],
+    ["ADMIN_TOKEN", "short", "at least 16 characters"],
+  ] as const
+) {
+  Deno.test(`config: ${variable}=${JSON.stringify(value)} stops the start naming the variable`, () => {
+    const error = configError({ [variable]: value });
+    assert.equal(error.variable, variable);
+    assert.match(error.message, new RegExp(`^Invalid ${variable}: `));
+    assert.ok(error.message.includes(rule), error.message);
+    assert.equal(error.message.includes("\n"), false);
+  });
+}
+
+Deno.test("config: errors and redacted URLs never show secrets", () => {
+  assert.ok(!configError({ DATABASE_URL: "mysql://u:hunter2@db/x" }).message.includes("hunter2"));
+  assert.ok(!configError({ RABBITMQ_URL: "amqp//u:hunter2@db/x" }).message.includes("hunter2"));
+  assert.ok(!configError({ ADMIN_TOKEN: "hunter2" }).message.includes("hunter2"));
+  assert.equal(redactUrl("amqp://guest:hunter2@h:5672/"), "amqp://guest:***@h:5672/");
+});
+
+Deno.test("config: .env is read, and the real environment wins over it", async () => {
+  const path = await Deno.makeTempFile({ dir: "/tmp", suffix: ".env" });
+  try {
+    await Deno.writeTextFile(path, "BATCH_SIZE=250\nRABBITMQ_QUEUE='from.file'\n# comment\n");
+    const env = await envWithDotenv(path, (name) => name === "RABBITMQ_QUEUE" ? "from.env" : undefined);
+    const config = loadConfig(env);
+    assert.equal(config.batchSize, 250);
+    assert.equal(config.rabbitmqQueue, "from.env");
+    const missing = await envWithDotenv("/tmp/does-not-exist.env", () => undefined);
+    assert.equal(loadConfig(missing).batchSize, 100);
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("config: every variable has a unique name (the --allow-env list)", () => {
+  assert.equal(new Set(VARIABLE_NAMES).size, VARIABLE_NAMES.length);
+  assert.ok(VARIABLE_NAMES.includes("BATCH_SIZE"));
+});

@@ -1,0 +1,82 @@
+import assert from "node:assert/strict";
+import { MAX_BODY_BYTES, parseVote, type RejectReason } from "../lib/vote.ts";
+
+const HASH = "ab".repeat(32);
+const encode = (value: unknown) => new TextEncoder().encode(typeof value === "string" ? value : JSON.stringify(value));
+
+Deno.test("parseVote: the seed publisher's shape", () => {
+  const parsed = parseVote(encode({
+    vote_hash: HASH.toUpperCase(),
+    citizen_id: "c-1",
+    law_id: "LAW-2026-001",
+    choice: "OUI",
+    timestamp: "2026-11-22T10:00:00.123456Z",
+    metadata: { anything: true },
+  }));
+  assert.deepEqual(parsed, {
+    ok: true,
+    vote: {
+      hash: HASH,
+      citizenId: "c-1",
+      lawId: "LAW-2026-001",
+      choice: "oui",
+      timestamp: "2026-11-22T10:00:00.123456Z",
+    },
+  });
+});
+
+Deno.test("parseVote: the validation worker's shape", () => {
+  const parsed = parseVote(encode({
+    voter_hash: HASH,
+    law_id: "L1",
+    vote: " Non ",
+    vote_timestamp: 1763805600,
+    status: "validated",
+    processed_timestamp: "2026-11-22T10:00:00Z",
+  }));
+  assert.deepEqual(parsed, {
+    ok: true,
+    vote: { hash: HASH, citizenId: null, lawId: "L1", choice: "non", timestamp: "2025-11-22T10:00:00.000Z" },
+  });
+});
+
+Deno.test("parseVote: a missing timestamp is accepted as null", () => {
+  const parsed = parseVote(encode({ vote_hash: HASH, law_id: "L1", choice: "oui" }));
+  assert.equal(parsed.ok && parsed.vote.timestamp, null);
+});
+
+const base = { vote_hash: HASH, law_id: "L1", choice: "oui", timestamp: "2026-11-22T10:00:00Z" };
+const cases: [string, Uint8Array, RejectReason][] = [
+  ["not JSON", encode("{nope"), "invalid_json"],
+  ["not UTF-8", new Uint8Array([0x7b, 0xff, 0x7d]), "invalid_json"],
+  ["a JSON array", encode([base]), "not_an_object"],
+  ["JSON null", encode("null"), "not_an_object"],
+  ["a JSON string", encode('"vote"'), "not_an_object"],
+  ["no hash", encode({ ...base, vote_hash: undefined }), "missing_field"],
+  ["a short hash", encode({ ...base, vote_hash: "abc" }), "invalid_field"],
+  ["a non-hex hash", encode({ ...base, vote_hash: "z".repeat(64) }), "invalid_field"],
+  ["a numeric hash", encode({ ...base, vote_hash: 12 }), "invalid_field"],
+  ["two different hashes", encode({ ...base, voter_hash: "cd".repeat(32) }), "invalid_field"],
+  ["no law_id", encode({ ...base, law_id: undefined }), "missing_field"],
+  ["an empty law_id", encode({ ...base, law_id: "" }), "invalid_field"],
+  ["a 51-character law_id", encode({ ...base, law_id: "x".repeat(51) }), "invalid_field"],
+  ["a numeric law_id", encode({ ...base, law_id: 7 }), "invalid_field"],
+  ["no choice", encode({ ...base, choice: undefined }), "missing_field"],
+  ["an unknown choice", encode({ ...base, choice: "peut-être" }), "unknown_choice"],
+  ["a boolean choice", encode({ ...base, choice: true }), "invalid_field"],
+  ["choice and vote differing", encode({ ...base, vote: "non" }), "invalid_field"],
+  ["a numeric citizen_id", encode({ ...base, citizen_id: 5 }), "invalid_field"],
+  ["a bad timestamp", encode({ ...base, timestamp: "yesterday" }), "invalid_field"],
+  ["February 30th", encode({ ...base, timestamp: "2026-02-30T10:00:00Z" }), "invalid_field"],
+  ["hour 25", encode({ ...base, timestamp: "2026-02-03T25:00:00Z" }), "invalid_field"],
+  ["an oversized body", encode({ ...base, metadata: "x".repeat(MAX_BODY_BYTES) }), "oversized"],
+];
+for (const [name, body, reason] of cases) {
+  Deno.test(`parseVote: rejects ${name} as ${reason}, with a reason`, () => {
+    const parsed = parseVote(body);
+    assert.equal(parsed.ok, false);
+    if (parsed.ok) return;
+    assert.equal(parsed.rejection.reason, reason);
+    assert.ok(parsed.rejection.detail.length > 5);
+  });
+}

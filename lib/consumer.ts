@@ -245,13 +245,20 @@ export class BrokerConsumer {
   }
 
   async #setup(model: ChannelModel): Promise<void> {
-    const channel = await model.createConfirmChannel();
+    const channel = await this.#openChannel(model);
     try {
       await this.#declare(model, channel).then((ch) => this.#adopt(model, ch));
     } catch (error) {
       await channel.close().catch(() => {});
       throw error;
     }
+  }
+
+  async #openChannel(model: ChannelModel): Promise<ConfirmChannel> {
+    const channel = await model.createConfirmChannel();
+    // A channel error is followed by 'close', where it is handled; without a listener it would be thrown.
+    channel.on("error", (error: Error) => log.debug("Broker channel error: {error}", { error: error.message }));
+    return channel;
   }
 
   /** Declares the topology; returns the channel to consume on (a new one if the queue check closed the first). */
@@ -279,7 +286,7 @@ export class BrokerConsumer {
         "Queue {queue} exists with other arguments than {args}; using it as it is. Malformed messages still go to {dlq}, but messages the broker itself rejects are not dead-lettered: {error}",
         { queue, args: JSON.stringify(args), dlq: names.queue, error: (error as Error).message },
       );
-      const fresh = await model.createConfirmChannel();
+      const fresh = await this.#openChannel(model);
       await fresh.checkQueue(queue);
       return fresh;
     }
@@ -297,7 +304,6 @@ export class BrokerConsumer {
         model.close().catch(() => {});
       }
     });
-    channel.on("error", (error: Error) => log.warn("Broker channel error: {error}", { error: error.message }));
     this.#model = model;
     this.#channel = channel;
     this.#session = session;

@@ -163,7 +163,7 @@ export function sha256(text: string): string {
 export function seedVote(
   voter: number,
   lawId: string,
-  choice: "oui" | "non",
+  choice: string,
   extra: Record<string, unknown> = {},
 ): string {
   return JSON.stringify({
@@ -221,4 +221,21 @@ export async function results(sql: postgres.Sql): Promise<Record<string, [number
   const rows = await sql<{ law_id: string; oui_count: string; non_count: string }[]>`
     select law_id, oui_count, non_count from vote_results order by law_id`;
   return Object.fromEntries(rows.map((r) => [r.law_id, [Number(r.oui_count), Number(r.non_count)]]));
+}
+
+/**
+ * Resolves when `predicate()` holds, checked every `intervalMs`; for states no
+ * event announces (a queue's depth, a row count). Rejects after `timeoutMs`.
+ */
+export async function waitUntil(
+  predicate: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 20_000,
+  intervalMs = 10,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
 }

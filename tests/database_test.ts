@@ -1,0 +1,67 @@
+import assert from "node:assert/strict";
+import { connectDatabase, isDataError, migrate, MIGRATIONS } from "../lib/database.ts";
+import { createTestDatabase } from "./helpers.ts";
+
+const pool = (url: string, max = 2) =>
+  connectDatabase({
+    databaseUrl: url,
+    postgresMaxConnections: max,
+    postgresSslMode: "disable",
+    postgresSslRootCert: undefined,
+  });
+
+Deno.test("migrations: every sql/NNN_*.sql file is listed, in order", async () => {
+  const files: string[] = [];
+  for await (const entry of Deno.readDir(new URL("../sql/", import.meta.url))) {
+    if (/^\d{3}_.*\.sql$/.test(entry.name)) files.push(entry.name);
+  }
+  assert.deepEqual(MIGRATIONS.map((m) => m.name), files.sort());
+  assert.deepEqual(MIGRATIONS.map((m) => m.version), files.map((f) => Number(f.slice(0, 3))));
+});
+
+Deno.test("migrations: several instances starting at once apply each migration exactly once", async () => {
+  await using db = await createTestDatabase();
+  const pools = Array.from({ length: 4 }, () => pool(db.url));
+  try {
+    const applied = await Promise.all(pools.map((sql) => migrate(sql)));
+    assert.deepEqual(applied.flat(), MIGRATIONS.map((m) => m.name), "one instance applied them, the others none");
+    assert.deepEqual(await migrate(pools[0]), [], "a later start applies nothing");
+    const rows = await db.sql`select version from schema_migrations order by version`;
+    assert.deepEqual(rows.map((r) => r.version), MIGRATIONS.map((m) => m.version));
+  } finally {
+    await Promise.all(pools.map((sql) => sql.end({ timeout: 1 })));
+  }
+});
+
+Deno.test("schema: the seed's tables and views answer the seed's queries", async () => {
+  await using db = await createTestDatabase();
+  const sql = pool(db.url);
+  try {
+    await migrate(sql);
+    await db.sql`insert into laws (law_id, title) values ('L1', 'Loi 1')`;
+    await db.sql`insert into vote_results (law_id, oui_count, non_count) values ('L1', 3, 1)`;
+    const [stats] = await db.sql`
+      select law_id, title, total_votes::int, oui_percentage::float8, non_percentage::float8 from vote_statistics`;
+    assert.deepEqual({ ...stats }, {
+      law_id: "L1",
+      title: "Loi 1",
+      total_votes: 4,
+      oui_percentage: 75,
+      non_percentage: 25,
+    });
+    const [before] = await db.sql`select updated_at from vote_results`;
+    await db.sql`update vote_results set oui_count = oui_count + 1`;
+    const [after] = await db.sql`select updated_at from vote_results`;
+    assert.ok(after.updated_at > before.updated_at, "the trigger touches updated_at");
+    // The checks refuse what the service must never write.
+    await assert.rejects(db.sql`update vote_results set non_count = -1`, (e) => isDataError(e));
+    await assert.rejects(
+      db.sql`insert into vote_audit (vote_hash, law_id, choice) values (${"a".repeat(64)}, 'L1', 'maybe')`,
+      (e) => isDataError(e),
+    );
+    const indexes = await db.sql`select indexname from pg_indexes where tablename = 'vote_audit' order by 1`;
+    assert.deepEqual(indexes.map((r) => r.indexname), ["vote_audit_pkey", "vote_audit_vote_hash_key"]);
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+});

@@ -1,0 +1,184 @@
+import assert from "node:assert/strict";
+import { startService } from "../lib/service.ts";
+import {
+  createTestDatabase,
+  createTestQueue,
+  results,
+  seedVote,
+  testConfig,
+  waitForEvent,
+  waitUntil,
+} from "./helpers.ts";
+
+const TOKEN = "test-admin-token-0123456789";
+const auth = { authorization: `Bearer ${TOKEN}` };
+
+async function call(base: string, path: string, init: RequestInit = {}) {
+  const response = await fetch(`${base}${path}`, init);
+  const text = await response.text();
+  const type = response.headers.get("content-type") ?? "";
+  return { status: response.status, headers: response.headers, body: type.includes("json") ? JSON.parse(text) : text };
+}
+
+async function withService(
+  overrides: Record<string, string>,
+  fn: (ctx: {
+    base: string;
+    service: Awaited<ReturnType<typeof startService>>;
+    queue: Awaited<ReturnType<typeof createTestQueue>>;
+    db: Awaited<ReturnType<typeof createTestDatabase>>;
+  }) => Promise<void>,
+) {
+  await using db = await createTestDatabase();
+  await using queue = await createTestQueue();
+  const service = await startService(testConfig(db, queue, overrides));
+  try {
+    await fn({ base: `http://127.0.0.1:${service.http.port}`, service, queue, db });
+  } finally {
+    await service.stop();
+  }
+}
+
+Deno.test("http: observation routes, status codes, and no secrets", async () => {
+  await withService({ ADMIN_TOKEN: TOKEN }, async ({ base, service, queue }) => {
+    await queue.publish([seedVote(1, "L1", "oui"), "bad"]);
+    await waitForEvent(service.aggregator, "acked", () => service.aggregator.totals.messages === 2);
+
+    const health = await call(base, "/healthz");
+    assert.deepEqual([health.status, health.body], [200, { status: "ok" }]);
+    const ready = await call(base, "/readyz");
+    assert.deepEqual([ready.status, ready.body.broker, ready.body.database], [200, "up", "up"]);
+    const status = await call(base, "/status");
+    assert.equal(status.status, 200);
+    assert.equal(status.body.state, "running");
+    assert.equal(status.body.totals.counted, 1);
+    assert.equal(status.body.totals.deadLettered, 1);
+    assert.match(status.body.last_commit_at, /^\d{4}-/);
+
+    const head = await fetch(`${base}/healthz`, { method: "HEAD" });
+    await head.body?.cancel();
+    assert.equal(head.status, 200);
+    const missing = await call(base, "/nope");
+    assert.equal(missing.status, 404);
+    const wrongMethod = await call(base, "/metrics", { method: "POST" });
+    assert.deepEqual([wrongMethod.status, wrongMethod.headers.get("allow")], [405, "GET, HEAD"]);
+    const getFlush = await call(base, "/flush");
+    assert.deepEqual([getFlush.status, getFlush.headers.get("allow")], [405, "POST"]);
+
+    for (const path of ["/healthz", "/readyz", "/status", "/metrics"]) {
+      const { body } = await call(base, path);
+      const text = typeof body === "string" ? body : JSON.stringify(body);
+      assert.ok(!text.includes(TOKEN) && !text.includes("guest:guest"), `${path} leaks a secret`);
+    }
+  });
+});
+
+Deno.test("http: /metrics parses and carries the seed's names", async () => {
+  await withService({}, async ({ base, service, queue }) => {
+    await queue.publish([seedVote(1, "L1", "oui"), seedVote(2, "L1", "non"), seedVote(2, "L1", "oui"), "{"]);
+    await waitForEvent(service.aggregator, "acked", () => service.aggregator.totals.messages === 4);
+    const { status, headers, body } = await call(base, "/metrics");
+    assert.equal(status, 200);
+    assert.match(headers.get("content-type") ?? "", /^text\/plain/);
+    const samples = new Map<string, number>();
+    for (const line of (body as string).split("\n")) {
+      if (line === "" || line.startsWith("#")) continue;
+      const match = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (-?[0-9.e+-]+|NaN|\+Inf|-Inf)$/);
+      assert.ok(match, `unparseable line: ${line}`);
+      samples.set(match[1], Number(match[2]));
+    }
+    assert.equal(samples.get('votes_aggregated_total{law_id="L1",choice="oui"}'), 1);
+    assert.equal(samples.get('votes_aggregated_total{law_id="L1",choice="non"}'), 1);
+    assert.equal(samples.get('current_vote_totals{law_id="L1",choice="oui"}'), 1);
+    assert.equal(samples.get("batch_size_processed_total"), 4);
+    assert.ok(samples.has("batch_processing_duration_seconds"));
+    assert.equal(samples.get("duplicate_attempts_total"), 1);
+    assert.equal(samples.get('dead_lettered_total{reason="invalid_json"}'), 1);
+    assert.equal(samples.get('aggregator_state{state="running"}'), 1);
+    assert.equal(samples.get("consumer_paused"), 0);
+    assert.ok(samples.has('db_pool_connections{state="max"}'));
+    assert.ok(samples.has("batch_commit_duration_seconds_count"));
+    assert.ok(samples.has("oldest_unacked_vote_age_seconds"));
+    assert.ok(samples.has("process_resident_memory_bytes"), "default process metrics");
+  });
+});
+
+Deno.test("http: admin routes need the bearer token, and are off without ADMIN_TOKEN", async () => {
+  await withService({ ADMIN_TOKEN: TOKEN }, async ({ base }) => {
+    for (const path of ["/flush", "/pause", "/resume"]) {
+      const none = await call(base, path, { method: "POST" });
+      assert.equal(none.status, 401, path);
+      assert.match(none.headers.get("www-authenticate") ?? "", /^Bearer/);
+      const wrong = await call(base, path, { method: "POST", headers: { authorization: `Bearer ${TOKEN}x` } });
+      assert.equal(wrong.status, 401, path);
+      const basic = await call(base, path, { method: "POST", headers: { authorization: `Basic ${btoa("a:b")}` } });
+      assert.equal(basic.status, 401, path);
+    }
+    const big = await call(base, "/flush", { method: "POST", headers: auth, body: "x".repeat(5000) });
+    assert.equal(big.status, 413);
+  });
+  await withService({}, async ({ base }) => {
+    const off = await call(base, "/pause", { method: "POST", headers: auth });
+    assert.equal(off.status, 403);
+    assert.match(off.body.error, /set ADMIN_TOKEN/);
+  });
+});
+
+Deno.test("http: POST /flush answers after the open batch is visible in vote_results", async () => {
+  await withService(
+    { ADMIN_TOKEN: TOKEN, BATCH_SIZE: "1000", BATCH_TIMEOUT_SECONDS: "600" },
+    async ({ base, service, queue, db }) => {
+      const empty = await call(base, "/flush", { method: "POST", headers: auth });
+      assert.deepEqual([empty.status, empty.body], [200, { flushed: 0 }]);
+      await queue.publish(Array.from({ length: 7 }, (_, i) => seedVote(i, "L9", "oui")));
+      await waitUntil(() => service.aggregator.status().open_batch_messages === 7, "7 votes are batched");
+      assert.deepEqual(await results(db.sql), {});
+      const flushed = await call(base, "/flush", { method: "POST", headers: auth });
+      assert.deepEqual([flushed.status, flushed.body], [200, { flushed: 7 }]);
+      assert.deepEqual(await results(db.sql), { L9: [7, 0] });
+    },
+  );
+});
+
+Deno.test("http: pause stops consumption and keeps messages in the queue; resume counts them", async () => {
+  await withService({ ADMIN_TOKEN: TOKEN, BATCH_SIZE: "1000", BATCH_TIMEOUT_SECONDS: "600" }, async (ctx) => {
+    const { base, service, queue, db } = ctx;
+    await queue.publish([seedVote(1, "L1", "oui")]);
+    await waitUntil(() => service.aggregator.status().open_batch_messages === 1, "1 vote is batched");
+    const paused = await call(base, "/pause", { method: "POST", headers: auth });
+    assert.deepEqual([paused.status, paused.body], [200, { state: "paused", flushed: 1 }]);
+    assert.deepEqual(await results(db.sql), { L1: [1, 0] }, "pause commits what is batched");
+    const again = await call(base, "/pause", { method: "POST", headers: auth });
+    assert.deepEqual(again.body, { state: "paused", flushed: 0 }, "pause is idempotent");
+
+    await queue.publish(Array.from({ length: 20 }, (_, i) => seedVote(100 + i, "L1", "non")));
+    const depth = await queue.channel.checkQueue(queue.name);
+    assert.equal(depth.consumerCount, 0, "no consumer while paused");
+    assert.equal(depth.messageCount, 20, "the messages wait in the queue");
+    const ready = await call(base, "/readyz");
+    assert.deepEqual([ready.status, ready.body.state], [200, "paused"], "a deliberate pause is ready");
+    assert.equal((await call(base, "/status")).body.state, "paused");
+
+    const resumed = await call(base, "/resume", { method: "POST", headers: auth });
+    assert.deepEqual([resumed.status, resumed.body], [200, { state: "running" }]);
+    const twice = await call(base, "/resume", { method: "POST", headers: auth });
+    assert.deepEqual(twice.body, { state: "running" }, "resume is idempotent");
+    await waitUntil(() => service.aggregator.status().open_batch_messages === 20, "20 votes are batched");
+    const flushed = await call(base, "/flush", { method: "POST", headers: auth });
+    assert.deepEqual(flushed.body, { flushed: 20 });
+    assert.deepEqual(await results(db.sql), { L1: [1, 20] });
+  });
+});
+
+Deno.test("http: pause survives a broker reconnect", async () => {
+  await withService({ ADMIN_TOKEN: TOKEN }, async ({ base, service, queue }) => {
+    await call(base, "/pause", { method: "POST", headers: auth });
+    const session = service.consumer.session;
+    await service.consumer.reconnect();
+    await waitUntil(() => service.consumer.session > session && service.consumer.connected, "reconnected");
+    assert.equal(service.consumer.consuming, false);
+    assert.equal((await queue.channel.checkQueue(queue.name)).consumerCount, 0);
+    await call(base, "/resume", { method: "POST", headers: auth });
+    assert.equal((await queue.channel.checkQueue(queue.name)).consumerCount, 1);
+  });
+});

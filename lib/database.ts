@@ -71,32 +71,54 @@ export async function warmUp(sql: Sql, count: number): Promise<void> {
 /**
  * Applies the migrations not yet applied, in order, in one transaction holding
  * an advisory lock: an instance that starts while another migrates waits for it.
+ * When none is pending it only reads `schema_migrations`, so the service's
+ * least-privilege role (`sql/role_vote_aggregator.sql`) can start it.
  *
  * @returns the names of the migrations applied now
+ * @throws when migrations are pending and the role may not apply them; the message says what to do
  */
 export async function migrate(
   sql: Sql,
   migrations: readonly Migration[] = MIGRATIONS,
 ): Promise<string[]> {
-  return await sql.begin(async (tx) => {
-    await tx`select pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`;
-    await tx`
-      create table if not exists schema_migrations (
-        version    integer primary key,
-        name       text not null,
-        applied_at timestamptz not null default now()
-      )`;
-    const rows = await tx<{ version: number }[]>`select version from schema_migrations`;
-    const applied = new Set(rows.map((r) => r.version));
-    const names: string[] = [];
-    for (const migration of migrations) {
-      if (applied.has(migration.version)) continue;
-      await tx.unsafe(migration.sql);
-      await tx`insert into schema_migrations (version, name) values (${migration.version}, ${migration.name})`;
-      names.push(migration.name);
+  if ((await pending(sql, migrations)).length === 0) return [];
+  try {
+    return await sql.begin(async (tx) => {
+      await tx`select pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`;
+      await tx`
+        create table if not exists schema_migrations (
+          version    integer primary key,
+          name       text not null,
+          applied_at timestamptz not null default now()
+        )`;
+      const names: string[] = [];
+      // Read again under the lock: another instance may have applied them meanwhile.
+      for (const migration of await pending(tx, migrations)) {
+        await tx.unsafe(migration.sql);
+        await tx`insert into schema_migrations (version, name) values (${migration.version}, ${migration.name})`;
+        names.push(migration.name);
+      }
+      return names;
+    });
+  } catch (error) {
+    if (error instanceof postgres.PostgresError && error.code === "42501") {
+      throw new Error(
+        `Migrations are pending and this role may not apply them (${error.message}): ` +
+          "start the service once as the schema's owner (DATABASE_URL or POSTGRES_USER), then as its own role",
+        { cause: error },
+      );
     }
-    return names;
-  });
+    throw error;
+  }
+}
+
+async function pending(sql: postgres.Sql | postgres.TransactionSql, migrations: readonly Migration[]) {
+  const [{ exists }] = await sql<{ exists: boolean }[]>`
+    select to_regclass('schema_migrations') is not null as exists`;
+  if (!exists) return migrations;
+  const rows = await sql<{ version: number }[]>`select version from schema_migrations`;
+  const applied = new Set(rows.map((r) => r.version));
+  return migrations.filter((m) => !applied.has(m.version));
 }
 
 /** True for errors that mean the data is refused (SQLSTATE classes 22 and 23), not that the database is unwell. */

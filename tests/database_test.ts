@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { connectDatabase, isDataError, migrate, MIGRATIONS } from "../lib/database.ts";
+import { VoteWriter } from "../lib/writer.ts";
 import { createTestDatabase } from "./helpers.ts";
 
 const pool = (url: string, max = 2) =>
@@ -63,5 +64,53 @@ Deno.test("schema: the seed's tables and views answer the seed's queries", async
     assert.deepEqual(indexes.map((r) => r.indexname), ["vote_audit_pkey", "vote_audit_vote_hash_key"]);
   } finally {
     await sql.end({ timeout: 1 });
+  }
+});
+
+Deno.test("role: vote_aggregator can run the service and nothing more", async () => {
+  await using db = await createTestDatabase();
+  const owner = pool(db.url);
+  const url = new URL(db.url);
+  url.username = "vote_aggregator";
+  const role = pool(url.toString());
+  try {
+    const script = await Deno.readTextFile(new URL("../sql/role_vote_aggregator.sql", import.meta.url));
+    await owner.unsafe(script.slice(0, script.indexOf("REVOKE"))); // the role alone, before the tables exist
+    await assert.rejects(
+      migrate(role),
+      /start the service once as the schema's owner/,
+      "pending migrations need the owner",
+    );
+    await migrate(owner);
+    await owner.unsafe(script);
+    assert.deepEqual(await migrate(role), [], "a current schema starts under the role");
+
+    const writer = new VoteWriter(role, { maxRetryAttempts: 1 });
+    const v = (n: number, choice: "oui" | "non") => ({
+      hash: n.toString(16).padStart(64, "0"),
+      citizenId: null,
+      lawId: "L1",
+      choice,
+      timestamp: null,
+    });
+    const result = await writer.commit([v(1, "oui"), v(2, "non"), v(1, "non"), v(2, "non")]);
+    assert.deepEqual([result.counted, result.duplicates, result.redelivered], [2, 1, 1]);
+
+    for (
+      const forbidden of [
+        role`delete from vote_audit`,
+        role`update vote_audit set choice = 'non'`,
+        role`truncate vote_results`,
+        role`select * from laws`,
+        role`create table evil (id int)`,
+        role`select * from aggregation_stats`,
+        role`delete from duplicate_attempts`,
+      ]
+    ) {
+      await assert.rejects(forbidden, (e: { code?: string }) => e.code === "42501");
+    }
+  } finally {
+    await role.end({ timeout: 1 });
+    await owner.end({ timeout: 1 });
   }
 });

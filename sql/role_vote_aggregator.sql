@@ -1,0 +1,35 @@
+-- The service's least-privilege role: exactly what the service does at run time, nothing more.
+--
+-- Run as the schema's owner after the migrations were applied (start the service once as the owner):
+--   psql -v ON_ERROR_STOP=1 -d votes -f sql/role_vote_aggregator.sql
+--   psql -d votes -c "ALTER ROLE vote_aggregator PASSWORD '…'"
+-- then run the service with POSTGRES_USER=vote_aggregator. It is idempotent: run it again after each migration.
+--
+-- What the service does, and the grant each needs:
+--   reads schema_migrations at start (nothing to apply)        SELECT
+--   inserts votes, reads them back to classify non-inserts     vote_audit: SELECT, INSERT
+--   increments per-law totals (INSERT … ON CONFLICT DO UPDATE) vote_results: SELECT, INSERT, UPDATE
+--   records each duplicate attempt once (ON CONFLICT reads it) duplicate_attempts: SELECT, INSERT
+--   records batch statistics                                   aggregation_stats: INSERT
+--   their bigserial ids                                        USAGE on the three sequences
+-- It cannot delete or rewrite a vote, truncate a table, change the schema, or read or write anything else.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vote_aggregator') THEN
+        CREATE ROLE vote_aggregator LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT;
+    END IF;
+END
+$$;
+
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM vote_aggregator;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM vote_aggregator;
+REVOKE CREATE ON SCHEMA public FROM vote_aggregator;
+GRANT USAGE ON SCHEMA public TO vote_aggregator;
+
+GRANT SELECT ON schema_migrations TO vote_aggregator;
+GRANT SELECT, INSERT ON vote_audit TO vote_aggregator;
+GRANT SELECT, INSERT, UPDATE ON vote_results TO vote_aggregator;
+GRANT SELECT, INSERT ON duplicate_attempts TO vote_aggregator;
+GRANT INSERT ON aggregation_stats TO vote_aggregator;
+GRANT USAGE ON SEQUENCE vote_audit_id_seq, duplicate_attempts_id_seq, aggregation_stats_id_seq TO vote_aggregator;

@@ -36,6 +36,8 @@ const log = getLogger("aggregator");
 
 /** What the aggregator needs of the broker (implemented by `BrokerConsumer`). */
 export interface Broker {
+  /** Number of the current connection; deliveries of older ones can no longer be acknowledged. */
+  readonly session: number;
   readonly connected: boolean;
   readonly consuming: boolean;
   ack(session: number, tag: number): boolean;
@@ -131,6 +133,8 @@ export class Aggregator extends EventTarget {
   #failingJobs = 0;
   #operatorPaused = false;
   #draining = false;
+  /** Set when a drain timed out: commits still retrying give up (their messages are redelivered). */
+  #abandoned = false;
   #lastCommitAt: Date | null = null;
   #lastLogAt = 0;
   #sinceLog = { batches: 0, counted: 0, duplicates: 0, redelivered: 0, deadLettered: 0 };
@@ -231,7 +235,7 @@ export class Aggregator extends EventTarget {
       timer = setTimeout(() => resolve(false), timeoutMs);
     });
     try {
-      return await Promise.race([
+      const complete = await Promise.race([
         (async () => {
           await this.#broker.setPaused("shutdown", true).catch(() => {});
           await this.flush();
@@ -239,6 +243,8 @@ export class Aggregator extends EventTarget {
         })(),
         timeout,
       ]);
+      if (!complete) this.#abandoned = true;
+      return complete;
     } finally {
       clearTimeout(timer);
     }
@@ -325,29 +331,36 @@ export class Aggregator extends EventTarget {
       }
     }
     const result = await this.#commitUntilDone(votes, job);
+    if (result === undefined) return; // abandoned at shutdown: not acknowledged, so redelivered
     for (const { index, detail } of result.rejected) {
       const entry = voteEntries[index];
       entry.rejection = { reason: "database_rejected", detail };
       entry.deadLettered = this.#deadLetter(entry, entry.rejection);
       log.warn("The database refused vote {hash}: {detail}; dead-lettered", { hash: entry.vote?.hash, detail });
     }
-    const deadLettered = await Promise.all(
-      job.entries.filter((e) => e.deadLettered).map((e) => e.deadLettered),
-    );
+    const rejected = job.entries.filter((e) => e.deadLettered);
+    const deadLettered = await Promise.all(rejected.map((e) => e.deadLettered));
     if (deadLettered.includes(false)) {
       job.ackable = false;
-      // Acknowledging now would lose the message: drop the session so all unacknowledged ones come back.
-      await this.#broker.reconnect();
+      // A multiple ack would now also settle the message that is not in the DLQ. If its connection is
+      // still the current one, drop it so that every unacknowledged message comes back.
+      if (rejected.some((e, i) => !deadLettered[i] && e.delivery.session === this.#broker.session)) {
+        await this.#broker.reconnect();
+      }
     }
     this.#record(job, result);
     job.committed = true;
     this.#acknowledgeInOrder();
   }
 
-  /** Commits, pausing consumption while the database stays down, until it succeeds. */
-  async #commitUntilDone(votes: Vote[], job: Job): Promise<CommitResult> {
+  /**
+   * Commits, pausing consumption while the database stays down, until it succeeds;
+   * `undefined` when a timed-out shutdown abandoned it.
+   */
+  async #commitUntilDone(votes: Vote[], job: Job): Promise<CommitResult | undefined> {
     let failing = false;
     for (let attempt = 0;; attempt++) {
+      if (this.#abandoned) return undefined;
       try {
         const result = await this.#writer.commit(votes, performance.now() - job.openedAt);
         if (failing) {

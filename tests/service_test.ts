@@ -144,6 +144,9 @@ Deno.test("aggregator: messages redelivered after a lost acknowledgement are not
   });
   // The first session's acknowledgements are lost, as if the process died right after its commit.
   const broker: Broker = {
+    get session() {
+      return consumer.session;
+    },
     get connected() {
       return consumer.connected;
     },

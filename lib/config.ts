@@ -88,7 +88,8 @@ export class ConfigError extends Error {
 /** Reads one environment variable; `undefined` when unset. */
 export type EnvReader = (name: string) => string | undefined;
 
-interface Variable {
+/** What {@link VARIABLES} says of one variable. */
+export interface Variable {
   /** Default as it would be written in `.env`; `undefined` when optional. */
   default?: string;
   /** One line for the README and `.env.example`. */
@@ -170,6 +171,11 @@ export type VariableName = keyof typeof VARIABLES;
 
 /** All variable names, for `--allow-env`. */
 export const VARIABLE_NAMES = Object.keys(VARIABLES) as VariableName[];
+
+/** A variable's default and doc line (`default` is `undefined` when optional). */
+export function describeVariable(name: VariableName): Variable {
+  return VARIABLES[name];
+}
 
 /**
  * Resolves and validates the configuration from `env`.

@@ -76,6 +76,33 @@ export interface BrokerConsumerOptions {
 export const REJECT_REASON_HEADER = "x-reject-reason";
 export const REJECT_DETAIL_HEADER = "x-reject-detail";
 
+/** What the vote queue is declared with. */
+export type QueueOptions = Pick<BrokerConsumerOptions, "queue" | "queueType" | "deliveryLimit">;
+
+/** The vote queue's arguments: where it dead-letters, and for quorum queues the delivery limit. */
+export function queueArguments({ queue, queueType, deliveryLimit }: QueueOptions): Record<string, unknown> {
+  const names = BrokerConsumer.deadLetterNames(queue);
+  return {
+    "x-dead-letter-exchange": names.exchange,
+    "x-dead-letter-routing-key": names.queue,
+    ...(queueType === "quorum" ? { "x-queue-type": "quorum", "x-delivery-limit": deliveryLimit } : {}),
+  };
+}
+
+/**
+ * Declares the service's topology: the dead-letter exchange and queue, then the
+ * durable vote queue. Publishers that preload a queue before the service starts
+ * declare it with this too, so the service finds it as it expects. Rejects with
+ * the broker's 406 when the vote queue exists with other arguments.
+ */
+export async function declareTopology(channel: Channel, options: QueueOptions): Promise<void> {
+  const names = BrokerConsumer.deadLetterNames(options.queue);
+  await channel.assertExchange(names.exchange, "direct", { durable: true });
+  await channel.assertQueue(names.queue, { durable: true });
+  await channel.bindQueue(names.queue, names.exchange, names.queue);
+  await channel.assertQueue(options.queue, { durable: true, arguments: queueArguments(options) });
+}
+
 /** The consumer of the vote queue; see the module documentation. */
 export class BrokerConsumer {
   readonly #options: BrokerConsumerOptions;
@@ -263,28 +290,21 @@ export class BrokerConsumer {
 
   /** Declares the topology; returns the channel to consume on (a new one if the queue check closed the first). */
   async #declare(model: ChannelModel, channel: ConfirmChannel): Promise<ConfirmChannel> {
-    const { queue, queueType, deliveryLimit } = this.#options;
-    const names = BrokerConsumer.deadLetterNames(queue);
-    await channel.assertExchange(names.exchange, "direct", { durable: true });
-    await channel.assertQueue(names.queue, { durable: true });
-    await channel.bindQueue(names.queue, names.exchange, names.queue);
-    const args: Record<string, unknown> = {
-      "x-dead-letter-exchange": names.exchange,
-      "x-dead-letter-routing-key": names.queue,
-    };
-    if (queueType === "quorum") {
-      args["x-queue-type"] = "quorum";
-      args["x-delivery-limit"] = deliveryLimit;
-    }
+    const { queue } = this.#options;
     try {
-      await channel.assertQueue(queue, { durable: true, arguments: args });
+      await declareTopology(channel, this.#options);
       return channel;
     } catch (error) {
       if ((error as { code?: number }).code !== 406) throw error;
       // The queue exists with other arguments (e.g. the seed's plain durable queue): use it as it is.
       log.warn(
         "Queue {queue} exists with other arguments than {args}; using it as it is. Malformed messages still go to {dlq}, but messages the broker itself rejects are not dead-lettered: {error}",
-        { queue, args: JSON.stringify(args), dlq: names.queue, error: (error as Error).message },
+        {
+          queue,
+          args: JSON.stringify(queueArguments(this.#options)),
+          dlq: BrokerConsumer.deadLetterNames(queue).queue,
+          error: (error as Error).message,
+        },
       );
       const fresh = await this.#openChannel(model);
       await fresh.checkQueue(queue);

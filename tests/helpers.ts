@@ -13,6 +13,7 @@ import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import postgres from "postgres";
 import { type Config, loadConfig } from "../lib/config.ts";
+import { declareTopology } from "../lib/consumer.ts";
 import { setupLogging } from "../lib/log.ts";
 
 export const POSTGRES_URL = Deno.env.get("TEST_POSTGRES_URL") ?? "postgres://postgres@127.0.0.1:5432/postgres";
@@ -89,17 +90,11 @@ export async function createTestQueue(options: { declare?: boolean; quorum?: boo
   }
   const channel = await connection.createConfirmChannel();
   if (options.declare !== false) {
-    // The same topology the service declares, so messages can be preloaded before it starts.
-    await channel.assertExchange(`${name}.dlx`, "direct", { durable: true });
-    await channel.assertQueue(dlq, { durable: true });
-    await channel.bindQueue(dlq, `${name}.dlx`, dlq);
-    await channel.assertQueue(name, {
-      durable: true,
-      arguments: {
-        "x-dead-letter-exchange": `${name}.dlx`,
-        "x-dead-letter-routing-key": dlq,
-        ...(options.quorum ? { "x-queue-type": "quorum", "x-delivery-limit": 20 } : {}),
-      },
+    // The service's own topology, so that messages can be preloaded before it starts.
+    await declareTopology(channel, {
+      queue: name,
+      queueType: options.quorum ? "quorum" : "classic",
+      deliveryLimit: 20,
     });
   }
   return {

@@ -12,6 +12,7 @@
 
 import { ConfigError, envWithDotenv, loadConfig } from "./lib/config.ts";
 import { getLogger, setupLogging } from "./lib/log.ts";
+import { deniedEndpoints } from "./lib/permissions.ts";
 import { startService } from "./lib/service.ts";
 
 async function main(): Promise<number> {
@@ -21,6 +22,12 @@ async function main(): Promise<number> {
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     console.error(`vote-aggregator: ${error.message}`);
+    return 2;
+  }
+  // Fail at once, naming the host, rather than as "getaddrinfo EPERM" from inside a client's retries.
+  const denied = deniedEndpoints(config);
+  if (denied.length) {
+    for (const reason of denied) console.error(`vote-aggregator: ${reason}`);
     return 2;
   }
   await setupLogging(config.logLevel, config.logFormat);

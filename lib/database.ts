@@ -16,6 +16,7 @@
  * @module
  */
 
+import { checkServerIdentity } from "node:tls";
 import postgres from "postgres";
 import type { Config } from "./config.ts";
 import schema001 from "../sql/001_schema.sql" with { type: "text" };
@@ -52,7 +53,7 @@ export function connectDatabase(
   return postgres(config.databaseUrl, {
     max: config.postgresMaxConnections,
     connect_timeout: 10,
-    ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert),
+    ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, new URL(config.databaseUrl).hostname),
     onnotice: () => {},
     connection: { application_name: "vote-aggregator" },
   });
@@ -126,7 +127,7 @@ export function isDataError(error: unknown): boolean {
   return error instanceof postgres.PostgresError && /^2[23]/.test(error.code);
 }
 
-function sslOption(mode: Config["postgresSslMode"], caFile: string | undefined) {
+function sslOption(mode: Config["postgresSslMode"], caFile: string | undefined, host: string) {
   switch (mode) {
     case "disable":
       return false;
@@ -134,6 +135,13 @@ function sslOption(mode: Config["postgresSslMode"], caFile: string | undefined) 
     case "require":
       return mode;
     case "verify-full":
-      return caFile ? { ca: Deno.readTextFileSync(caFile), rejectUnauthorized: true } : "verify-full";
+      return {
+        ...(caFile ? { ca: Deno.readTextFileSync(caFile) } : {}),
+        rejectUnauthorized: true,
+        // postgres.js passes no server name for an IP address, and node:tls then checks the
+        // certificate against "localhost": check it against the host the URL names instead.
+        checkServerIdentity: (_: string, cert: Parameters<typeof checkServerIdentity>[1]) =>
+          checkServerIdentity(host.replace(/^\[(.*)\]$/, "$1"), cert),
+      };
   }
 }

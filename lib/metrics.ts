@@ -43,6 +43,15 @@ export interface Metrics {
   openBatchVotes: client.Gauge;
 }
 
+// prom-client's default metrics that come from /proc/self on Linux (see createMetrics).
+const LINUX_PROC_METRICS = [
+  "process_resident_memory_bytes",
+  "process_virtual_memory_bytes",
+  "process_heap_bytes",
+  "process_open_fds",
+  "process_max_fds",
+];
+
 /** States reported by `aggregator_state{state}`, one of them 1 at a time. */
 export const STATES = ["starting", "running", "paused", "degraded", "draining"] as const;
 
@@ -53,8 +62,22 @@ export const STATES = ["starting", "running", "paused", "degraded", "draining"] 
  */
 export function createMetrics(collectDefaults = true): Metrics {
   const registry = new client.Registry();
-  if (collectDefaults) client.collectDefaultMetrics({ register: registry });
   const registers = [registry];
+  if (collectDefaults) {
+    client.collectDefaultMetrics({ register: registry });
+    // prom-client reads these from /proc/self on Linux, which Deno allows only under --allow-all: under
+    // the service's permission set they would read 0. Resident memory comes from Deno instead (no
+    // permission needed); the others are left out rather than reported wrong.
+    for (const name of LINUX_PROC_METRICS) registry.removeSingleMetric(name);
+    new client.Gauge({
+      name: "process_resident_memory_bytes",
+      help: "Resident memory size in bytes.",
+      registers,
+      collect() {
+        this.set(Deno.memoryUsage().rss);
+      },
+    });
+  }
   return {
     registry,
     votesAggregated: new client.Counter({

@@ -1,0 +1,101 @@
+/**
+ * Permissions: the addresses the service reaches, and a check at start that
+ * this process may reach them. tools/permissions.ts turns the same addresses
+ * into the `--allow-net` flags of `deno task start` and `deno task compile`.
+ *
+ * @example
+ * ```ts
+ * import { deniedEndpoints } from "./permissions.ts";
+ * for (const reason of deniedEndpoints(config)) console.error(reason);
+ * ```
+ *
+ * @module
+ */
+
+import type { Config } from "./config.ts";
+
+/** The parts of the configuration the permission set depends on. */
+export type PermissionConfig = Pick<
+  Config,
+  "rabbitmqUrl" | "databaseUrl" | "httpHost" | "prometheusPort" | "rabbitmqCaFile" | "postgresSslRootCert"
+>;
+
+/** One network address the service uses, and the variables that set it. */
+export interface Endpoint {
+  what: "RabbitMQ" | "PostgreSQL" | "HTTP";
+  /** `host:port` as `--allow-net` and `Deno.permissions` take it. */
+  address: string;
+  host: string;
+  port: number;
+  variables: string;
+}
+
+/** The addresses `config` makes the service connect to (broker, database) and listen on (HTTP). */
+export function endpoints(config: PermissionConfig): Endpoint[] {
+  const broker = endpoint(config.rabbitmqUrl, { amqp: 5672, amqps: 5671 });
+  const database = endpoint(config.databaseUrl, { postgres: 5432, postgresql: 5432 });
+  return [
+    {
+      what: "RabbitMQ",
+      ...broker,
+      address: hostPort(broker.host, broker.port),
+      variables: "RABBITMQ_URL or RABBITMQ_HOST/RABBITMQ_PORT",
+    },
+    {
+      what: "PostgreSQL",
+      ...database,
+      address: hostPort(database.host, database.port),
+      variables: "DATABASE_URL or POSTGRES_HOST/POSTGRES_PORT",
+    },
+    {
+      what: "HTTP",
+      host: config.httpHost,
+      port: config.prometheusPort,
+      // Port 0 asks the system for a free port: only the host can be allowed then.
+      address: config.prometheusPort === 0
+        ? bracket(config.httpHost)
+        : hostPort(config.httpHost, config.prometheusPort),
+      variables: "HTTP_HOST/PROMETHEUS_PORT",
+    },
+  ];
+}
+
+/**
+ * What this process may not reach of what `config` names, one sentence each,
+ * naming the host:port and the variables that set it; empty when all is granted.
+ *
+ * main.ts calls it before connecting: without it a denied host surfaces from
+ * node's DNS shim as `getaddrinfo EPERM <host>`, and the broker client retries
+ * that for seconds as if the broker were down.
+ */
+export function deniedEndpoints(config: PermissionConfig): string[] {
+  return endpoints(config)
+    .filter(({ address }) => Deno.permissions.querySync({ name: "net", host: address }).state !== "granted")
+    .map(({ what, address, variables }) =>
+      `not permitted to ${
+        what === "HTTP" ? "listen for HTTP on" : `connect to ${what} at`
+      } ${address} (${variables}): ` +
+      "it is outside this process's --allow-net. The permission set is computed from the configuration " +
+      "(tools/permissions.ts): start with `deno task start`, or rebuild the binary with `deno task compile` " +
+      "under this configuration"
+    );
+}
+
+function endpoint(url: string, defaultPorts: Record<string, number>): { host: string; port: number } {
+  // new URL keeps IPv6 literals in brackets; bracket() puts them back where needed.
+  const parsed = new URL(url);
+  const scheme = parsed.protocol.slice(0, -1);
+  return {
+    host: parsed.hostname.replace(/^\[(.*)\]$/, "$1"),
+    port: parsed.port ? Number(parsed.port) : defaultPorts[scheme],
+  };
+}
+
+// IPv6 literals are written [::1]:5432 in --allow-net.
+export function bracket(host: string): string {
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
+}
+
+export function hostPort(host: string, port: number): string {
+  return `${bracket(host)}:${port}`;
+}

@@ -34,6 +34,16 @@ export interface SpawnOptions {
   timeoutMs?: number;
 }
 
+/** What the child keeps of this environment: where to find Deno and its module cache, nothing that configures the service. */
+function inherited(): Record<string, string> {
+  const kept: Record<string, string> = {};
+  for (const name of ["PATH", "HOME", "DENO_DIR", "NO_COLOR"]) {
+    const value = Deno.env.get(name);
+    if (value !== undefined) kept[name] = value;
+  }
+  return kept;
+}
+
 /** A TCP port free right now on 127.0.0.1. */
 export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -51,6 +61,7 @@ export async function spawnService(env: Record<string, string>, options: SpawnOp
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--quiet", ...permissions, MAIN],
     env: {
+      ...inherited(),
       HTTP_HOST: "127.0.0.1",
       LOG_LEVEL: "INFO",
       ...env,

@@ -98,9 +98,8 @@ export const DEPENDENCY_NOTES: readonly string[] = [
   "granting them (IGNORED_ENV), so only lib/config.ts configures the connection.",
   "npm:prom-client's default process metrics read /proc/self/status, /proc/self/fd and /proc/self/limits " +
   "on Linux. Deno grants /proc/self only under --allow-all (not even --allow-read=/proc/self/status), " +
-  "which is not given: prom-client catches the error and reports 0 for process_resident_memory_bytes, " +
-  "process_virtual_memory_bytes, process_heap_bytes and process_open_fds, and no process_max_fds. " +
-  "Left denied; lib/metrics.ts should take resident memory from Deno.memoryUsage() instead.",
+  "which is not given. Left denied: lib/metrics.ts drops those five metrics and reports " +
+  "process_resident_memory_bytes from Deno.memoryUsage(), which needs no permission.",
   "npm:amqplib, @logtape/logtape and dotenv need nothing beyond the broker's host:port and .env; none asks " +
   "for --allow-sys (no os.hostname/os.userInfo on the paths the service uses).",
 ];

@@ -58,6 +58,8 @@ export interface Config {
   maxRetryAttempts: number;
   /** First backoff between attempts; doubles each time. @default 1000 (`RETRY_DELAY_SECONDS=1.0`) */
   retryDelayMs: number;
+  /** Longest one transaction may go unanswered before the attempt counts as failed. @default 30000 */
+  commitTimeoutMs: number;
   /** Port of the HTTP control plane (/metrics, /healthz, admin routes). @default 8001 */
   prometheusPort: number;
   /** Address the HTTP server binds. @default "0.0.0.0" */
@@ -152,6 +154,10 @@ export const VARIABLES = {
   RETRY_DELAY_SECONDS: {
     default: "1.0",
     doc: "First retry delay; doubles per attempt",
+  },
+  COMMIT_TIMEOUT_SECONDS: {
+    default: "30",
+    doc: "Longest a commit may wait for the database before the attempt fails",
   },
   PROMETHEUS_PORT: { default: "8001", doc: "HTTP port (/metrics and control plane)" },
   HTTP_HOST: { default: "0.0.0.0", doc: "HTTP bind address" },
@@ -297,6 +303,7 @@ export function loadConfig(
     maxInflightBatches: integer("MAX_INFLIGHT_BATCHES", 1, 64),
     maxRetryAttempts: integer("MAX_RETRY_ATTEMPTS", 1, 100),
     retryDelayMs: seconds("RETRY_DELAY_SECONDS", 0, 3600),
+    commitTimeoutMs: seconds("COMMIT_TIMEOUT_SECONDS", 0.1, 3600),
     prometheusPort: integer("PROMETHEUS_PORT", 0, 65535),
     httpHost: name("HTTP_HOST", 255),
     adminToken: optional("ADMIN_TOKEN"),

@@ -75,6 +75,8 @@ export interface BrokerConsumerOptions {
 /** Header names a dead-lettered message carries. */
 export const REJECT_REASON_HEADER = "x-reject-reason";
 export const REJECT_DETAIL_HEADER = "x-reject-detail";
+/** Header that tells a returned (unroutable) dead-letter publish apart from the others. */
+const DEAD_LETTER_ID_HEADER = "x-dead-letter-id";
 
 /** What the vote queue is declared with. */
 export type QueueOptions = Pick<BrokerConsumerOptions, "queue" | "queueType" | "deliveryLimit">;
@@ -113,6 +115,8 @@ export class BrokerConsumer {
   #session = 0;
   #closing = false;
   readonly #pauseReasons = new Set<string>();
+  /** Dead-letter publishes the broker returned as unroutable (the DLQ or its binding is gone). */
+  readonly #returned = new Set<string>();
   // Pause, resume and (re)connect change the consumer one at a time, in order.
   #steps: Promise<void> = Promise.resolve();
 
@@ -225,6 +229,7 @@ export class BrokerConsumer {
       return Promise.reject(new Error("session closed before dead-lettering"));
     }
     const names = BrokerConsumer.deadLetterNames(this.#options.queue);
+    const id = crypto.randomUUID();
     return new Promise((resolve, reject) => {
       channel.publish(
         names.exchange,
@@ -232,15 +237,24 @@ export class BrokerConsumer {
         Buffer.from(delivery.body.buffer, delivery.body.byteOffset, delivery.body.byteLength),
         {
           persistent: true,
+          // Routed nowhere (the DLQ was deleted), the broker returns it before confirming, instead of dropping it.
+          mandatory: true,
           contentType: delivery.contentType,
           headers: {
             ...delivery.headers,
             [REJECT_REASON_HEADER]: rejection.reason,
             [REJECT_DETAIL_HEADER]: rejection.detail.slice(0, 500),
             "x-original-queue": this.#options.queue,
+            [DEAD_LETTER_ID_HEADER]: id,
           },
         },
-        (error: unknown) => error ? reject(error) : resolve(),
+        (error: unknown) => {
+          const returned = this.#returned.delete(id);
+          if (error) reject(error);
+          else if (returned) {
+            reject(new Error(`the broker returned the dead-letter publish: is ${names.queue} missing?`));
+          } else resolve();
+        },
       );
     });
   }
@@ -285,6 +299,11 @@ export class BrokerConsumer {
     const channel = await model.createConfirmChannel();
     // A channel error is followed by 'close', where it is handled; without a listener it would be thrown.
     channel.on("error", (error: Error) => log.debug("Broker channel error: {error}", { error: error.message }));
+    // A return comes before the confirm of the same publish: deadLetter's callback then sees it.
+    channel.on("return", (message: ConsumeMessage) => {
+      const id = message.properties.headers?.[DEAD_LETTER_ID_HEADER];
+      if (typeof id === "string") this.#returned.add(id);
+    });
     return channel;
   }
 

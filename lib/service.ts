@@ -66,6 +66,7 @@ export async function startService(config: Config): Promise<Service> {
   const writer = new VoteWriter(sql, {
     maxRetryAttempts: config.maxRetryAttempts,
     retryDelayMs: config.retryDelayMs,
+    commitTimeoutMs: config.commitTimeoutMs,
     instance: `pid-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`,
     onRetry: (error, attempt, delayMs) => {
       metrics.aggregationErrors.inc({ error_type: "database_retry" });

@@ -58,6 +58,11 @@ export interface VoteWriterOptions {
   maxRetryAttempts?: number;
   /** First delay between attempts in ms; doubles each attempt. @default 1000 */
   retryDelayMs?: number;
+  /**
+   * Longest one transaction may go unanswered before the attempt counts as failed (a network partition
+   * would otherwise hang it forever, and the retry budget would never apply). @default 30000
+   */
+  commitTimeoutMs?: number;
   /** Written to `aggregation_stats.instance`. */
   instance?: string;
   /** Called before each retry, for logs and metrics. */
@@ -80,6 +85,7 @@ export class VoteWriter {
   readonly #sql: Sql;
   readonly #maxRetryAttempts: number;
   readonly #retryDelayMs: number;
+  readonly #commitTimeoutMs: number;
   readonly #instance: string;
   readonly #onRetry: VoteWriterOptions["onRetry"];
 
@@ -87,6 +93,7 @@ export class VoteWriter {
     this.#sql = sql;
     this.#maxRetryAttempts = options.maxRetryAttempts ?? 3;
     this.#retryDelayMs = options.retryDelayMs ?? 1000;
+    this.#commitTimeoutMs = options.commitTimeoutMs ?? 30_000;
     this.#instance = options.instance ?? `pid-${Deno.pid}`;
     this.#onRetry = options.onRetry;
   }
@@ -142,7 +149,8 @@ export class VoteWriter {
   async #withRetry<T>(attempt: () => Promise<T>): Promise<T> {
     for (let n = 1;; n++) {
       try {
-        return await attempt();
+        // On timeout the transaction may still commit later: the statements are idempotent, so the retry counts nothing twice.
+        return await withTimeout(attempt(), this.#commitTimeoutMs);
       } catch (error) {
         if (isDataError(error)) throw error;
         if (n >= this.#maxRetryAttempts) throw new RetryError(n, error);
@@ -224,6 +232,22 @@ export class VoteWriter {
     }
     return { counted, duplicates, redelivered: votes.length - counted - duplicates, laws };
   }
+}
+
+/** The database did not answer an attempt within the commit timeout. */
+export class CommitTimeoutError extends Error {
+  constructor(ms: number) {
+    super(`no answer from the database within ${ms} ms`);
+    this.name = "CommitTimeoutError";
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new CommitTimeoutError(ms)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 interface Columns {

@@ -298,7 +298,7 @@ export class BrokerConsumer {
   async #openChannel(model: ChannelModel): Promise<ConfirmChannel> {
     const channel = await model.createConfirmChannel();
     // A channel error is followed by 'close', where it is handled; without a listener it would be thrown.
-    channel.on("error", (error: Error) => log.debug("Broker channel error: {error}", { error: error.message }));
+    channel.on("error", (error: Error) => log.warn("Broker channel error: {error}", { error: error.message }));
     // A return comes before the confirm of the same publish: deadLetter's callback then sees it.
     channel.on("return", (message: ConsumeMessage) => {
       const id = message.properties.headers?.[DEAD_LETTER_ID_HEADER];

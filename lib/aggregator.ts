@@ -103,6 +103,8 @@ interface Entry {
 
 interface Job {
   entries: Entry[];
+  /** Hashes of its votes: a later batch with one of them must not commit alongside it. */
+  hashes: string[];
   openedAt: number;
   closedAt: number;
   committed: boolean;
@@ -129,6 +131,8 @@ export class Aggregator extends EventTarget {
   readonly #jobs: Job[] = [];
   /** Closed batches not yet handed to the writer. */
   readonly #waiting: Job[] = [];
+  /** Vote hashes in committing batches, with how many of those hold each. */
+  readonly #committingHashes = new Map<string, number>();
   #committing = 0;
   #failingJobs = 0;
   #operatorPaused = false;
@@ -299,6 +303,7 @@ export class Aggregator extends EventTarget {
   #enqueue(entries: Entry[]): void {
     const job: Job = {
       entries,
+      hashes: this.#maxInflight > 1 ? entries.flatMap((e) => e.vote ? [e.vote.hash] : []) : [],
       openedAt: entries[0].delivery.receivedAt,
       closedAt: performance.now(),
       committed: false,
@@ -312,13 +317,31 @@ export class Aggregator extends EventTarget {
 
   #pump(): void {
     while (this.#committing < this.#maxInflight && this.#waiting.length > 0) {
-      const job = this.#waiting.shift()!;
+      const job = this.#waiting[0];
+      // First copy wins: a batch sharing a hash with one still committing waits, or the later copy could
+      // commit first. Across instances the commit order decides, as it must.
+      if (this.#committing > 0 && job.hashes.some((h) => this.#committingHashes.has(h))) return;
+      this.#waiting.shift();
       this.#committing += 1;
-      this.#commit(job).finally(() => {
-        this.#committing -= 1;
-        this.#pump();
-      });
+      // With one batch at a time there is nothing to hold back, so no bookkeeping.
+      if (this.#maxInflight > 1) {
+        for (const h of job.hashes) this.#committingHashes.set(h, (this.#committingHashes.get(h) ?? 0) + 1);
+      }
+      this.#commit(job).catch((error) => log.error("Batch handling failed: {error}", { error }));
     }
+  }
+
+  /** Frees the committing slot and the batch's hashes, and starts what waited on them. */
+  #release(job: Job): void {
+    if (this.#maxInflight > 1) {
+      for (const h of job.hashes) {
+        const n = this.#committingHashes.get(h)! - 1;
+        if (n === 0) this.#committingHashes.delete(h);
+        else this.#committingHashes.set(h, n);
+      }
+    }
+    this.#committing -= 1;
+    this.#pump();
   }
 
   async #commit(job: Job): Promise<void> {
@@ -331,6 +354,7 @@ export class Aggregator extends EventTarget {
       }
     }
     const result = await this.#commitUntilDone(votes, job);
+    this.#release(job);
     if (result === undefined) return; // abandoned at shutdown: not acknowledged, so redelivered
     for (const { index, detail } of result.rejected) {
       const entry = voteEntries[index];

@@ -30,7 +30,7 @@ export interface Config {
   rabbitmqUrl: string;
   /** Queue the votes are consumed from. @default "votes.aggregation" */
   rabbitmqQueue: string;
-  /** Unacknowledged messages the broker may push ahead (bounds memory). @default 100 */
+  /** Unacknowledged messages the broker may push ahead (bounds memory). @default 1500 */
   rabbitmqPrefetchCount: number;
   /** @default "classic" */
   rabbitmqQueueType: QueueType;
@@ -48,11 +48,11 @@ export interface Config {
   postgresSslMode: SslMode;
   /** CA bundle (PEM) for `verify-full`. */
   postgresSslRootCert: string | undefined;
-  /** A batch closes when it holds this many messages. @default 100 */
+  /** A batch closes when it holds this many messages. @default 500 */
   batchSize: number;
   /** ...or this long after its first message arrived. @default 1000 (`BATCH_TIMEOUT_SECONDS=1.0`) */
   batchTimeoutMs: number;
-  /** Closed batches committing at once; acknowledgements stay in delivery order. @default 2 */
+  /** Closed batches committing at once; acknowledgements stay in delivery order. @default 1 */
   maxInflightBatches: number;
   /** Attempts of one batch's transaction before the service stops consuming. @default 3 */
   maxRetryAttempts: number;
@@ -115,7 +115,7 @@ export const VARIABLES = {
   RABBITMQ_CA_FILE: { doc: "CA bundle (PEM) that signs the broker's certificate" },
   RABBITMQ_QUEUE: { default: "votes.aggregation", doc: "Queue of validated votes" },
   RABBITMQ_PREFETCH_COUNT: {
-    default: "100",
+    default: "1500",
     doc: "Unacknowledged messages in flight (bounds memory; keep ≥ 2 × BATCH_SIZE)",
   },
   RABBITMQ_QUEUE_TYPE: { default: "classic", doc: "classic or quorum" },
@@ -138,13 +138,13 @@ export const VARIABLES = {
     doc: "disable, prefer, require or verify-full",
   },
   POSTGRES_SSLROOTCERT: { doc: "CA bundle (PEM) for verify-full" },
-  BATCH_SIZE: { default: "100", doc: "Messages per batch (one transaction)" },
+  BATCH_SIZE: { default: "500", doc: "Messages per batch (one transaction)" },
   BATCH_TIMEOUT_SECONDS: {
     default: "1.0",
     doc: "A batch commits at most this long after its first message",
   },
   MAX_INFLIGHT_BATCHES: {
-    default: "2",
+    default: "1",
     doc: "Closed batches committing at once (acknowledged in order)",
   },
   MAX_RETRY_ATTEMPTS: {

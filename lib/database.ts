@@ -55,7 +55,9 @@ export function connectDatabase(
     connect_timeout: 10,
     ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, new URL(config.databaseUrl).hostname),
     onnotice: () => {},
-    connection: { application_name: "vote-aggregator" },
+    // Plan each statement with its real arguments and the tables' current size: a generic plan cached
+    // while vote_audit was small kept seq-scanning it in the duplicate lookup, O(rows) per batch.
+    connection: { application_name: "vote-aggregator", plan_cache_mode: "force_custom_plan" },
   });
 }
 

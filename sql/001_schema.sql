@@ -8,6 +8,8 @@
 -- * vote_results has no secondary indexes: it holds one row per law, and an index on updated_at made
 --   every increment a non-HOT update.
 -- * Timestamps are timestamptz: votes arrive with explicit offsets.
+-- * vote_hash is lower-case hex, compared byte-wise (COLLATE "C"): cheaper than a locale's rules on
+--   every unique-index probe.
 -- Requires PostgreSQL 15 or later (UNIQUE NULLS NOT DISTINCT).
 
 CREATE TABLE IF NOT EXISTS laws (
@@ -30,7 +32,7 @@ CREATE TABLE IF NOT EXISTS vote_results (
 
 CREATE TABLE IF NOT EXISTS vote_audit (
     id           BIGSERIAL PRIMARY KEY,
-    vote_hash    VARCHAR(64) NOT NULL UNIQUE CHECK (vote_hash ~ '^[0-9a-f]{64}$'),
+    vote_hash    VARCHAR(64) COLLATE "C" NOT NULL UNIQUE CHECK (vote_hash ~ '^[0-9a-f]{64}$'),
     citizen_id   VARCHAR(100),
     law_id       VARCHAR(50) NOT NULL,
     choice       VARCHAR(10) NOT NULL CHECK (choice IN ('oui', 'non')),
@@ -40,7 +42,7 @@ CREATE TABLE IF NOT EXISTS vote_audit (
 
 CREATE TABLE IF NOT EXISTS duplicate_attempts (
     id                BIGSERIAL PRIMARY KEY,
-    vote_hash         VARCHAR(64) NOT NULL,
+    vote_hash         VARCHAR(64) COLLATE "C" NOT NULL,
     citizen_id        VARCHAR(100),
     law_id            VARCHAR(50) NOT NULL,
     choice            VARCHAR(10) NOT NULL,

@@ -88,7 +88,10 @@ export async function createTestQueue(options: { declare?: boolean; quorum?: boo
   } catch (error) {
     throw unreachable("RabbitMQ", RABBITMQ_URL, error);
   }
+  // A broker restart (the fault suite does them) must fail the test that is using this, not crash the run.
+  connection.on("error", () => {});
   const channel = await connection.createConfirmChannel();
+  channel.on("error", () => {});
   if (options.declare !== false) {
     // The service's own topology, so that messages can be preloaded before it starts.
     await declareTopology(channel, {

@@ -164,9 +164,7 @@ export class VoteWriter {
   async #commitOnce(votes: Vote[], batchAgeMs: number) {
     const sql = this.#sql;
     const columns = toColumns(votes);
-    const rows = await sql<
-      { law_id: string; oui_count: string; non_count: string; oui_added: number; non_added: number }[]
-    >`
+    const [{ laws: lawRows, skipped }] = await sql<{ laws: LawRow[]; skipped: number[] }[]>`
       with batch as (
         select * from unnest(
           ${sql.array(columns.hash)}::text[], ${sql.array(columns.citizenId)}::text[],
@@ -174,12 +172,14 @@ export class VoteWriter {
           ${sql.array(columns.timestamp)}::timestamptz[]
         ) with ordinality as b(vote_hash, citizen_id, law_id, choice, ts, ord)
       ),
+      firsts as (
+        select distinct on (vote_hash) * from batch order by vote_hash, ord
+      ),
       inserted as (
         insert into vote_audit (vote_hash, citizen_id, law_id, choice, "timestamp")
-        select distinct on (vote_hash) vote_hash, citizen_id, law_id, choice, ts
-        from batch order by vote_hash, ord
+        select vote_hash, citizen_id, law_id, choice, ts from firsts order by vote_hash
         on conflict (vote_hash) do nothing
-        returning law_id, choice
+        returning vote_hash, law_id, choice
       ),
       increments as (
         select law_id,
@@ -199,28 +199,39 @@ export class VoteWriter {
         insert into aggregation_stats (batch_size, votes_counted, processing_time_ms, instance)
         select ${votes.length}, (select count(*) from inserted), ${batchAgeMs}, ${this.#instance}
       )
-      select u.law_id, u.oui_count, u.non_count, i.oui::int as oui_added, i.non::int as non_added
-      from upserted u join increments i using (law_id)
-      order by u.law_id`;
+      select
+        coalesce((
+          select json_agg(json_build_object(
+                   'law_id', u.law_id, 'oui_count', u.oui_count, 'non_count', u.non_count,
+                   'oui_added', i.oui, 'non_added', i.non) order by u.law_id)
+          from upserted u join increments i using (law_id)
+        ), '[]') as laws,
+        -- Positions (1-based) of the votes not inserted: later copies, or hashes already stored.
+        coalesce((
+          select array_agg(b.ord::int order by b.ord) from batch b
+          where not exists (select 1 from firsts f join inserted i using (vote_hash) where f.ord = b.ord)
+        ), '{}') as skipped`;
 
-    const laws: LawTotals[] = rows.map((r) => ({
+    const laws: LawTotals[] = lawRows.map((r) => ({
       lawId: r.law_id,
       ouiCount: Number(r.oui_count),
       nonCount: Number(r.non_count),
       ouiAdded: r.oui_added,
       nonAdded: r.non_added,
     }));
-    const counted = laws.reduce((sum, l) => sum + l.ouiAdded + l.nonAdded, 0);
+    const counted = votes.length - skipped.length;
     let duplicates = 0;
-    if (counted < votes.length) {
-      // Some votes were not inserted: redeliveries, or different votes reusing a hash.
+    if (skipped.length > 0) {
+      // Only the votes not inserted: redeliveries (same content as the stored vote: nothing to do), or
+      // different votes reusing a hash (duplicate attempts, recorded once).
+      const rest = toColumns(skipped.map((ord) => votes[ord - 1]));
       const recorded = await sql`
         insert into duplicate_attempts (vote_hash, citizen_id, law_id, choice, attempt_timestamp)
         select b.vote_hash, b.citizen_id, b.law_id, b.choice, b.ts
         from unnest(
-          ${sql.array(columns.hash)}::text[], ${sql.array(columns.citizenId)}::text[],
-          ${sql.array(columns.lawId)}::text[], ${sql.array(columns.choice)}::text[],
-          ${sql.array(columns.timestamp)}::timestamptz[]
+          ${sql.array(rest.hash)}::text[], ${sql.array(rest.citizenId)}::text[],
+          ${sql.array(rest.lawId)}::text[], ${sql.array(rest.choice)}::text[],
+          ${sql.array(rest.timestamp)}::timestamptz[]
         ) as b(vote_hash, citizen_id, law_id, choice, ts)
         join vote_audit a on a.vote_hash = b.vote_hash
         where (a.law_id, a.choice, a."timestamp", a.citizen_id)
@@ -230,7 +241,7 @@ export class VoteWriter {
         returning 1`;
       duplicates = recorded.count;
     }
-    return { counted, duplicates, redelivered: votes.length - counted - duplicates, laws };
+    return { counted, duplicates, redelivered: skipped.length - duplicates, laws };
   }
 }
 
@@ -248,6 +259,14 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
     timer = setTimeout(() => reject(new CommitTimeoutError(ms)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+interface LawRow {
+  law_id: string;
+  oui_count: number;
+  non_count: number;
+  oui_added: number;
+  non_added: number;
 }
 
 interface Columns {

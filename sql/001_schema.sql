@@ -1,8 +1,9 @@
 -- 001: the seed's schema (init_db.sql), made safe for exactly-once counting.
 --
 -- Differences from the seed, and why:
--- * vote_audit.vote_hash is the deduplication key (UNIQUE, indexed once: the seed indexed it twice,
---   which only slowed inserts); citizen_id is nullable because the validation worker sends only the hash.
+-- * vote_audit.vote_hash is the deduplication key and the primary key, its only index (the seed indexed
+--   it twice and the id once more, which only slowed inserts); citizen_id is nullable because the
+--   validation worker sends only the hash.
 -- * duplicate_attempts has a unique key over the attempt's content, so a redelivered duplicate is
 --   recorded once, not once per delivery.
 -- * vote_results has no secondary indexes: it holds one row per law, and an index on updated_at made
@@ -31,8 +32,9 @@ CREATE TABLE IF NOT EXISTS vote_results (
 );
 
 CREATE TABLE IF NOT EXISTS vote_audit (
-    id           BIGSERIAL PRIMARY KEY,
-    vote_hash    VARCHAR(64) COLLATE "C" NOT NULL UNIQUE CHECK (vote_hash ~ '^[0-9a-f]{64}$'),
+    -- The seed's id, still filled in order, but not indexed: no query of the service looks it up.
+    id           BIGSERIAL NOT NULL,
+    vote_hash    VARCHAR(64) COLLATE "C" PRIMARY KEY CHECK (vote_hash ~ '^[0-9a-f]{64}$'),
     citizen_id   VARCHAR(100),
     law_id       VARCHAR(50) NOT NULL,
     choice       VARCHAR(10) NOT NULL CHECK (choice IN ('oui', 'non')),

@@ -61,7 +61,7 @@ Deno.test("schema: the seed's tables and views answer the seed's queries", async
       (e) => isDataError(e),
     );
     const indexes = await db.sql`select indexname from pg_indexes where tablename = 'vote_audit' order by 1`;
-    assert.deepEqual(indexes.map((r) => r.indexname), ["vote_audit_pkey", "vote_audit_vote_hash_key"]);
+    assert.deepEqual(indexes.map((r) => r.indexname), ["vote_audit_pkey"], "one index per audit insert");
   } finally {
     await sql.end({ timeout: 1 });
   }

@@ -30,7 +30,7 @@ export interface Config {
   rabbitmqUrl: string;
   /** Queue the votes are consumed from. @default "votes.aggregation" */
   rabbitmqQueue: string;
-  /** Unacknowledged messages the broker may push ahead (bounds memory). @default 1500 */
+  /** Unacknowledged messages the broker may push ahead (bounds memory). @default 3000 */
   rabbitmqPrefetchCount: number;
   /** @default "classic" */
   rabbitmqQueueType: QueueType;
@@ -48,7 +48,7 @@ export interface Config {
   postgresSslMode: SslMode;
   /** CA bundle (PEM) for `verify-full`. */
   postgresSslRootCert: string | undefined;
-  /** A batch closes when it holds this many messages. @default 500 */
+  /** A batch closes when it holds this many messages. @default 1000 */
   batchSize: number;
   /** ...or this long after its first message arrived. @default 1000 (`BATCH_TIMEOUT_SECONDS=1.0`) */
   batchTimeoutMs: number;
@@ -115,7 +115,7 @@ export const VARIABLES = {
   RABBITMQ_CA_FILE: { doc: "CA bundle (PEM) that signs the broker's certificate" },
   RABBITMQ_QUEUE: { default: "votes.aggregation", doc: "Queue of validated votes" },
   RABBITMQ_PREFETCH_COUNT: {
-    default: "1500",
+    default: "3000",
     doc: "Unacknowledged messages in flight (bounds memory; keep ≥ 2 × BATCH_SIZE)",
   },
   RABBITMQ_QUEUE_TYPE: { default: "classic", doc: "classic or quorum" },
@@ -138,7 +138,7 @@ export const VARIABLES = {
     doc: "disable, prefer, require or verify-full",
   },
   POSTGRES_SSLROOTCERT: { doc: "CA bundle (PEM) for verify-full" },
-  BATCH_SIZE: { default: "500", doc: "Messages per batch (one transaction)" },
+  BATCH_SIZE: { default: "1000", doc: "Messages per batch (one transaction)" },
   BATCH_TIMEOUT_SECONDS: {
     default: "1.0",
     doc: "A batch commits at most this long after its first message",

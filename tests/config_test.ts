@@ -15,11 +15,11 @@ Deno.test("config: the seed's defaults with an empty environment", () => {
   const config = loadConfig({});
   assert.equal(config.rabbitmqUrl, "amqp://guest:guest@localhost:5672/%2F");
   assert.equal(config.rabbitmqQueue, "votes.aggregation");
-  assert.equal(config.rabbitmqPrefetchCount, 1500);
+  assert.equal(config.rabbitmqPrefetchCount, 3000);
   assert.equal(config.databaseUrl, "postgres://postgres:postgres@localhost:5432/votes");
   assert.equal(config.postgresMinConnections, 2);
   assert.equal(config.postgresMaxConnections, 10);
-  assert.equal(config.batchSize, 500);
+  assert.equal(config.batchSize, 1000);
   assert.equal(config.batchTimeoutMs, 1000);
   assert.equal(config.maxRetryAttempts, 3);
   assert.equal(config.retryDelayMs, 1000);
@@ -115,7 +115,7 @@ Deno.test("config: .env is read, and the real environment wins over it", async (
     assert.equal(config.batchSize, 250);
     assert.equal(config.rabbitmqQueue, "from.env");
     const missing = await envWithDotenv("/tmp/does-not-exist.env", () => undefined);
-    assert.equal(loadConfig(missing).batchSize, 500);
+    assert.equal(loadConfig(missing).batchSize, 1000);
   } finally {
     await Deno.remove(path);
   }

@@ -7,6 +7,7 @@
  */
 
 import type { Status } from "../lib/aggregator.ts";
+import { V8_FLAGS } from "../tools/permissions.ts";
 
 /** A running service process. */
 export interface ServiceProcess extends AsyncDisposable {
@@ -26,7 +27,10 @@ export interface ServiceProcess extends AsyncDisposable {
 
 /** Options of {@link spawnService}. */
 export interface SpawnOptions {
-  /** Permission flags for `deno run`. @default ["--allow-net", "--allow-env", "--allow-read=.env"] */
+  /**
+   * Permission flags for `deno run`. @default broad permissions, with the V8 flags of `deno task start`
+   * (so memory behaves as in production)
+   */
   permissions?: string[];
   /** Wait until /healthz answers. @default true */
   waitHealthy?: boolean;
@@ -57,7 +61,8 @@ const MAIN = new URL("../main.ts", import.meta.url).pathname;
 /** Starts `main.ts` as a child process with `env` (on top of PATH and HOME) and an ephemeral HTTP port. */
 export async function spawnService(env: Record<string, string>, options: SpawnOptions = {}): Promise<ServiceProcess> {
   const port = env.PROMETHEUS_PORT ?? String(freePort());
-  const permissions = options.permissions ?? ["--allow-net", "--allow-env", "--allow-read=.env"];
+  const permissions = options.permissions ??
+    ["--allow-net", "--allow-env", "--allow-read=.env", `--v8-flags=${V8_FLAGS.join(",")}`];
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--quiet", ...permissions, MAIN],
     env: {

@@ -17,7 +17,7 @@ import {
 } from "../tools/permissions.ts";
 import { compileArgs, EXIT_DENORT_UNAVAILABLE } from "../tools/compile.ts";
 import { createTestDatabase, createTestQueue, RABBITMQ_URL, results, seedVote, waitUntil } from "./helpers.ts";
-import { freePort, spawnService } from "./service_process.ts";
+import { collectOutput, freePort, spawnService } from "./service_process.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 // Longest a refused start may take: well under the broker client's retry schedule (~15 s).
@@ -242,17 +242,11 @@ function startTask(env: Record<string, string>) {
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  let text = "";
-  const decoder = new TextDecoder();
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
-  };
-  const drained = Promise.all([collect(child.stdout), collect(child.stderr)]);
-  const exited = child.status.then(async (status) => (await drained, status.code));
+  const { output, exited } = collectOutput(child);
   return {
     child,
     exited,
-    output: () => text,
+    output,
     async [Symbol.asyncDispose]() {
       try {
         child.kill("SIGKILL");

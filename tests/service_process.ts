@@ -48,6 +48,25 @@ function inherited(): Record<string, string> {
   return kept;
 }
 
+/**
+ * Collects a child's stdout and stderr as they come.
+ *
+ * @returns what it printed so far, and its exit code once it ended and its output is read
+ */
+export function collectOutput(child: Deno.ChildProcess): { output: () => string; exited: Promise<number> } {
+  let text = "";
+  const decoder = new TextDecoder();
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
+  };
+  const drained = Promise.all([collect(child.stdout), collect(child.stderr)]);
+  const exited = child.status.then(async (status) => {
+    await drained;
+    return status.code;
+  });
+  return { output: () => text, exited };
+}
+
 /** A TCP port free right now on 127.0.0.1. */
 export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -77,16 +96,7 @@ export async function spawnService(env: Record<string, string>, options: SpawnOp
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  let text = "";
-  const decoder = new TextDecoder();
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
-  };
-  const drained = Promise.all([collect(child.stdout), collect(child.stderr)]);
-  const exited = child.status.then(async (s) => {
-    await drained;
-    return s.code;
-  });
+  const { output, exited } = collectOutput(child);
   const url = `http://127.0.0.1:${port}`;
   let done = false;
   exited.finally(() => done = true);
@@ -95,7 +105,7 @@ export async function spawnService(env: Record<string, string>, options: SpawnOp
     child,
     pid: child.pid,
     url,
-    output: () => text,
+    output,
     exited,
     async status() {
       const response = await fetch(`${url}/status`);
@@ -117,7 +127,7 @@ export async function spawnService(env: Record<string, string>, options: SpawnOp
   if (options.waitHealthy !== false) {
     const deadline = Date.now() + (options.timeoutMs ?? 30_000);
     for (;;) {
-      if (done) throw new Error(`the service exited with ${await exited} before serving HTTP:\n${text}`);
+      if (done) throw new Error(`the service exited with ${await exited} before serving HTTP:\n${output()}`);
       try {
         const response = await fetch(`${url}/healthz`);
         await response.body?.cancel();
@@ -125,7 +135,7 @@ export async function spawnService(env: Record<string, string>, options: SpawnOp
       } catch { /* not listening yet */ }
       if (Date.now() > deadline) {
         await service.stop("SIGKILL");
-        throw new Error(`the service did not answer /healthz within ${options.timeoutMs ?? 30_000} ms:\n${text}`);
+        throw new Error(`the service did not answer /healthz within ${options.timeoutMs ?? 30_000} ms:\n${output()}`);
       }
       await new Promise((resolve) => setTimeout(resolve, 50));
     }

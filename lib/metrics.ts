@@ -53,7 +53,7 @@ const LINUX_PROC_METRICS = [
 ];
 
 /** States reported by `aggregator_state{state}`, one of them 1 at a time. */
-export const STATES = ["starting", "running", "paused", "degraded", "draining"] as const;
+export const STATES = ["running", "paused", "degraded", "draining"] as const;
 
 /**
  * Creates the registry with every metric, and the default process metrics.

@@ -141,7 +141,8 @@ export class Aggregator extends EventTarget {
   #abandoned = false;
   #lastCommitAt: Date | null = null;
   #lastLogAt = 0;
-  #sinceLog = { batches: 0, counted: 0, duplicates: 0, redelivered: 0, deadLettered: 0 };
+  /** `totals` when the last progress line was logged: the next line reports the difference. */
+  #loggedTotals: Totals | undefined;
   readonly totals: Totals = {
     batches: 0,
     messages: 0,
@@ -287,7 +288,6 @@ export class Aggregator extends EventTarget {
       () => {
         this.#metrics.deadLettered.inc({ reason: rejection.reason });
         this.totals.deadLettered += 1;
-        this.#sinceLog.deadLettered += 1;
         return true;
       },
       (error: Error) => {
@@ -437,21 +437,24 @@ export class Aggregator extends EventTarget {
     t.counted += result.counted;
     t.duplicates += result.duplicates;
     t.redelivered += result.redelivered;
-    const s = this.#sinceLog;
-    s.batches += 1;
-    s.counted += result.counted;
-    s.duplicates += result.duplicates;
-    s.redelivered += result.redelivered;
     this.#lastCommitAt = new Date();
 
     const now = performance.now();
     if (now - this.#lastLogAt >= 1000) {
+      const last = this.#loggedTotals;
+      const since = (key: keyof Totals) => t[key] - (last?.[key] ?? 0);
       log.info(
         "Committed {batches} batch(es): {counted} votes counted, {duplicates} duplicate attempts, {redelivered} redelivered, {deadLettered} dead-lettered",
-        { ...s },
+        {
+          batches: since("batches"),
+          counted: since("counted"),
+          duplicates: since("duplicates"),
+          redelivered: since("redelivered"),
+          deadLettered: since("deadLettered"),
+        },
       );
       this.#lastLogAt = now;
-      this.#sinceLog = { batches: 0, counted: 0, duplicates: 0, redelivered: 0, deadLettered: 0 };
+      this.#loggedTotals = { ...t };
     }
   }
 

@@ -28,6 +28,7 @@ import { getLogger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import { STATES } from "./metrics.ts";
 import type { Rejection, Vote } from "./vote.ts";
+import { delay, TimeoutError, withTimeout } from "./timeout.ts";
 import { parseVote } from "./vote.ts";
 import type { CommitResult } from "./writer.ts";
 import { RetryError } from "./writer.ts";
@@ -235,23 +236,17 @@ export class Aggregator extends EventTarget {
   async drain(timeoutMs: number): Promise<boolean> {
     this.#draining = true;
     this.refreshGauges();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<false>((resolve) => {
-      timer = setTimeout(() => resolve(false), timeoutMs);
-    });
+    const committed = (async () => {
+      await this.#broker.setPaused("shutdown", true).catch(() => {});
+      await this.flush();
+    })();
     try {
-      const complete = await Promise.race([
-        (async () => {
-          await this.#broker.setPaused("shutdown", true).catch(() => {});
-          await this.flush();
-          return true;
-        })(),
-        timeout,
-      ]);
-      if (!complete) this.#abandoned = true;
-      return complete;
-    } finally {
-      clearTimeout(timer);
+      await withTimeout(committed, timeoutMs, `drain not done in ${timeoutMs} ms`);
+      return true;
+    } catch (error) {
+      if (!(error instanceof TimeoutError)) throw error;
+      this.#abandoned = true;
+      return false;
     }
   }
 
@@ -409,8 +404,8 @@ export class Aggregator extends EventTarget {
           );
           this.#broker.setPaused("database", true).catch(() => {});
         }
-        const delay = Math.min(MAX_BACKOFF_MS, this.#retryDelayMs * 2 ** attempt);
-        await new Promise((resolve) => setTimeout(resolve, delay * (0.75 + Math.random() / 2)));
+        const backoffMs = Math.min(MAX_BACKOFF_MS, this.#retryDelayMs * 2 ** attempt);
+        await delay(backoffMs * (0.75 + Math.random() / 2));
       }
     }
   }

@@ -29,6 +29,7 @@ import { timingSafeEqual } from "node:crypto";
 import type { Aggregator } from "./aggregator.ts";
 import { getLogger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
+import { withTimeout } from "./timeout.ts";
 
 const log = getLogger("http");
 
@@ -139,7 +140,7 @@ async function readiness(options: ControlPlaneOptions): Promise<Response> {
   const brokerReady = broker.connected && (broker.consuming || paused);
   let database = "up";
   try {
-    await withTimeout(options.checkDatabase(), 2000);
+    await withTimeout(options.checkDatabase(), 2000, "no answer in 2000 ms");
   } catch (error) {
     database = `down: ${(error as Error).message}`;
   }
@@ -171,16 +172,6 @@ async function digest(text: string): Promise<Uint8Array> {
 function equalDigests(a: Uint8Array, b: Uint8Array): boolean {
   // Equal lengths by construction (SHA-256), so the comparison time depends on neither token.
   return timingSafeEqual(a, b);
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
 
 function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {

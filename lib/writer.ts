@@ -25,6 +25,7 @@
 
 import type { Sql } from "./database.ts";
 import { isDataError } from "./database.ts";
+import { delay, withTimeout } from "./timeout.ts";
 import type { Choice, Vote } from "./vote.ts";
 
 /** A law's totals after a commit, and what this commit added. */
@@ -150,13 +151,17 @@ export class VoteWriter {
     for (let n = 1;; n++) {
       try {
         // On timeout the transaction may still commit later: the statements are idempotent, so the retry counts nothing twice.
-        return await withTimeout(attempt(), this.#commitTimeoutMs);
+        return await withTimeout(
+          attempt(),
+          this.#commitTimeoutMs,
+          `no answer from the database within ${this.#commitTimeoutMs} ms`,
+        );
       } catch (error) {
         if (isDataError(error)) throw error;
         if (n >= this.#maxRetryAttempts) throw new RetryError(n, error);
         const delayMs = this.#retryDelayMs * 2 ** (n - 1);
         this.#onRetry?.(error, n, delayMs);
-        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        await delay(delayMs);
       }
     }
   }
@@ -243,22 +248,6 @@ export class VoteWriter {
     }
     return { counted, duplicates, redelivered: skipped.length - duplicates, laws };
   }
-}
-
-/** The database did not answer an attempt within the commit timeout. */
-export class CommitTimeoutError extends Error {
-  constructor(ms: number) {
-    super(`no answer from the database within ${ms} ms`);
-    this.name = "CommitTimeoutError";
-  }
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new CommitTimeoutError(ms)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 interface LawRow {

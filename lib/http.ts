@@ -123,7 +123,7 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
         return json(403, { error: "admin routes are disabled: set ADMIN_TOKEN to enable them" });
       }
       const presented = request.headers.get("authorization")?.match(/^Bearer (.+)$/i)?.[1];
-      if (presented === undefined || !(await equalDigests(await digest(presented), await tokenDigest))) {
+      if (presented === undefined || !equalDigests(await digest(presented), await tokenDigest)) {
         return json(401, { error: "missing or wrong bearer token" }, { "www-authenticate": 'Bearer realm="admin"' });
       }
     }

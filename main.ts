@@ -10,20 +10,13 @@
  * @module
  */
 
-import { ConfigError, envWithDotenv, loadConfig } from "./lib/config.ts";
+import { loadConfigOrExit } from "./lib/cli.ts";
 import { getLogger, setupLogging } from "./lib/log.ts";
 import { deniedEndpoints } from "./lib/permissions.ts";
 import { startService } from "./lib/service.ts";
 
 async function main(): Promise<number> {
-  let config;
-  try {
-    config = loadConfig(await envWithDotenv());
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    console.error(`vote-aggregator: ${error.message}`);
-    return 2;
-  }
+  const config = await loadConfigOrExit("vote-aggregator");
   // Fail at once, naming the host, rather than as "getaddrinfo EPERM" from inside a client's retries.
   const denied = deniedEndpoints(config);
   if (denied.length) {

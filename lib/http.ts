@@ -8,8 +8,8 @@
  * | `/readyz` | GET | 200 when the broker channel is open and consuming (or deliberately paused) and the database answers; else 503 saying which part is down |
  * | `/status` | GET | state, open batch, last commit, totals since start |
  * | `/flush` | POST, admin | commits the open batch, then answers `{flushed: n}` |
- * | `/pause` | POST, admin | stops consuming, commits what is batched, answers the state |
- * | `/resume` | POST, admin | consumes again |
+ * | `/pause` | POST, admin | stops consuming, commits what is batched, answers the state (409 while draining) |
+ * | `/resume` | POST, admin | consumes again (409 while draining) |
  *
  * Admin routes need `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant
  * time); without `ADMIN_TOKEN` they answer 403.
@@ -26,7 +26,8 @@
  */
 
 import { timingSafeEqual } from "node:crypto";
-import type { Aggregator } from "./aggregator.ts";
+import type { Aggregator } from "./pipeline/aggregator.ts";
+import { IllegalTransitionError } from "./pipeline/state.ts";
 import { getLogger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import { withTimeout } from "./timeout.ts";
@@ -130,7 +131,13 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
     if (await bodyTooLarge(request)) {
       return json(413, { error: `request body over ${MAX_REQUEST_BODY_BYTES} bytes` });
     }
-    return await route.handle(request);
+    try {
+      return await route.handle(request);
+    } catch (error) {
+      // An operator's pause or resume during a drain: the state machine refuses it.
+      if (error instanceof IllegalTransitionError) return json(409, { error: error.message });
+      throw error;
+    }
   });
 }
 

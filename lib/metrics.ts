@@ -23,7 +23,7 @@ export interface Metrics {
   votesAggregated: client.Counter<"law_id" | "choice">;
   /** The database's totals, refreshed from what each commit returns. */
   currentVoteTotals: client.Gauge<"law_id" | "choice">;
-  /** Seconds the last batch took to commit. */
+  /** Seconds the last batch took from its close to its acknowledgement (the seed's "time to process last batch"). */
   batchProcessingDuration: client.Gauge;
   /** Messages in all committed batches. */
   batchSizeProcessed: client.Counter;
@@ -38,7 +38,9 @@ export interface Metrics {
   consumerPaused: client.Gauge;
   consumerState: client.Gauge<"state">;
   brokerReconnects: client.Counter;
+  /** Deprecated (one release): `in_use` is {@link committingBatches}, `max` the pool size. */
   dbPoolConnections: client.Gauge<"state">;
+  committingBatches: client.Gauge;
   oldestUnackedSeconds: client.Gauge;
   openBatchVotes: client.Gauge;
 }
@@ -51,9 +53,6 @@ const LINUX_PROC_METRICS = [
   "process_open_fds",
   "process_max_fds",
 ];
-
-/** States reported by `aggregator_state{state}`, one of them 1 at a time. */
-export const STATES = ["running", "paused", "degraded", "draining"] as const;
 
 /**
  * Creates the registry with every metric, and the default process metrics.
@@ -94,7 +93,7 @@ export function createMetrics(collectDefaults = true): Metrics {
     }),
     batchProcessingDuration: new client.Gauge({
       name: "batch_processing_duration_seconds",
-      help: "Seconds the last batch took to commit",
+      help: "Seconds the last batch took from its close to its acknowledgement",
       registers,
     }),
     batchSizeProcessed: new client.Counter({
@@ -110,7 +109,7 @@ export function createMetrics(collectDefaults = true): Metrics {
     }),
     batchCommitSeconds: new client.Histogram({
       name: "batch_commit_duration_seconds",
-      help: "Seconds from a batch's close to its commit",
+      help: "Seconds a batch's successful transaction took",
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     }),
@@ -154,8 +153,13 @@ export function createMetrics(collectDefaults = true): Metrics {
     }),
     dbPoolConnections: new client.Gauge({
       name: "db_pool_connections",
-      help: "Database pool connections by state (in_use: running a commit; max: pool size)",
+      help: "Deprecated, use committing_batches: in_use is the batches committing, max the pool size",
       labelNames: ["state"],
+      registers,
+    }),
+    committingBatches: new client.Gauge({
+      name: "committing_batches",
+      help: "Batches whose transaction is running now (at most MAX_INFLIGHT_BATCHES)",
       registers,
     }),
     oldestUnackedSeconds: new client.Gauge({

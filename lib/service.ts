@@ -1,6 +1,6 @@
 /**
  * The service assembled from its parts: pool and migrations, writer,
- * aggregator, consumer and control plane. `main.ts` runs it as a process;
+ * pipeline, broker session and control plane. `main.ts` runs it as a process;
  * tests run it in-process against their own queue and database.
  *
  * @example
@@ -14,14 +14,14 @@
  * @module
  */
 
-import { Aggregator } from "./aggregator.ts";
 import type { Config } from "./config.ts";
 import { redactUrl } from "./config.ts";
-import { BrokerConsumer } from "./consumer.ts";
+import { BrokerSession } from "./broker/session.ts";
 import { connectDatabase, migrate, type Sql, warmUp } from "./database.ts";
 import { serveControlPlane } from "./http.ts";
 import { getLogger } from "./log.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
+import { Aggregator } from "./pipeline/aggregator.ts";
 import { VoteWriter } from "./writer.ts";
 
 const log = getLogger("service");
@@ -29,7 +29,7 @@ const log = getLogger("service");
 /** A running service. */
 export interface Service {
   aggregator: Aggregator;
-  consumer: BrokerConsumer;
+  broker: BrokerSession;
   metrics: Metrics;
   sql: Sql;
   /** Where the control plane listens. */
@@ -79,7 +79,7 @@ export async function startService(config: Config): Promise<Service> {
   });
 
   let sessions = 0;
-  const consumer: BrokerConsumer = new BrokerConsumer({
+  const broker: BrokerSession = new BrokerSession({
     url: config.rabbitmqUrl,
     queue: config.rabbitmqQueue,
     prefetch: config.rabbitmqPrefetchCount,
@@ -90,11 +90,11 @@ export async function startService(config: Config): Promise<Service> {
     onSessionChange: (connected) => {
       if (connected && ++sessions > 1) metrics.brokerReconnects.inc();
       if (!connected) metrics.aggregationErrors.inc({ error_type: "broker" });
-      aggregator.refreshGauges();
+      aggregator.brokerChanged(connected);
     },
   });
   const aggregator: Aggregator = new Aggregator({
-    broker: consumer,
+    broker,
     writer,
     metrics,
     batchSize: config.batchSize,
@@ -118,7 +118,7 @@ export async function startService(config: Config): Promise<Service> {
       port: config.prometheusPort,
       adminToken: config.adminToken,
       aggregator,
-      broker: consumer,
+      broker,
       metrics,
       checkDatabase: async () => void await sql`select 1`,
       onListen: (addr) => listening.resolve(addr),
@@ -133,9 +133,9 @@ export async function startService(config: Config): Promise<Service> {
   const http = await listening.promise;
 
   try {
-    await consumer.start();
+    await broker.start();
   } catch (error) {
-    await consumer.close();
+    await broker.close();
     await server.shutdown();
     await sql.end({ timeout: 1 });
     throw error;
@@ -162,7 +162,7 @@ export async function startService(config: Config): Promise<Service> {
         { ms: config.shutdownTimeoutMs },
       );
     }
-    await consumer.close();
+    await broker.close();
     await sql.end({ timeout: 5 });
     await server.shutdown();
     log.info("Stopped: {totals}", { totals: aggregator.totals });
@@ -170,7 +170,7 @@ export async function startService(config: Config): Promise<Service> {
   };
   return {
     aggregator,
-    consumer,
+    broker,
     metrics,
     sql,
     http,

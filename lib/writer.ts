@@ -25,7 +25,8 @@
 
 import type { Sql } from "./database.ts";
 import { isDataError } from "./database.ts";
-import { delay, withTimeout } from "./timeout.ts";
+import { retry, RetryError } from "./retry.ts";
+import { withTimeout } from "./timeout.ts";
 import type { Choice, Vote } from "./vote.ts";
 
 /** A law's totals after a commit, and what this commit added. */
@@ -71,15 +72,7 @@ export interface VoteWriterOptions {
 }
 
 /** The database kept failing for `maxRetryAttempts` attempts; `cause` is the last error. */
-export class RetryError extends Error {
-  constructor(attempts: number, cause: unknown) {
-    super(
-      `Batch not committed after ${attempts} attempt(s): ${(cause as Error)?.message ?? cause}`,
-      { cause },
-    );
-    this.name = "RetryError";
-  }
-}
+export { RetryError };
 
 /** Commits batches of votes; see the module documentation for the guarantees. */
 export class VoteWriter {
@@ -147,23 +140,17 @@ export class VoteWriter {
     }
   }
 
-  async #withRetry<T>(attempt: () => Promise<T>): Promise<T> {
-    for (let n = 1;; n++) {
-      try {
-        // On timeout the transaction may still commit later: the statements are idempotent, so the retry counts nothing twice.
-        return await withTimeout(
-          attempt(),
-          this.#commitTimeoutMs,
-          `no answer from the database within ${this.#commitTimeoutMs} ms`,
-        );
-      } catch (error) {
-        if (isDataError(error)) throw error;
-        if (n >= this.#maxRetryAttempts) throw new RetryError(n, error);
-        const delayMs = this.#retryDelayMs * 2 ** (n - 1);
-        this.#onRetry?.(error, n, delayMs);
-        await delay(delayMs);
-      }
-    }
+  #withRetry<T>(attempt: () => Promise<T>): Promise<T> {
+    // On timeout the transaction may still commit later: the statements are idempotent, so the retry counts nothing twice.
+    const timed = () =>
+      withTimeout(attempt(), this.#commitTimeoutMs, `no answer from the database within ${this.#commitTimeoutMs} ms`);
+    return retry(timed, {
+      maxAttempts: this.#maxRetryAttempts,
+      minDelayMs: this.#retryDelayMs,
+      maxDelayMs: Infinity,
+      shouldRetry: (error) => !isDataError(error),
+      onRetry: this.#onRetry,
+    });
   }
 
   async #commitOnce(votes: Vote[], batchAgeMs: number) {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { connectDatabase, isDataError, migrate, MIGRATIONS } from "../lib/database.ts";
 import { VoteWriter } from "../lib/writer.ts";
-import { createTestDatabase } from "./helpers.ts";
+import { createTestDatabase } from "./support/servers.ts";
 
 const pool = (url: string, max = 2) =>
   connectDatabase({

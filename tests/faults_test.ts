@@ -27,42 +27,40 @@
  */
 
 import assert from "node:assert/strict";
-import { REJECT_DETAIL_HEADER, REJECT_REASON_HEADER } from "../lib/consumer.ts";
-import { createTestDatabase, results, seedVote, sha256, type TestDatabase } from "./helpers.ts";
-import { type ServiceProcess, spawnService } from "./service_process.ts";
+import { REJECT_DETAIL_HEADER, REJECT_REASON_HEADER } from "../lib/broker/dead_letter.ts";
+import { TcpProxy, viaPort } from "./support/proxy.ts";
 import {
-  addResults,
-  admin,
-  assertDeadLetters,
-  assertExactOutcome,
   brokerChannelsOf,
   brokerConnectionOf,
-  buildMix,
-  call,
   closeBrokerConnection,
-  Deadline,
-  delay,
+  createTestDatabase,
+  createTestQueue,
   FAULT_RESTARTS,
-  type FaultQueue,
-  faultQueue,
-  mergeContents,
-  metric,
   queueInfo,
   rabbitmqctl,
-  random,
-  rssMbOf,
-  serviceEnv,
-  TcpProxy,
+  results,
+  type TestDatabase,
+  type TestQueue,
   untilQueueSettled,
-  viaPort,
   withChannel,
-  withOutputOnFailure,
-} from "./fault_tools.ts";
+} from "./support/servers.ts";
+import { admin, call, metric, rssMbOf, serviceEnv, type ServiceProcess, spawnService } from "./support/service.ts";
+import {
+  addResults,
+  assertDeadLetters,
+  assertExactOutcome,
+  buildMix,
+  mergeContents,
+  seededRandom,
+  seedVote,
+  sha256,
+} from "./support/votes.ts";
+import { Deadline, delay, withOutputOnFailure } from "./support/wait.ts";
 
 /** What a case gets: its own database and queue, a deadline, and a way to start service processes. */
 interface Case {
   db: TestDatabase;
-  queue: FaultQueue;
+  queue: TestQueue;
   deadline: Deadline;
   /** Starts a service process on the case's queue and database (killed at the end of the case if still running). */
   spawn(overrides?: Record<string, string>): Promise<ServiceProcess>;
@@ -81,7 +79,7 @@ function faultCase(
     async fn() {
       const deadline = new Deadline(name, budgetMs);
       await using db = await createTestDatabase();
-      await using queue = faultQueue();
+      await using queue = await createTestQueue({ declare: false, prefix: "votes_fault" });
       const services: ServiceProcess[] = [];
       try {
         await withOutputOnFailure(deadline, () => services, () =>
@@ -494,7 +492,7 @@ faultCase("crashes: SIGKILL at random moments, five times, then a clean run: exa
   const mix = buildMix({ valid: 25_000, laws: 12, duplicates: 300, copies: 300, malformed: 100, seed });
   await c.queue.declare();
   await c.queue.publish(mix.bodies);
-  const rand = random(seed);
+  const rand = seededRandom(seed);
   const overrides = { BATCH_SIZE: "25", RABBITMQ_PREFETCH_COUNT: "100" };
   const kills: string[] = [];
   for (let run = 0; run < 5; run++) {

@@ -1,14 +1,9 @@
 import assert from "node:assert/strict";
 import { startService } from "../lib/service.ts";
-import {
-  createTestDatabase,
-  createTestQueue,
-  results,
-  seedVote,
-  testConfig,
-  waitForEvent,
-  waitUntil,
-} from "./helpers.ts";
+import { createTestDatabase, createTestQueue, results } from "./support/servers.ts";
+import { testConfig } from "./support/service.ts";
+import { seedVote } from "./support/votes.ts";
+import { waitForEvent, waitUntil } from "./support/wait.ts";
 
 const TOKEN = "test-admin-token-0123456789";
 const auth = { authorization: `Bearer ${TOKEN}` };
@@ -173,10 +168,10 @@ Deno.test("http: pause stops consumption and keeps messages in the queue; resume
 Deno.test("http: pause survives a broker reconnect", async () => {
   await withService({ ADMIN_TOKEN: TOKEN }, async ({ base, service, queue }) => {
     await call(base, "/pause", { method: "POST", headers: auth });
-    const session = service.consumer.session;
-    await service.consumer.reconnect();
-    await waitUntil(() => service.consumer.session > session && service.consumer.connected, "reconnected");
-    assert.equal(service.consumer.consuming, false);
+    const session = service.broker.session;
+    await service.broker.reconnect();
+    await waitUntil(() => service.broker.session > session && service.broker.connected, "reconnected");
+    assert.equal(service.broker.consuming, false);
     assert.equal((await queue.channel.checkQueue(queue.name)).consumerCount, 0);
     await call(base, "/resume", { method: "POST", headers: auth });
     assert.equal((await queue.channel.checkQueue(queue.name)).consumerCount, 1);

@@ -16,8 +16,10 @@ import {
   shellQuote,
 } from "../tools/permissions.ts";
 import { compileArgs, EXIT_DENORT_UNAVAILABLE } from "../tools/compile.ts";
-import { createTestDatabase, createTestQueue, RABBITMQ_URL, results, seedVote, waitUntil } from "./helpers.ts";
-import { collectOutput, freePort, spawnService } from "./service_process.ts";
+import { createTestDatabase, createTestQueue, RABBITMQ_URL, results } from "./support/servers.ts";
+import { collectOutput, freePort, spawnService } from "./support/service.ts";
+import { seedVote } from "./support/votes.ts";
+import { waitUntil } from "./support/wait.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 // Longest a refused start may take: well under the broker client's retry schedule (~15 s).

@@ -10,7 +10,9 @@ import {
   type MessageKind,
   publishVotes,
 } from "../tools/publish.ts";
-import { createTestDatabase, createTestQueue, RABBITMQ_URL, results, testConfig, waitForEvent } from "./helpers.ts";
+import { createTestDatabase, createTestQueue, RABBITMQ_URL, results } from "./support/servers.ts";
+import { testConfig } from "./support/service.ts";
+import { waitForEvent } from "./support/wait.ts";
 
 const decoder = new TextDecoder();
 

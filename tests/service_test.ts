@@ -1,21 +1,15 @@
 import assert from "node:assert/strict";
-import { Aggregator, type Broker } from "../lib/aggregator.ts";
-import { BrokerConsumer, REJECT_DETAIL_HEADER, REJECT_REASON_HEADER } from "../lib/consumer.ts";
+import { REJECT_DETAIL_HEADER, REJECT_REASON_HEADER } from "../lib/broker/dead_letter.ts";
+import { BrokerSession } from "../lib/broker/session.ts";
+import { Aggregator, type Broker } from "../lib/pipeline/aggregator.ts";
+import { createTestDatabase, createTestQueue, RABBITMQ_URL, results } from "./support/servers.ts";
+import { testConfig } from "./support/service.ts";
+import { seedVote, workerVote } from "./support/votes.ts";
+import { waitForEvent, waitUntil } from "./support/wait.ts";
 import { connectDatabase, migrate } from "../lib/database.ts";
 import { createMetrics } from "../lib/metrics.ts";
 import { startService } from "../lib/service.ts";
 import { VoteWriter } from "../lib/writer.ts";
-import {
-  createTestDatabase,
-  createTestQueue,
-  RABBITMQ_URL,
-  results,
-  seedVote,
-  testConfig,
-  waitForEvent,
-  waitUntil,
-  workerVote,
-} from "./helpers.ts";
 
 Deno.test("service: a mixed stream is counted exactly; malformed messages end in the DLQ with their reason", async () => {
   await using db = await createTestDatabase();
@@ -53,7 +47,7 @@ Deno.test("service: a mixed stream is counted exactly; malformed messages end in
     assert.equal(await service.stop(), true);
   }
   assert.equal(await queue.count(), 0, "everything was acknowledged");
-  const dead = await queue.drainDeadLetters();
+  const dead = await queue.takeDeadLetters();
   assert.deepEqual(dead.map((m) => m.content.toString()), malformed);
   assert.deepEqual(
     dead.map((m) => m.properties.headers?.[REJECT_REASON_HEADER]),
@@ -117,7 +111,7 @@ Deno.test("service: an existing plain queue (the seed's) is used as it is", asyn
   } finally {
     await service.stop();
   }
-  assert.equal((await queue.drainDeadLetters()).length, 1);
+  assert.equal((await queue.takeDeadLetters()).length, 1);
 });
 
 Deno.test("aggregator: messages redelivered after a lost acknowledgement are not counted twice", async () => {
@@ -134,7 +128,7 @@ Deno.test("aggregator: messages redelivered after a lost acknowledgement are not
   });
   await migrate(sql);
   const aggregatorRef: { current?: Aggregator } = {};
-  const consumer = new BrokerConsumer({
+  const consumer = new BrokerSession({
     url: RABBITMQ_URL,
     queue: queue.name,
     prefetch: 100,
@@ -155,7 +149,7 @@ Deno.test("aggregator: messages redelivered after a lost acknowledgement are not
     },
     ack: (session, tag) => session === 1 ? false : consumer.ack(session, tag),
     deadLetter: (d, r) => consumer.deadLetter(d, r),
-    setPaused: (reason, paused) => consumer.setPaused(reason, paused),
+    setPaused: (paused) => consumer.setPaused(paused),
     reconnect: () => consumer.reconnect(),
   };
   const aggregator = new Aggregator({

@@ -14,8 +14,8 @@ import assert from "node:assert/strict";
 import { connectDatabase, type Sql, warmUp } from "../lib/database.ts";
 import { type Config, loadConfig } from "../lib/config.ts";
 import { startService } from "../lib/service.ts";
-import { POSTGRES_URL } from "./helpers.ts";
-import { freePort } from "./service_process.ts";
+import { POSTGRES_URL } from "./support/servers.ts";
+import { freePort } from "./support/service.ts";
 
 /** A PostgreSQL server that speaks TLS. */
 interface TlsServer extends AsyncDisposable {

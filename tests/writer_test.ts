@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { connectDatabase, migrate } from "../lib/database.ts";
 import type { Vote } from "../lib/vote.ts";
 import { RetryError, VoteWriter } from "../lib/writer.ts";
-import { createTestDatabase, results, sha256 } from "./helpers.ts";
+import { createTestDatabase, results } from "./support/servers.ts";
+import { sha256 } from "./support/votes.ts";
 
 function vote(voter: number, lawId: string, choice: "oui" | "non", timestamp = "2026-11-22T10:00:00Z"): Vote {
   return { hash: sha256(`${voter}:${lawId}`), citizenId: `c${voter}`, lawId, choice, timestamp };

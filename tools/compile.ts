@@ -17,14 +17,12 @@
  * @module
  */
 
-import { ConfigError, envWithDotenv, loadConfig } from "../lib/config.ts";
+import { loadConfigOrExit, orExit, UsageError } from "../lib/cli.ts";
 import { permissionFlags } from "./permissions.ts";
 import { denoExecutable } from "./start.ts";
 
 /** Exit code when denort could be neither downloaded nor found at `DENORT_BIN`. */
 export const EXIT_DENORT_UNAVAILABLE = 3;
-/** Exit code for a configuration that does not load (as main.ts uses). */
-export const EXIT_BAD_CONFIG = 2;
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DEFAULT_OUTPUT = "dist/vote-aggregator";
@@ -92,22 +90,14 @@ function parseArgs(args: string[]): CompileOptions {
     const value = () => inline ?? args[++i];
     if (name === "--output" || name === "-o") options.output = value();
     else if (name === "--target") options.target = value();
-    else throw new ConfigError("argument", "takes --output PATH and --target TRIPLE only", args[i]);
+    else throw new UsageError(`takes --output PATH and --target TRIPLE only, got ${JSON.stringify(args[i])}`);
   }
   return options;
 }
 
 if (import.meta.main) {
-  let flags: string[];
-  let options: CompileOptions;
-  try {
-    options = parseArgs(Deno.args);
-    flags = permissionFlags(loadConfig(await envWithDotenv()), { forCompile: true });
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    console.error(`compile: ${error.message}`);
-    Deno.exit(EXIT_BAD_CONFIG);
-  }
+  const options = await orExit("compile", () => parseArgs(Deno.args));
+  const flags = permissionFlags(await loadConfigOrExit("compile"), { forCompile: true });
   const deno = denoExecutable();
   const args = compileArgs(flags, { ...options, npmCache: await npmCache(deno) });
   // Progress lines are shown as they come; from deno's first error line on, the output is held back

@@ -45,7 +45,8 @@
  * @module
  */
 
-import { ConfigError, envWithDotenv, loadConfig, VARIABLE_NAMES } from "../lib/config.ts";
+import { loadConfigOrExit } from "../lib/cli.ts";
+import { VARIABLE_NAMES } from "../lib/config.ts";
 import { endpoints, hostPort, type PermissionConfig } from "../lib/permissions.ts";
 
 export { deniedEndpoints, type Endpoint, endpoints, type PermissionConfig } from "../lib/permissions.ts";
@@ -153,15 +154,6 @@ export function permissionFlags(config: PermissionConfig, options: PermissionOpt
   return flags;
 }
 
-/**
- * The permission flags for the configuration in the environment and `.env`.
- *
- * @throws {ConfigError} when the configuration is invalid
- */
-export async function permissionFlagsFromEnv(options: PermissionOptions = {}): Promise<string[]> {
-  return permissionFlags(loadConfig(await envWithDotenv()), options);
-}
-
 /** `flags` as one line a POSIX shell reads back as the same words. */
 export function shellQuote(flags: readonly string[]): string {
   return flags.map((flag) => /^[\w=,.:/@%+-]+$/.test(flag) ? flag : `'${flag.replaceAll("'", `'\\''`)}'`).join(" ");
@@ -172,11 +164,6 @@ if (import.meta.main) {
     for (const note of DEPENDENCY_NOTES) console.log(`- ${note}`);
     Deno.exit(0);
   }
-  try {
-    console.log(shellQuote(await permissionFlagsFromEnv({ forCompile: Deno.args.includes("--compile") })));
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    console.error(`permissions: ${error.message}`);
-    Deno.exit(2);
-  }
+  const config = await loadConfigOrExit("permissions");
+  console.log(shellQuote(permissionFlags(config, { forCompile: Deno.args.includes("--compile") })));
 }

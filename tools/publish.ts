@@ -26,9 +26,10 @@ import amqp from "amqplib";
 import type { ChannelModel, ConfirmChannel } from "amqplib";
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
-import { parseArgs } from "node:util";
-import { ConfigError, envWithDotenv, loadConfig, redactUrl, VARIABLES } from "../lib/config.ts";
-import { declareTopology, type QueueOptions } from "../lib/consumer.ts";
+import { loadConfigOrExit, orExit, parseFlags, UsageError } from "../lib/cli.ts";
+import { redactUrl, VARIABLES } from "../lib/config.ts";
+import { declareTopology, type QueueOptions } from "../lib/broker/topology.ts";
+import { seededRandom } from "../tests/support/random.ts";
 
 /** What a generated message is meant to be. */
 export type MessageKind = "valid" | "duplicate" | "malformed";
@@ -133,7 +134,7 @@ export function generateVotes(options: GenerateOptions = {}): GeneratedVotes {
     );
   }
 
-  const random = sfc32(seed);
+  const random = seededRandom(seed);
   const width = Math.max(3, String(lawCount).length);
   const laws = Array.from({ length: lawCount }, (_, i) => `LAW-${String(i + 1).padStart(width, "0")}`);
   // Each law leans its own way, so per-law totals differ and a swapped law shows.
@@ -383,25 +384,6 @@ export async function ensureTopology(connection: ChannelModel, options: QueueOpt
   return true;
 }
 
-/** Small, fast, seedable PRNG (sfc32), uniform in [0, 1): the same seed gives the same votes everywhere. */
-function sfc32(seed: number): () => number {
-  let a = 0x9e3779b9 | 0;
-  let b = 0x243f6a88 | 0;
-  let c = 0xb7e15162 | 0;
-  let d = seed | 0;
-  const next = () => {
-    const t = (((a + b) | 0) + d) | 0;
-    d = (d + 1) | 0;
-    a = b ^ (b >>> 9);
-    b = (c + (c << 3)) | 0;
-    c = (c << 21) | (c >>> 11);
-    c = (c + t) | 0;
-    return (t >>> 0) / 4294967296;
-  };
-  for (let i = 0; i < 15; i++) next();
-  return next;
-}
-
 function checkInteger(name: string, value: number, min: number, max: number, action = "generate"): void {
   if (!Number.isInteger(value) || value < min || value > max) {
     throw new RangeError(
@@ -435,7 +417,6 @@ Duplicates that change the choice come at least RABBITMQ_PREFETCH_COUNT messages
 their original, so the totals are exact for a service running with that prefetch or less.`;
 
 /** A command-line mistake: one line on stderr and exit code 2. */
-class UsageError extends Error {}
 
 interface Cli {
   count: number;
@@ -450,27 +431,17 @@ interface Cli {
 }
 
 function parseCli(args: string[]): Cli {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        count: { type: "string", short: "n" },
-        rate: { type: "string" },
-        laws: { type: "string" },
-        dup: { type: "string" },
-        bad: { type: "string" },
-        seed: { type: "string" },
-        queue: { type: "string" },
-        json: { type: "boolean", default: false },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const values = parseFlags(args, {
+    count: { type: "string", short: "n" },
+    rate: { type: "string" },
+    laws: { type: "string" },
+    dup: { type: "string" },
+    bad: { type: "string" },
+    seed: { type: "string" },
+    queue: { type: "string" },
+    json: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
+  });
   const number = (flag: string, value: string | undefined, ok: (n: number) => boolean, rule: string) => {
     if (value === undefined) return undefined;
     const n = Number(value);
@@ -529,22 +500,12 @@ function summaryLine(queue: string, result: PublishResult, votes: GeneratedVotes
 }
 
 async function main(args: string[]): Promise<number> {
-  let cli: Cli;
-  let config;
-  try {
-    cli = parseCli(args);
-    if (cli.help) {
-      console.log(USAGE);
-      return 0;
-    }
-    config = loadConfig(await envWithDotenv());
-  } catch (error) {
-    if (error instanceof UsageError || error instanceof ConfigError) {
-      console.error(`publish: ${error.message} (see --help)`);
-      return 2;
-    }
-    throw error;
+  const cli = await orExit("publish", () => parseCli(args), { hint: " (see --help)" });
+  if (cli.help) {
+    console.log(USAGE);
+    return 0;
   }
+  const config = await loadConfigOrExit("publish", { hint: " (see --help)" });
   const queue = cli.queue ?? config.rabbitmqQueue;
   const votes = generateVotes({
     count: cli.count,

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { type Config, ConfigError, envWithDotenv, loadConfig } from "../lib/config.ts";
+import { loadConfigOrExit } from "../lib/cli.ts";
 import { permissionFlags, shellQuote } from "./permissions.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -70,15 +70,8 @@ export async function runService(flags: readonly string[], args: readonly string
 }
 
 if (import.meta.main) {
-  let config: Config;
-  try {
-    config = loadConfig(await envWithDotenv());
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    // Same message and code as main.ts gives for a bad configuration.
-    console.error(`vote-aggregator: ${error.message}`);
-    Deno.exit(2);
-  }
+  // Same message and code as main.ts gives for a bad configuration.
+  const config = await loadConfigOrExit("vote-aggregator");
   const flags = permissionFlags(config);
   if (config.logLevel === "DEBUG") {
     console.error(`vote-aggregator: deno run ${shellQuote(flags)} main.ts`);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Batcher } from "../lib/batcher.ts";
+import { Batcher } from "../../lib/pipeline/batcher.ts";
 
 Deno.test("Batcher: closes at the size, in order", () => {
   const batches: number[][] = [];

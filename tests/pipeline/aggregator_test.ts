@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { Aggregator, type Broker, type Writer } from "../lib/aggregator.ts";
-import type { Delivery } from "../lib/consumer.ts";
-import { createMetrics } from "../lib/metrics.ts";
-import type { Vote } from "../lib/vote.ts";
-import type { CommitResult } from "../lib/writer.ts";
-import { waitForEvent } from "./helpers.ts";
+import type { Delivery } from "../../lib/broker/delivery.ts";
+import { Aggregator, type Broker, type Writer } from "../../lib/pipeline/aggregator.ts";
+import { waitForEvent } from "../support/wait.ts";
+import { createMetrics } from "../../lib/metrics.ts";
+import type { Vote } from "../../lib/vote.ts";
+import type { CommitResult } from "../../lib/writer.ts";
 
 // Unit tests of the pipeline's ordering rules, with an in-memory broker and writer that record what
 // happens; the same rules against the real RabbitMQ and PostgreSQL are in service_test.ts and faults_test.ts.

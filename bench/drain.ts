@@ -1,0 +1,108 @@
+/**
+ * Phase 2, the drain (and, with `--backlog N`, phase 4): the real service,
+ * started as `deno task start` starts it, drains N preloaded messages (5 %
+ * duplicate attempts, 1 % malformed), timed from the process start to the last
+ * vote visible in `vote_results`; then SIGTERM, and the totals,
+ * `duplicate_attempts` and the DLQ are checked exactly. Peak RSS (VmHWM) is
+ * sampled throughout.
+ *
+ * @module
+ */
+
+import { isDeepStrictEqual } from "node:util";
+import { createTestDatabase, createTestQueue, results } from "../tests/support/servers.ts";
+import { peakRssMb } from "../tests/support/process.ts";
+import { spawnService } from "../tests/support/service.ts";
+import { generateVotes } from "../tools/publish.ts";
+import {
+  benchEnv,
+  DUPLICATE_FRACTION,
+  expectedResults,
+  MALFORMED_FRACTION,
+  type Options,
+  preload,
+  SHUTDOWN_GRACE_MS,
+  sleep,
+  visibleVotes,
+} from "./common.ts";
+import { progress, type Row, say } from "./report.ts";
+
+/** Runs a drain of `n` preloaded messages. */
+export async function drain(options: Options, n: number, label: string, signal: AbortSignal): Promise<Row> {
+  await using db = await createTestDatabase();
+  await using queue = await createTestQueue();
+  const votes = generateVotes({
+    count: n,
+    laws: options.laws,
+    duplicateFraction: DUPLICATE_FRACTION,
+    malformedFraction: MALFORMED_FRACTION,
+    minDuplicateDistance: options.prefetch,
+  });
+  await preload(queue, votes, label, signal);
+
+  await using service = await spawnService(benchEnv(options, db, queue), { viaStartTask: true, waitHealthy: false });
+  let firstVisibleAt: number | undefined;
+  let visible = 0;
+  let peakRss = 0;
+  while (visible < votes.valid) {
+    signal.throwIfAborted();
+    visible = await visibleVotes(db.sql);
+    const now = performance.now();
+    if (visible > 0) firstVisibleAt ??= now;
+    peakRss = Math.max(peakRss, peakRssMb(service.pid) ?? 0);
+    const rate = visible / Math.max(0.001, (now - service.startedAt) / 1000);
+    progress(
+      `${label}: ${visible}/${votes.valid} votes visible, ${Math.round(rate)}/s, RSS peak ${peakRss.toFixed(0)} MB`,
+    );
+    if (visible >= votes.valid) break;
+    if (service.exitCode !== undefined) {
+      throw new Error(
+        `the service exited with ${service.exitCode} before counting every vote:\n${service.output().slice(-4000)}`,
+      );
+    }
+    await sleep(20, signal);
+  }
+  const lastVisibleAt = performance.now();
+  peakRss = Math.max(peakRss, peakRssMb(service.pid) ?? 0);
+  const code = await service.stopWithin(SHUTDOWN_GRACE_MS);
+
+  const notes: string[] = [];
+  const actual = await results(db.sql);
+  const expected = expectedResults(votes);
+  if (!isDeepStrictEqual(actual, expected)) {
+    notes.push(`vote_results ${JSON.stringify(actual)} but expected ${JSON.stringify(expected)}`);
+  }
+  const [{ duplicates }] = await db.sql`select count(*)::int as duplicates from duplicate_attempts`;
+  if (duplicates !== votes.duplicates) {
+    notes.push(`duplicate_attempts has ${duplicates} rows, ${votes.duplicates} sent`);
+  }
+  const deadLettered = await queue.count(queue.dlq);
+  if (deadLettered !== votes.malformed) notes.push(`the DLQ holds ${deadLettered} messages, ${votes.malformed} sent`);
+  const left = await queue.count();
+  if (left !== 0) notes.push(`${left} messages left unacknowledged in the queue`);
+  if (code !== 0) notes.push(`exit code ${code} after SIGTERM:\n${service.output().slice(-4000)}`);
+  const seconds = (lastVisibleAt - service.startedAt) / 1000;
+  const steady = (lastVisibleAt - (firstVisibleAt ?? lastVisibleAt)) / 1000;
+  say(
+    `${label}: ${n} messages in ${seconds.toFixed(2)} s from process start (${Math.round(n / seconds)}/s); ` +
+      `first vote visible after ${((firstVisibleAt! - service.startedAt) / 1000).toFixed(2)} s, ` +
+      `then ${steady > 0 ? Math.round(votes.valid / steady) : "∞"} votes/s; peak RSS ${
+        peakRss.toFixed(0)
+      } MB; exit ${code}`,
+  );
+  for (const note of notes) say(`${label}: NOT EXACT: ${note}`);
+  return {
+    phase: label,
+    n,
+    seconds,
+    rate: n / seconds,
+    rssMb: peakRss,
+    exact: notes.length === 0,
+    notes: [
+      `${label}: ${votes.valid} valid, ${votes.duplicates} duplicate, ${votes.malformed} malformed; startup (spawn → first vote visible) ${
+        ((firstVisibleAt! - service.startedAt) / 1000).toFixed(2)
+      } s`,
+      ...notes,
+    ],
+  };
+}

@@ -1,0 +1,209 @@
+/**
+ * `deno task bench`: the service against the broker's own speed, in one run on
+ * the local RabbitMQ and PostgreSQL (`TEST_RABBITMQ_URL` / `TEST_POSTGRES_URL`,
+ * as for the tests; 127.0.0.1 by default). Each phase gets a fresh queue and a
+ * fresh database, removed afterwards even when the phase fails.
+ *
+ * 1. ceiling: a bare amqplib consumer (parse JSON, acknowledge with `multiple`,
+ *    the service's prefetch) drains N preloaded votes;
+ * 2. drain: the real service, started as `deno task start` starts it, drains N
+ *    preloaded messages (5 % duplicate attempts, 1 % malformed), timed from the
+ *    process start to the last vote visible in `vote_results`; then SIGTERM, and
+ *    the totals, `duplicate_attempts` and the DLQ are checked exactly;
+ * 3. latency: votes published at a fixed rate to the running service; the time
+ *    from each publish to the moment `vote_results` (polled every few ms)
+ *    counts it. Votes are counted in publishing order, so the visible total
+ *    maps to the vote indexes. With several batches committing at once the
+ *    mapping is approximate to within a batch;
+ * 4. peak RSS (VmHWM) of the service process, after the drain and, with
+ *    `--backlog N`, while draining a backlog of N messages.
+ *
+ * Prints one markdown table and the command line that produced it. One file
+ * per phase: `ceiling.ts`, `drain.ts`, `latency.ts`; `report.ts` prints.
+ *
+ * @module
+ */
+
+import { parseFlags, UsageError } from "../lib/cli.ts";
+import { ConfigError, loadConfig, VARIABLES } from "../lib/config.ts";
+import { ceiling } from "./ceiling.ts";
+import type { Options } from "./common.ts";
+import { drain } from "./drain.ts";
+import { latency } from "./latency.ts";
+import { describe, type Row, say, table } from "./report.ts";
+
+/** How the drain and latency phases start the service: as operators do. */
+const START_COMMAND = ["task", "--quiet", "start"];
+
+const USAGE = `Usage: deno task bench [options]
+
+  -n N                 messages for the ceiling and drain phases (default 200000)
+      --rate R         latency phase: votes per second (default 1000)
+      --seconds S      latency phase: how long to publish (default 30)
+      --timeouts LIST  latency phase: BATCH_TIMEOUT_SECONDS values, comma-separated (default 1.0,0.1)
+      --backlog N      also drain a backlog of N messages and report its peak RSS (default: skipped)
+      --batch-size N   BATCH_SIZE for the service (default: the service's default)
+      --prefetch N     RABBITMQ_PREFETCH_COUNT for the service and the bare consumer (default: the service's)
+      --inflight N     MAX_INFLIGHT_BATCHES for the service (default: the service's)
+      --laws N         laws the votes are spread over (default 5)
+      --skip-ceiling, --skip-drain, --skip-latency
+      --phase-timeout S  longest any phase may take, preloading included (default 900)
+  -h, --help`;
+
+function parseOptions(args: string[]): Options | undefined {
+  const values = parseFlags(args, {
+    n: { type: "string", short: "n" },
+    rate: { type: "string" },
+    seconds: { type: "string" },
+    timeouts: { type: "string" },
+    backlog: { type: "string" },
+    laws: { type: "string" },
+    "batch-size": { type: "string" },
+    prefetch: { type: "string" },
+    inflight: { type: "string" },
+    "skip-ceiling": { type: "boolean", default: false },
+    "skip-drain": { type: "boolean", default: false },
+    "skip-latency": { type: "boolean", default: false },
+    "phase-timeout": { type: "string" },
+    help: { type: "boolean", short: "h", default: false },
+  });
+  if (values.help) return undefined;
+  const positive = (flag: string, value: string | undefined, fallback: number, integer = true) => {
+    if (value === undefined) return fallback;
+    const n = Number(value);
+    if (value.trim() === "" || !(n > 0) || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
+      throw new UsageError(
+        `--${flag} must be a positive ${integer ? "integer" : "number"}: current value is "${value}"`,
+      );
+    }
+    return n;
+  };
+  // The service's own rules and defaults, so the bench can neither pass what the service refuses nor drift from it.
+  let config;
+  try {
+    config = loadConfig({
+      BATCH_SIZE: values["batch-size"],
+      RABBITMQ_PREFETCH_COUNT: values.prefetch,
+      MAX_INFLIGHT_BATCHES: values.inflight,
+    });
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      const flag = { BATCH_SIZE: "--batch-size", RABBITMQ_PREFETCH_COUNT: "--prefetch" }[error.variable] ??
+        "--inflight";
+      throw new UsageError(`${flag}: ${error.message}`);
+    }
+    throw error;
+  }
+  const timeouts = (values.timeouts ?? "1.0,0.1").split(",").map((t) => t.trim());
+  for (const t of timeouts) {
+    try {
+      loadConfig({ BATCH_TIMEOUT_SECONDS: t });
+    } catch (error) {
+      throw new UsageError(`--timeouts: ${(error as Error).message}`);
+    }
+  }
+  return {
+    n: positive("n", values.n, 200_000),
+    rate: positive("rate", values.rate, 1000, false),
+    seconds: positive("seconds", values.seconds, 30, false),
+    timeouts,
+    backlog: values.backlog === undefined ? 0 : positive("backlog", values.backlog, 0),
+    laws: positive("laws", values.laws, 5),
+    batchSize: config.batchSize,
+    prefetch: config.rabbitmqPrefetchCount,
+    inflight: config.maxInflightBatches,
+    skipCeiling: values["skip-ceiling"],
+    skipDrain: values["skip-drain"],
+    skipLatency: values["skip-latency"],
+    phaseTimeoutMs: positive("phase-timeout", values["phase-timeout"], 900, false) * 1000,
+  };
+}
+
+async function main(args: string[]): Promise<number> {
+  let options: Options | undefined;
+  try {
+    options = parseOptions(args);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`bench: ${error.message} (see --help)`);
+    return 2;
+  }
+  if (options === undefined) {
+    console.log(USAGE);
+    return 0;
+  }
+
+  const interrupted = new AbortController();
+  let signals = 0;
+  for (const name of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(name, () => {
+      // The first signal cleans up (queues, databases, the service); a second one leaves at once.
+      if (++signals > 1) Deno.exit(130);
+      say(`bench: ${name}: stopping and cleaning up (again to quit at once)`);
+      interrupted.abort(new Error(`interrupted by ${name}`));
+    });
+  }
+
+  const settings =
+    `BATCH_SIZE=${options.batchSize} RABBITMQ_PREFETCH_COUNT=${options.prefetch} MAX_INFLIGHT_BATCHES=${options.inflight}`;
+  say(`bench: ${settings}; service started with \`deno ${START_COMMAND.join(" ")}\``);
+  // A dropped broker or database connection surfaces as an 'error' event no one listens to (amqplib
+  // emits it on the connection): it fails the phase under way, which then cleans up, instead of the bench.
+  let lost: AbortController | undefined;
+  const onLost = (event: ErrorEvent | PromiseRejectionEvent) => {
+    event.preventDefault();
+    const error = "error" in event ? event.error : event.reason;
+    lost?.abort(new Error(`${describe(error)} (was RabbitMQ or PostgreSQL restarted? run the bench again)`));
+  };
+  globalThis.addEventListener("error", onLost);
+  globalThis.addEventListener("unhandledrejection", onLost);
+
+  const rows: Row[] = [];
+  let failed = false;
+  const phase = async (name: string, run: (signal: AbortSignal) => Promise<Row>) => {
+    if (interrupted.signal.aborted) return;
+    lost = new AbortController();
+    const timeout = AbortSignal.timeout(options.phaseTimeoutMs);
+    const signal = AbortSignal.any([interrupted.signal, lost.signal, timeout]);
+    try {
+      rows.push(await run(signal));
+    } catch (error) {
+      failed = true;
+      const reason = timeout.aborted
+        ? `took longer than --phase-timeout ${options.phaseTimeoutMs / 1000} s`
+        : lost.signal.aborted
+        ? describe(lost.signal.reason)
+        : describe(error);
+      say(`bench: ${name} FAILED: ${reason}`);
+      rows.push({ phase: `${name} (FAILED)`, n: 0, exact: false, notes: [`${name}: ${reason}`] });
+    }
+  };
+
+  if (!options.skipCeiling) await phase("ceiling", (s) => ceiling(options, options.n, s));
+  if (!options.skipDrain) {
+    await phase("service drain", (s) => drain(options, options.n, "service drain (5 % dup, 1 % bad)", s));
+  }
+  if (!options.skipLatency) {
+    for (const timeout of options.timeouts) await phase(`latency ${timeout}`, (s) => latency(options, timeout, s));
+  }
+  if (options.backlog > 0) {
+    await phase("backlog", (s) => drain(options, options.backlog, "backlog (5 % dup, 1 % bad)", s));
+  }
+
+  const ceilingRate = rows.find((r) => r.phase.startsWith("ceiling") && r.rate)?.rate;
+  const command = ["deno", "task", "bench", ...args].join(" ");
+  console.log(
+    [
+      "",
+      `\`${command}\` — ${settings}, BATCH_TIMEOUT_SECONDS=${VARIABLES.BATCH_TIMEOUT_SECONDS.default} ` +
+      `unless stated; service run as \`deno ${START_COMMAND.join(" ")}\`; ${navigator.hardwareConcurrency} CPUs`,
+      "",
+      table(rows, ceilingRate),
+      "",
+      ...rows.flatMap((r) => r.notes).map((note) => `- ${note}`),
+    ].join("\n"),
+  );
+  return failed || rows.some((r) => r.exact === false) ? 1 : 0;
+}
+
+Deno.exit(await main(Deno.args));

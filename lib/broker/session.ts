@@ -1,0 +1,247 @@
+/**
+ * The broker session: the RabbitMQ connection, its channel, and the consumer
+ * of the vote queue, kept alive across failures.
+ *
+ * - Reconnects by itself (amqplib's recovery: exponential backoff with jitter,
+ *   capped at 30 s), re-declares the topology and consumes again, unless paused.
+ *   Any channel error or a consumer cancelled by the server is turned into a
+ *   reconnect, so there is one recovery path.
+ * - Every delivery carries the number of the session (connection) it came on.
+ *   Delivery tags mean nothing on another channel, so acknowledgements for a
+ *   session that is gone are dropped: those messages are redelivered, and the
+ *   writer's deduplication makes the copies no-ops.
+ * - Paused or not is one flag, set by the pipeline and kept across reconnects;
+ *   why it is paused is the pipeline's business (`../pipeline/state.ts`).
+ *
+ * It does not own what is declared (`topology.ts`), what a dead-letter copy is
+ * (`dead_letter.ts`), nor the reconnect backoff (`connect.ts`).
+ *
+ * @example
+ * ```ts
+ * const broker = new BrokerSession({ url, queue: "votes.aggregation", prefetch: 100, queueType: "classic",
+ *   deliveryLimit: 20, onDelivery: (d) => broker.ack(d.session, d.tag) });
+ * await broker.start();
+ * ```
+ *
+ * @module
+ */
+
+import type { ChannelModel, ConfirmChannel, ConsumeMessage, RecoveringChannelModel } from "amqplib";
+import { getLogger } from "../log.ts";
+import type { Rejection } from "../vote.ts";
+import { connectRecovering } from "./connect.ts";
+import { DeadLetterPublisher } from "./dead_letter.ts";
+import { type Delivery, toDelivery } from "./delivery.ts";
+import { declareOrAdopt, type QueueOptions, warnAdopted } from "./topology.ts";
+
+const log = getLogger("broker");
+
+export type { Delivery };
+
+/** Options of {@link BrokerSession}. */
+export interface BrokerSessionOptions extends QueueOptions {
+  url: string;
+  /** Unacknowledged messages the broker may push (bounds memory). */
+  prefetch: number;
+  /** PEM CA bundle path for amqps://. */
+  caFile?: string;
+  /** Receives every message, in delivery order. */
+  onDelivery: (delivery: Delivery) => void;
+  /** Told when a session opens (consuming or not) and when it is lost. */
+  onSessionChange?: (connected: boolean) => void;
+  /** Attempts at the first connection before {@link BrokerSession.start} fails. @default 5 */
+  initialMaxRetries?: number;
+}
+
+/** The session with the broker; see the module documentation. */
+export class BrokerSession {
+  readonly #options: BrokerSessionOptions;
+  readonly #deadLetters: DeadLetterPublisher;
+  #connection: RecoveringChannelModel | undefined;
+  #model: ChannelModel | undefined;
+  #channel: ConfirmChannel | undefined;
+  #consumerTag: string | undefined;
+  #session = 0;
+  #closing = false;
+  #paused = false;
+  // Pause, resume and (re)connect change the consumer one at a time, in order.
+  #steps: Promise<void> = Promise.resolve();
+
+  constructor(options: BrokerSessionOptions) {
+    this.#options = options;
+    this.#deadLetters = new DeadLetterPublisher(options.queue);
+  }
+
+  /** Number of the current session; 0 before the first connection. */
+  get session(): number {
+    return this.#session;
+  }
+
+  /** True while a channel is open. */
+  get connected(): boolean {
+    return this.#channel !== undefined;
+  }
+
+  /** True while messages are being consumed. */
+  get consuming(): boolean {
+    return this.#consumerTag !== undefined;
+  }
+
+  /** Connects, declares the topology and starts consuming (unless paused). Resolves on the first connection. */
+  async start(): Promise<void> {
+    this.#connection = await connectRecovering({
+      url: this.#options.url,
+      caFile: this.#options.caFile,
+      initialMaxRetries: this.#options.initialMaxRetries,
+      setup: (model) => this.#setup(model),
+      onDisconnect: (error) => this.#lost(error),
+    });
+  }
+
+  /**
+   * Stops or restarts consumption; the flag survives reconnects. Resolves once
+   * the broker confirmed the change (messages already delivered were handed to
+   * `onDelivery`; unacknowledged ones stay with this session).
+   */
+  setPaused(paused: boolean): Promise<void> {
+    this.#paused = paused;
+    return this.#step(() => this.#applyPause());
+  }
+
+  /**
+   * Acknowledges every message of `session` up to and including `tag`. Dropped
+   * when that session is gone: those messages are redelivered.
+   *
+   * @returns whether the acknowledgement was sent
+   */
+  ack(session: number, tag: number): boolean {
+    const channel = this.#channel;
+    if (session !== this.#session || channel === undefined) return false;
+    channel.ack({ fields: { deliveryTag: tag } } as ConsumeMessage, true);
+    return true;
+  }
+
+  /**
+   * Publishes a copy of `delivery` to the dead-letter queue with the rejection
+   * in its headers, and waits for the broker's confirm. Acknowledge it afterwards.
+   */
+  deadLetter(delivery: Delivery, rejection: Rejection): Promise<void> {
+    const channel = this.#channel;
+    if (delivery.session !== this.#session || channel === undefined) {
+      return Promise.reject(new Error("session closed before dead-lettering"));
+    }
+    return this.#deadLetters.publish(channel, delivery, rejection);
+  }
+
+  /**
+   * Drops the current connection so that recovery opens a new one. Used when
+   * the broker refused something it must not (a dead-letter publish).
+   */
+  async reconnect(): Promise<void> {
+    await this.#model?.close().catch(() => {});
+  }
+
+  /** Cancels the consumer, closes the channel and the connection; no reconnect after. */
+  async close(): Promise<void> {
+    this.#closing = true;
+    await this.#step(async () => {
+      await this.#cancel();
+      const channel = this.#channel;
+      this.#channel = undefined;
+      await channel?.close().catch(() => {});
+    });
+    await this.#connection?.close().catch(() => {});
+  }
+
+  #step(action: () => Promise<void>): Promise<void> {
+    const next = this.#steps.then(action);
+    this.#steps = next.catch(() => {});
+    return next;
+  }
+
+  async #setup(model: ChannelModel): Promise<void> {
+    const { channel, adopted } = await declareOrAdopt(() => this.#openChannel(model), this.#options);
+    if (adopted !== undefined) warnAdopted(this.#options, adopted);
+    try {
+      await this.#adopt(model, channel);
+    } catch (error) {
+      await channel.close().catch(() => {});
+      throw error;
+    }
+  }
+
+  async #openChannel(model: ChannelModel): Promise<ConfirmChannel> {
+    const channel = await model.createConfirmChannel();
+    // A channel error is followed by 'close', where it is handled; without a listener it would be thrown.
+    channel.on("error", (error: Error) => log.warn("Broker channel error: {error}", { error: error.message }));
+    this.#deadLetters.watch(channel);
+    return channel;
+  }
+
+  async #adopt(model: ChannelModel, channel: ConfirmChannel): Promise<void> {
+    await channel.prefetch(this.#options.prefetch);
+    const session = this.#session + 1;
+    channel.on("close", () => {
+      if (this.#channel !== channel) return;
+      this.#channel = undefined;
+      this.#consumerTag = undefined;
+      if (!this.#closing) {
+        log.warn("Broker channel closed; reconnecting");
+        model.close().catch(() => {});
+      }
+    });
+    this.#model = model;
+    this.#channel = channel;
+    this.#session = session;
+    this.#consumerTag = undefined;
+    await this.#step(() => this.#applyPause());
+    log.info("Connected to RabbitMQ (session {session}, queue {queue}, prefetch {prefetch}, {state})", {
+      session,
+      queue: this.#options.queue,
+      prefetch: this.#options.prefetch,
+      state: this.#paused ? "paused" : "consuming",
+    });
+    this.#options.onSessionChange?.(true);
+  }
+
+  #lost(error: Error): void {
+    this.#channel = undefined;
+    this.#consumerTag = undefined;
+    this.#model = undefined;
+    if (this.#closing) return;
+    log.warn("Lost the RabbitMQ connection: {error}", { error: error.message });
+    this.#options.onSessionChange?.(false);
+  }
+
+  async #applyPause(): Promise<void> {
+    if (this.#closing) return;
+    if (this.#paused) await this.#cancel();
+    else await this.#consume();
+  }
+
+  async #consume(): Promise<void> {
+    const channel = this.#channel;
+    if (channel === undefined || this.#consumerTag !== undefined) return;
+    const session = this.#session;
+    const onDelivery = this.#options.onDelivery;
+    const reply = await channel.consume(this.#options.queue, (message) => {
+      if (message === null) {
+        // The server cancelled us (queue deleted, node down): start over.
+        log.warn("Consumer cancelled by the broker; reconnecting");
+        this.#consumerTag = undefined;
+        this.#model?.close().catch(() => {});
+        return;
+      }
+      onDelivery(toDelivery(message, session));
+    }, { noAck: false });
+    this.#consumerTag = reply.consumerTag;
+  }
+
+  async #cancel(): Promise<void> {
+    const channel = this.#channel;
+    const tag = this.#consumerTag;
+    if (channel === undefined || tag === undefined) return;
+    this.#consumerTag = undefined;
+    await channel.cancel(tag).catch((error: Error) => log.warn("Cancel failed: {error}", { error: error.message }));
+  }
+}

@@ -1,0 +1,248 @@
+/**
+ * The pipeline, wired: the path of a vote from delivery to acknowledgement.
+ * Read the stages in this order:
+ *
+ * 1. `message.ts` — a delivery is parsed; a message that is not a vote has its
+ *    dead-letter copy sent at once and rides on in its batch.
+ * 2. `scheduler.ts` (with `batcher.ts`) — messages gather in the open batch;
+ *    closed batches are committed, up to `maxInflightBatches` at a time.
+ * 3. `outage.ts` — the commit (`../writer.ts`), retried through database
+ *    outages with consumption paused.
+ * 4. `dead_letters.ts` — votes the database refused are dead-lettered; a batch
+ *    whose dead-letter copies were not all confirmed is not acknowledged.
+ * 5. `acker.ts` — acknowledged in delivery order, one `multiple` ack a batch.
+ *
+ * `state.ts` holds the state (running, paused, degraded, draining) and why
+ * consumption is paused; `telemetry.ts` the totals and metrics.
+ *
+ * `../service.ts` connects it: `new Aggregator({broker, writer, metrics, batchSize, batchTimeoutMs})`, and
+ * the broker session hands every delivery to `receive`.
+ *
+ * @module
+ */
+
+import type { Delivery } from "../broker/delivery.ts";
+import { getLogger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
+import { TimeoutError, withTimeout } from "../timeout.ts";
+import { Acker, type Acknowledger } from "./acker.ts";
+import { type DeadLetterBroker, DeadLetters } from "./dead_letters.ts";
+import { type Batch, toMessage } from "./message.ts";
+import { type Committed, OutageGuard, type Writer } from "./outage.ts";
+import { Scheduler } from "./scheduler.ts";
+import { type PipelineEvent, PipelineState, type StateName } from "./state.ts";
+import { Telemetry, type Totals } from "./telemetry.ts";
+
+export type { Totals, Writer };
+
+const log = getLogger("aggregator");
+
+/** What the pipeline needs of the broker (implemented by `BrokerSession`). */
+export interface Broker extends Acknowledger, DeadLetterBroker {
+  readonly connected: boolean;
+  readonly consuming: boolean;
+  setPaused(paused: boolean): Promise<void>;
+}
+
+/** Options of {@link Aggregator}. */
+export interface AggregatorOptions {
+  broker: Broker;
+  writer: Writer;
+  metrics: Metrics;
+  /** Messages that close a batch. */
+  batchSize: number;
+  /** Milliseconds after its first message that a batch closes. */
+  batchTimeoutMs: number;
+  /** Closed batches committing at once. @default 1 */
+  maxInflightBatches?: number;
+  /** Pool size, reported in `db_pool_connections{state="max"}`. @default 10 */
+  poolSize?: number;
+  /** First delay between commit attempts while the database is down (ms); doubles up to 30 s. @default 1000 */
+  retryDelayMs?: number;
+}
+
+/** What `/status` shows. */
+export interface Status {
+  state: StateName;
+  open_batch_messages: number;
+  open_batch_age_seconds: number;
+  inflight_batches: number;
+  last_commit_at: string | null;
+  broker_connected: boolean;
+  database_failing: boolean;
+  totals: Totals;
+}
+
+/**
+ * The pipeline; see the module documentation. Dispatches an `acked` event each
+ * time committed batches are acknowledged (for tests and tools that wait on progress).
+ */
+export class Aggregator extends EventTarget {
+  readonly #broker: Broker;
+  readonly #state = new PipelineState();
+  readonly #telemetry: Telemetry;
+  readonly #acker: Acker;
+  readonly #deadLetters: DeadLetters;
+  readonly #outage: OutageGuard;
+  readonly #scheduler: Scheduler<Committed | undefined>;
+  readonly #poolSize: number;
+
+  constructor(options: AggregatorOptions) {
+    super();
+    this.#broker = options.broker;
+    this.#poolSize = options.poolSize ?? 10;
+    this.#telemetry = new Telemetry(options.metrics);
+    this.#acker = new Acker(options.broker);
+    this.#deadLetters = new DeadLetters(options.broker, this.#telemetry);
+    this.#outage = new OutageGuard({
+      writer: options.writer,
+      retryDelayMs: options.retryDelayMs,
+      onDatabaseChange: (down) => void this.#transition(down ? "database_down" : "database_up").catch(() => {}),
+      onFailedAttempt: () => this.#telemetry.error("database"),
+      abandoned: () => this.#state.abandoned,
+    });
+    this.#scheduler = new Scheduler({
+      batchSize: options.batchSize,
+      batchTimeoutMs: options.batchTimeoutMs,
+      maxInflightBatches: options.maxInflightBatches,
+      onClose: (batch) => this.#acker.track(batch),
+      commit: (batch) => this.#outage.commit(votesOf(batch), batch.openedAt),
+      onCommitted: (batch, result) => this.#committed(batch, result),
+      onError: (error) => log.error("Batch handling failed: {error}", { error }),
+    });
+    this.refreshGauges();
+  }
+
+  /** The current state's name. */
+  get state(): StateName {
+    return this.#state.current.name;
+  }
+
+  /** True while a commit keeps failing past the retry budget. */
+  get databaseFailing(): boolean {
+    return this.#state.databaseDown;
+  }
+
+  /** Totals since start. */
+  get totals(): Totals {
+    return this.#telemetry.totals;
+  }
+
+  /** Takes one message from the broker. Never throws: a bad message is dead-lettered. */
+  receive(delivery: Delivery): void {
+    const message = toMessage(delivery, (m, rejection) => this.#deadLetters.send(m, rejection));
+    if (message.rejection) {
+      log.debug("Rejected message {tag}: {reason} ({detail})", { tag: delivery.tag, ...message.rejection });
+    }
+    this.#scheduler.add(message);
+  }
+
+  /** The broker's session opened or was lost. */
+  brokerChanged(connected: boolean): void {
+    this.#state.apply(connected ? "broker_up" : "broker_down");
+    this.refreshGauges();
+  }
+
+  /**
+   * Closes the open batch and resolves once it (and every batch before it) is
+   * committed and acknowledged.
+   *
+   * @returns how many messages the open batch held
+   */
+  async flush(): Promise<number> {
+    const flushed = this.#scheduler.close();
+    await this.#acker.settled();
+    return flushed;
+  }
+
+  /**
+   * Stops taking messages (operator pause; survives reconnects) and commits what is batched.
+   *
+   * @throws {IllegalTransitionError} while draining
+   */
+  async pause(): Promise<number> {
+    await this.#transition("operator_pause");
+    return await this.flush();
+  }
+
+  /** Takes messages again after {@link pause}. */
+  async resume(): Promise<void> {
+    await this.#transition("operator_resume");
+  }
+
+  /**
+   * Graceful stop: stops consuming, commits and acknowledges what is batched.
+   *
+   * @param timeoutMs longest wait for the last commit
+   * @returns true when everything received was committed and acknowledged
+   */
+  async drain(timeoutMs: number): Promise<boolean> {
+    const committed = (async () => {
+      await this.#transition("drain").catch(() => {});
+      await this.flush();
+    })();
+    try {
+      await withTimeout(committed, timeoutMs, `drain not done in ${timeoutMs} ms`);
+      return true;
+    } catch (error) {
+      if (!(error instanceof TimeoutError)) throw error;
+      this.#state.apply("abandon");
+      return false;
+    }
+  }
+
+  /** Status for `/status`. */
+  status(): Status {
+    const openedAt = this.#scheduler.openedAt;
+    return {
+      state: this.state,
+      open_batch_messages: this.#scheduler.openMessages,
+      open_batch_age_seconds: openedAt ? round3((performance.now() - openedAt) / 1000) : 0,
+      inflight_batches: this.#acker.length,
+      last_commit_at: this.#telemetry.lastCommitAt?.toISOString() ?? null,
+      broker_connected: this.#broker.connected,
+      database_failing: this.databaseFailing,
+      totals: { ...this.totals },
+    };
+  }
+
+  /** Brings the gauges that describe the present up to date (called before each scrape). */
+  refreshGauges(): void {
+    this.#telemetry.refresh({
+      state: this.state,
+      consuming: this.#broker.consuming,
+      openMessages: this.#scheduler.openMessages,
+      committingBatches: this.#scheduler.committing,
+      poolSize: this.#poolSize,
+      oldestReceivedAt: this.#acker.oldestReceivedAt ?? (this.#scheduler.openedAt || undefined),
+    });
+  }
+
+  /** Applies `event` and tells the broker whether to consume. */
+  async #transition(event: PipelineEvent): Promise<void> {
+    this.#state.apply(event);
+    this.refreshGauges();
+    await this.#broker.setPaused(this.#state.pauseReasons.size > 0);
+  }
+
+  /** After the commit: dead-letters what the database refused, records, and acknowledges in order. */
+  async #committed(batch: Batch, committed: Committed | undefined): Promise<void> {
+    if (committed === undefined) return; // abandoned at shutdown: not acknowledged, so redelivered
+    const { result, seconds } = committed;
+    await this.#deadLetters.settle(batch, result);
+    this.#telemetry.committed(batch, result, seconds);
+    batch.committed = true;
+    const settled = this.#acker.acknowledgeCommitted();
+    if (settled.length) this.#telemetry.settled(settled.at(-1)!);
+    this.refreshGauges();
+    this.dispatchEvent(new Event("acked"));
+  }
+}
+
+function votesOf(batch: Batch) {
+  return batch.messages.flatMap((m) => m.vote ? [m.vote] : []);
+}
+
+function round3(n: number): number {
+  return Math.round(n * 1000) / 1000;
+}

@@ -1,0 +1,126 @@
+/**
+ * Scheduling: when a batch closes, and when it is committed.
+ *
+ * - A batch closes at `batchSize` messages or `batchTimeoutMs` after its first
+ *   message (`batcher.ts`), or when asked (`/flush`, pause, drain).
+ * - Closed batches commit up to `maxInflightBatches` at a time, oldest first.
+ *   First copy wins: a batch sharing a vote hash with one still committing
+ *   waits, or the later copy could commit first.
+ *
+ * It does not own what a commit does (`outage.ts`, `../writer.ts`) nor the
+ * acknowledgements (`acker.ts`).
+ *
+ * @module
+ */
+
+import { Batcher } from "./batcher.ts";
+import { type Batch, closeBatch, type Message } from "./message.ts";
+
+/** Options of {@link Scheduler}. */
+export interface SchedulerOptions<R> {
+  /** Messages that close a batch. */
+  batchSize: number;
+  /** Milliseconds after its first message that a batch closes. */
+  batchTimeoutMs: number;
+  /** Closed batches committing at once. @default 1 */
+  maxInflightBatches?: number;
+  /** Told of each batch as it closes, in delivery order. */
+  onClose: (batch: Batch) => void;
+  /** Commits a batch; its slot is free again once this settles. */
+  commit: (batch: Batch) => Promise<R>;
+  /** Told of each commit's outcome, after its slot is freed. */
+  onCommitted: (batch: Batch, result: R) => Promise<void>;
+  /** Told when committing or handling a batch threw. */
+  onError: (error: unknown) => void;
+}
+
+/** The open batch and the committing slots; see the module documentation. */
+export class Scheduler<R> {
+  readonly #options: SchedulerOptions<R>;
+  readonly #batcher: Batcher<Message>;
+  readonly #maxInflight: number;
+  /** Closed batches not yet handed to `commit`. */
+  readonly #waiting: Batch[] = [];
+  /** Vote hashes in committing batches, with how many of those hold each. */
+  readonly #committingHashes = new Map<string, number>();
+  #committing = 0;
+
+  constructor(options: SchedulerOptions<R>) {
+    this.#options = options;
+    this.#maxInflight = options.maxInflightBatches ?? 1;
+    this.#batcher = new Batcher<Message>({
+      size: options.batchSize,
+      timeoutMs: options.batchTimeoutMs,
+      onBatch: (messages) => this.#closed(messages),
+    });
+  }
+
+  /** Messages in the open batch. */
+  get openMessages(): number {
+    return this.#batcher.length;
+  }
+
+  /** `performance.now()` when the open batch got its first message; 0 when empty. */
+  get openedAt(): number {
+    return this.#batcher.openedAt;
+  }
+
+  /** Batches committing now. */
+  get committing(): number {
+    return this.#committing;
+  }
+
+  /** Adds a message to the open batch. */
+  add(message: Message): void {
+    this.#batcher.add(message);
+  }
+
+  /**
+   * Closes the open batch now.
+   *
+   * @returns how many messages it held
+   */
+  close(): number {
+    return this.#batcher.close();
+  }
+
+  #closed(messages: Message[]): void {
+    const batch = closeBatch(messages, this.#maxInflight > 1);
+    this.#options.onClose(batch);
+    this.#waiting.push(batch);
+    this.#pump();
+  }
+
+  #pump(): void {
+    while (this.#committing < this.#maxInflight && this.#waiting.length > 0) {
+      const batch = this.#waiting[0];
+      // Across instances the commit order decides, as it must; within one, the first copy received wins.
+      if (this.#committing > 0 && batch.hashes.some((h) => this.#committingHashes.has(h))) return;
+      this.#waiting.shift();
+      this.#committing += 1;
+      for (const h of batch.hashes) this.#committingHashes.set(h, (this.#committingHashes.get(h) ?? 0) + 1);
+      this.#run(batch).catch(this.#options.onError);
+    }
+  }
+
+  async #run(batch: Batch): Promise<void> {
+    let result: R;
+    try {
+      result = await this.#options.commit(batch);
+    } finally {
+      this.#release(batch);
+    }
+    await this.#options.onCommitted(batch, result);
+  }
+
+  /** Frees the committing slot and the batch's hashes, and starts what waited on them. */
+  #release(batch: Batch): void {
+    for (const h of batch.hashes) {
+      const n = this.#committingHashes.get(h)! - 1;
+      if (n === 0) this.#committingHashes.delete(h);
+      else this.#committingHashes.set(h, n);
+    }
+    this.#committing -= 1;
+    this.#pump();
+  }
+}

@@ -1,0 +1,136 @@
+/**
+ * Telemetry: the totals since start, and everything derived from them — the
+ * Prometheus series, the gauges that describe the present, and the progress
+ * line logged at most once a second.
+ *
+ * One set of {@link Totals} is kept; the counters move with it, and the
+ * progress line is the difference between two snapshots of it.
+ *
+ * It does not decide anything: the stages tell it what happened.
+ *
+ * @module
+ */
+
+import { getLogger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
+import type { RejectReason } from "../vote.ts";
+import type { CommitResult } from "../writer.ts";
+import type { Batch } from "./message.ts";
+import { STATE_NAMES, type StateName } from "./state.ts";
+
+const log = getLogger("aggregator");
+
+/** Totals since start, as `/status` reports them. */
+export interface Totals {
+  batches: number;
+  messages: number;
+  counted: number;
+  duplicates: number;
+  redelivered: number;
+  deadLettered: number;
+}
+
+/** What the gauges show of the present. */
+export interface Present {
+  state: StateName;
+  consuming: boolean;
+  openMessages: number;
+  committingBatches: number;
+  poolSize: number;
+  /** `performance.now()` at receipt of the oldest message not yet acknowledged, if any. */
+  oldestReceivedAt: number | undefined;
+}
+
+/** Totals, metrics and the progress line; see the module documentation. */
+export class Telemetry {
+  readonly #metrics: Metrics;
+  readonly totals: Totals = { batches: 0, messages: 0, counted: 0, duplicates: 0, redelivered: 0, deadLettered: 0 };
+  #lastCommitAt: Date | null = null;
+  #lastLogAt = 0;
+  /** `totals` when the last progress line was logged: the next line reports the difference. */
+  #loggedTotals: Totals | undefined;
+
+  constructor(metrics: Metrics) {
+    this.#metrics = metrics;
+  }
+
+  /** When a batch was last committed. */
+  get lastCommitAt(): Date | null {
+    return this.#lastCommitAt;
+  }
+
+  /** A dead-letter copy was confirmed stored. */
+  deadLettered(reason: RejectReason): void {
+    this.#metrics.deadLettered.inc({ reason });
+    this.totals.deadLettered += 1;
+  }
+
+  /** Something failed; `type` is the `error_type` label. */
+  error(type: string): void {
+    this.#metrics.aggregationErrors.inc({ error_type: type });
+  }
+
+  /** A batch's transaction committed; `commitSeconds` is how long the writer took. */
+  committed(batch: Batch, result: CommitResult, commitSeconds: number): void {
+    const m = this.#metrics;
+    for (const law of result.laws) {
+      if (law.ouiAdded) m.votesAggregated.inc({ law_id: law.lawId, choice: "oui" }, law.ouiAdded);
+      if (law.nonAdded) m.votesAggregated.inc({ law_id: law.lawId, choice: "non" }, law.nonAdded);
+      m.currentVoteTotals.set({ law_id: law.lawId, choice: "oui" }, law.ouiCount);
+      m.currentVoteTotals.set({ law_id: law.lawId, choice: "non" }, law.nonCount);
+    }
+    m.batchCommitSeconds.observe(commitSeconds);
+    m.batchSizeProcessed.inc(batch.messages.length);
+    m.batchSize.observe(batch.messages.length);
+    if (result.duplicates) m.duplicateAttempts.inc(result.duplicates);
+    if (result.redelivered) m.redeliveredNoops.inc(result.redelivered);
+
+    const t = this.totals;
+    t.batches += 1;
+    t.messages += batch.messages.length;
+    t.counted += result.counted;
+    t.duplicates += result.duplicates;
+    t.redelivered += result.redelivered;
+    this.#lastCommitAt = new Date();
+    this.#logProgress();
+  }
+
+  /** A batch was acknowledged (or settled for redelivery): the seed's "time to process last batch". */
+  settled(batch: Batch): void {
+    this.#metrics.batchProcessingDuration.set((performance.now() - batch.closedAt) / 1000);
+  }
+
+  /** Brings the gauges that describe the present up to date. */
+  refresh(present: Present): void {
+    const m = this.#metrics;
+    for (const s of STATE_NAMES) m.consumerState.set({ state: s }, s === present.state ? 1 : 0);
+    m.consumerPaused.set(present.consuming ? 0 : 1);
+    m.openBatchVotes.set(present.openMessages);
+    m.committingBatches.set(present.committingBatches);
+    // Deprecated names, kept for one release (README, Metrics): in_use always counted committing batches.
+    m.dbPoolConnections.set({ state: "in_use" }, present.committingBatches);
+    m.dbPoolConnections.set({ state: "max" }, present.poolSize);
+    const oldest = present.oldestReceivedAt;
+    m.oldestUnackedSeconds.set(oldest === undefined ? 0 : (performance.now() - oldest) / 1000);
+  }
+
+  #logProgress(): void {
+    const now = performance.now();
+    if (now - this.#lastLogAt < 1000) return;
+    const t = this.totals;
+    const last = this.#loggedTotals;
+    const since = (key: keyof Totals) => t[key] - (last?.[key] ?? 0);
+    log.info(
+      "Committed {batches} batch(es): {counted} votes counted, {duplicates} duplicate attempts, {redelivered} redelivered, {deadLettered} dead-lettered",
+      {
+        batches: since("batches"),
+        counted: since("counted"),
+        duplicates: since("duplicates"),
+        redelivered: since("redelivered"),
+        deadLettered: since("deadLettered"),
+      },
+    );
+    this.#lastLogAt = now;
+    this.#loggedTotals = { ...t };
+  }
+}

@@ -14,6 +14,8 @@
  */
 
 import client from "prom-client";
+import { STATE_NAMES } from "./pipeline/state.ts";
+import type { RejectReason } from "./vote.ts";
 
 /** The service's metrics, on their own registry. */
 export interface Metrics {
@@ -27,7 +29,7 @@ export interface Metrics {
   batchProcessingDuration: client.Gauge;
   /** Messages in all committed batches. */
   batchSizeProcessed: client.Counter;
-  /** Errors by type: database, broker, dead_letter, … */
+  /** Errors by type: one of {@link ERROR_TYPES}. */
   aggregationErrors: client.Counter<"error_type">;
   // New.
   batchCommitSeconds: client.Histogram;
@@ -54,6 +56,71 @@ const LINUX_PROC_METRICS = [
   "process_max_fds",
 ];
 
+// prom-client's default gauges whose names end in _total, which `promtool check metrics` rejects ("non-counter
+// metrics should not have _total suffix"). Each is the sum over the `type` label of the gauge of the same name
+// without the suffix (nodejs_active_handles{type} …), which stays: sum() of it gives the same number.
+const TOTAL_SUFFIXED_GAUGES = [
+  "nodejs_active_handles_total",
+  "nodejs_active_requests_total",
+  "nodejs_active_resources_total",
+];
+
+/** States of `db_pool_connections{state}`. */
+export const POOL_STATES = ["in_use", "max"] as const;
+
+/**
+ * The `error_type` of `aggregation_errors_total` for each dead-letter reason: every rejected message is
+ * counted there too, as the seed counted malformed messages. `json_decode` is the seed's own value for a
+ * body that is not JSON; the seed had no finer reasons, so the other parse failures share `invalid_message`,
+ * and a vote the database refuses (a poison message, isolated by splitting its batch) is `database_rejected`
+ * — kept apart from `database`, which counts failed commit attempts. A Record, so that a reason added to
+ * {@link RejectReason} does not compile until it has its error type here.
+ */
+const REJECTION_ERROR_TYPES = {
+  oversized: "invalid_message",
+  invalid_json: "json_decode",
+  not_an_object: "invalid_message",
+  missing_field: "invalid_message",
+  invalid_field: "invalid_message",
+  unknown_choice: "invalid_message",
+  database_rejected: "database_rejected",
+} as const satisfies Record<RejectReason, string>;
+
+/** Every `reason` of `dead_lettered_total`: the {@link RejectReason} values. */
+export const REJECT_REASONS = Object.keys(REJECTION_ERROR_TYPES) as RejectReason[];
+
+/**
+ * Every `error_type` of `aggregation_errors_total`: `database` (a failed commit attempt), `database_retry`
+ * (a retry scheduled after one), `broker` (the broker connection lost), `dead_letter` (a dead-letter publish
+ * failed; the message is redelivered), and the rejected messages' types (see {@link rejectionErrorType}).
+ */
+export const ERROR_TYPES = [
+  "database",
+  "database_retry",
+  "broker",
+  "dead_letter",
+  "json_decode",
+  "invalid_message",
+  "database_rejected",
+] as const;
+
+/** A value of `aggregation_errors_total{error_type}`. */
+export type ErrorType = typeof ERROR_TYPES[number];
+
+/**
+ * The `aggregation_errors_total` error type under which a rejected message is counted: the seed's
+ * `json_decode` for a body that is not JSON, `invalid_message` for the other parse failures, and
+ * `database_rejected` for a vote the database refuses.
+ *
+ * @example
+ * ```ts
+ * metrics.aggregationErrors.inc({ error_type: rejectionErrorType(rejection.reason) });
+ * ```
+ */
+export function rejectionErrorType(reason: RejectReason): ErrorType {
+  return REJECTION_ERROR_TYPES[reason];
+}
+
 /**
  * Creates the registry with every metric, and the default process metrics.
  *
@@ -64,6 +131,7 @@ export function createMetrics(collectDefaults = true): Metrics {
   const registers = [registry];
   if (collectDefaults) {
     client.collectDefaultMetrics({ register: registry });
+    for (const name of TOTAL_SUFFIXED_GAUGES) registry.removeSingleMetric(name);
     // prom-client reads these from /proc/self on Linux, which Deno allows only under --allow-all: under
     // the service's permission set they would read 0. Resident memory comes from Deno instead (no
     // permission needed); the others are left out rather than reported wrong.
@@ -77,7 +145,7 @@ export function createMetrics(collectDefaults = true): Metrics {
       },
     });
   }
-  return {
+  const metrics: Metrics = {
     registry,
     votesAggregated: new client.Counter({
       name: "votes_aggregated_total",
@@ -103,7 +171,7 @@ export function createMetrics(collectDefaults = true): Metrics {
     }),
     aggregationErrors: new client.Counter({
       name: "aggregation_errors_total",
-      help: "Errors by type (database, broker, dead_letter, invalid_message)",
+      help: `Errors by type (${ERROR_TYPES.join(", ")})`,
       labelNames: ["error_type"],
       registers,
     }),
@@ -131,7 +199,7 @@ export function createMetrics(collectDefaults = true): Metrics {
     }),
     deadLettered: new client.Counter({
       name: "dead_lettered_total",
-      help: "Messages sent to the dead-letter queue, by reason",
+      help: `Messages sent to the dead-letter queue, by reason (${REJECT_REASONS.join(", ")})`,
       labelNames: ["reason"],
       registers,
     }),
@@ -173,4 +241,11 @@ export function createMetrics(collectDefaults = true): Metrics {
       registers,
     }),
   };
+  // Every label value from the start, at 0: increase() and rate() see a series' first sample as its
+  // start, so an event before a labelled series existed would be missed (the first dead letter, …).
+  for (const type of ERROR_TYPES) metrics.aggregationErrors.inc({ error_type: type }, 0);
+  for (const reason of REJECT_REASONS) metrics.deadLettered.inc({ reason }, 0);
+  for (const state of STATE_NAMES) metrics.consumerState.set({ state }, 0);
+  for (const state of POOL_STATES) metrics.dbPoolConnections.set({ state }, 0);
+  return metrics;
 }

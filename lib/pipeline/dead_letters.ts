@@ -42,6 +42,7 @@ export class DeadLetters {
 
   /** Sends the copy of `message`; resolves with whether the broker confirmed it stored. Never rejects. */
   send(message: Message, rejection: Rejection): Promise<boolean> {
+    this.#telemetry.rejected(rejection.reason);
     return this.#broker.deadLetter(message.delivery, rejection).then(
       () => {
         this.#telemetry.deadLettered(rejection.reason);

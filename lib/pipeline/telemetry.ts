@@ -12,7 +12,7 @@
  */
 
 import { getLogger } from "../log.ts";
-import type { Metrics } from "../metrics.ts";
+import { type Metrics, rejectionErrorType } from "../metrics.ts";
 import type { RejectReason } from "../vote.ts";
 import type { CommitResult } from "../writer.ts";
 import type { Batch } from "./message.ts";
@@ -57,6 +57,11 @@ export class Telemetry {
   /** When a batch was last committed. */
   get lastCommitAt(): Date | null {
     return this.#lastCommitAt;
+  }
+
+  /** A message was rejected (not a vote, or refused by the database), counted as the seed counted it. */
+  rejected(reason: RejectReason): void {
+    this.#metrics.aggregationErrors.inc({ error_type: rejectionErrorType(reason) });
   }
 
   /** A dead-letter copy was confirmed stored. */

@@ -5,7 +5,7 @@ import { createTestDatabase, createTestQueue } from "./support/servers.ts";
 import { testConfig } from "./support/service.ts";
 import { seedVote } from "./support/votes.ts";
 import { waitForEvent } from "./support/wait.ts";
-import { HAVE_PROMTOOL, promtool } from "./promtool.ts";
+import { HAVE_PROMTOOL, promtool } from "./support/promtool.ts";
 
 /** Sample lines of a text exposition, as a map from series (name and labels) to value. */
 function samples(text: string): Map<string, number> {

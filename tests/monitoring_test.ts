@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import YAML from "yaml";
 import { createMetrics } from "../lib/metrics.ts";
-import { HAVE_PROMTOOL, promtool } from "./promtool.ts";
+import { HAVE_PROMTOOL, promtool } from "./support/promtool.ts";
 
 const path = (file: string) => new URL(`../${file}`, import.meta.url).pathname;
 const read = (file: string) => Deno.readTextFile(path(file));

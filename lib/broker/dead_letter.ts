@@ -34,8 +34,16 @@ export const REJECT_REASON_HEADER = "x-reject-reason";
 export const REJECT_DETAIL_HEADER = "x-reject-detail";
 /** Tells a returned (unroutable) copy apart from the others. */
 const DEAD_LETTER_ID_HEADER = "x-dead-letter-id";
+/** Says that the original's headers were too large to copy, and how large they were. */
+export const HEADERS_DROPPED_HEADER = "x-reject-headers-dropped";
 /** Longest `x-reject-detail`, in characters. */
 const MAX_DETAIL_CHARS = 500;
+/**
+ * Largest encoded size of the original's headers that a copy carries. amqplib encodes a message's
+ * properties into one 64 KiB buffer: a copy over it fails to publish and closes the channel, so the
+ * message would come back and fail again for ever. Larger headers are dropped, and the copy says so.
+ */
+export const MAX_COPIED_HEADER_BYTES = 16 * 1024;
 
 /** Publishes dead-letter copies for one vote queue; see the module documentation. */
 export class DeadLetterPublisher {
@@ -66,14 +74,15 @@ export class DeadLetterPublisher {
         names.queue,
         Buffer.from(delivery.body.buffer, delivery.body.byteOffset, delivery.body.byteLength),
         {
+          ...delivery.properties,
           persistent: true,
           // Routed nowhere (the DLQ was deleted), the broker returns it before confirming, instead of dropping it.
           mandatory: true,
           contentType: delivery.contentType,
           headers: {
-            ...delivery.headers,
+            ...copiedHeaders(delivery.headers),
             [REJECT_REASON_HEADER]: rejection.reason,
-            [REJECT_DETAIL_HEADER]: rejection.detail.slice(0, MAX_DETAIL_CHARS),
+            [REJECT_DETAIL_HEADER]: [...rejection.detail].slice(0, MAX_DETAIL_CHARS).join(""),
             "x-original-queue": this.#queue,
             [DEAD_LETTER_ID_HEADER]: id,
           },
@@ -88,4 +97,26 @@ export class DeadLetterPublisher {
       );
     });
   }
+}
+
+/** The original's headers, or — when they would not fit in a copy — a header saying how large they were. */
+export function copiedHeaders(headers: Record<string, unknown> | undefined): Record<string, unknown> {
+  if (headers === undefined) return {};
+  const size = encodedSize(headers);
+  if (size <= MAX_COPIED_HEADER_BYTES) return headers;
+  return { [HEADERS_DROPPED_HEADER]: `${size} bytes of headers dropped (limit ${MAX_COPIED_HEADER_BYTES})` };
+}
+
+/** An upper bound of the AMQP field-table size of `value` (UTF-8 strings, 8 bytes a number, framing). */
+function encodedSize(value: unknown): number {
+  if (typeof value === "string") return 5 + new TextEncoder().encode(value).byteLength;
+  if (value instanceof Uint8Array) return 5 + value.byteLength;
+  if (Array.isArray(value)) return value.reduce((n: number, v) => n + encodedSize(v), 5);
+  if (value !== null && typeof value === "object") {
+    return Object.entries(value).reduce(
+      (n, [k, v]) => n + 2 + new TextEncoder().encode(k).byteLength + encodedSize(v),
+      5,
+    );
+  }
+  return 9;
 }

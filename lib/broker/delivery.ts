@@ -19,7 +19,32 @@ export interface Delivery {
   redelivered: boolean;
   headers: Record<string, unknown> | undefined;
   contentType: string | undefined;
+  /** The properties a dead-letter copy keeps, so that it can be traced and replayed. */
+  properties: TracedProperties;
 }
+
+/** Message properties carried over to a dead-letter copy (not `expiration`: the copy must not expire). */
+export interface TracedProperties {
+  contentEncoding?: string;
+  messageId?: string;
+  correlationId?: string;
+  timestamp?: number;
+  appId?: string;
+  type?: string;
+  replyTo?: string;
+  priority?: number;
+}
+
+const TRACED = [
+  "contentEncoding",
+  "messageId",
+  "correlationId",
+  "timestamp",
+  "appId",
+  "type",
+  "replyTo",
+  "priority",
+] as const;
 
 /** The delivery of `message`, received now on `session`. */
 export function toDelivery(message: ConsumeMessage, session: number): Delivery {
@@ -31,5 +56,14 @@ export function toDelivery(message: ConsumeMessage, session: number): Delivery {
     redelivered: message.fields.redelivered,
     headers: message.properties.headers,
     contentType: message.properties.contentType,
+    properties: traced(message.properties),
   };
+}
+
+function traced(properties: ConsumeMessage["properties"]): TracedProperties {
+  const kept: Record<string, unknown> = {};
+  for (const name of TRACED) {
+    if (properties[name] !== undefined && properties[name] !== null) kept[name] = properties[name];
+  }
+  return kept as TracedProperties;
 }

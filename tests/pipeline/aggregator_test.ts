@@ -52,6 +52,7 @@ function delivery(hashChar: string, choice: string): Delivery {
     redelivered: false,
     headers: undefined,
     contentType: undefined,
+    properties: {},
   };
 }
 

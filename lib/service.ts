@@ -68,6 +68,7 @@ export async function startService(config: Config): Promise<Service> {
     retryDelayMs: config.retryDelayMs,
     commitTimeoutMs: config.commitTimeoutMs,
     instance: `pid-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`,
+    onLateCommit: (part) => aggregator.lateCommitted(part),
     onRetry: (error, attempt, delayMs) => {
       metrics.aggregationErrors.inc({ error_type: "database_retry" });
       log.warn("Commit attempt {attempt} failed ({error}); retrying in {delayMs} ms", {

@@ -26,7 +26,7 @@
 import type { Sql } from "./database.ts";
 import { isDataError } from "./database.ts";
 import { retry, RetryError } from "./retry.ts";
-import { withTimeout } from "./timeout.ts";
+import { TimeoutError, withTimeout } from "./timeout.ts";
 import type { Choice, Vote } from "./vote.ts";
 
 /** A law's totals after a commit, and what this commit added. */
@@ -54,6 +54,9 @@ export interface CommitResult {
   transactions: number;
 }
 
+/** What one transaction of a {@link VoteWriter.commit} did. */
+export type CommitPart = Pick<CommitResult, "counted" | "duplicates" | "redelivered" | "laws">;
+
 /** Options of {@link VoteWriter}. */
 export interface VoteWriterOptions {
   /** Attempts of a transaction that fails for a transient reason. @default 3 */
@@ -69,6 +72,11 @@ export interface VoteWriterOptions {
   instance?: string;
   /** Called before each retry, for logs and metrics. */
   onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
+  /**
+   * Told what an attempt that timed out committed after all (its retry then finds those votes stored and
+   * reports them as redelivered), so that counters follow what the database committed.
+   */
+  onLateCommit?: (part: CommitPart) => void;
 }
 
 /** The database kept failing for `maxRetryAttempts` attempts; `cause` is the last error. */
@@ -82,6 +90,7 @@ export class VoteWriter {
   readonly #commitTimeoutMs: number;
   readonly #instance: string;
   readonly #onRetry: VoteWriterOptions["onRetry"];
+  readonly #onLateCommit: VoteWriterOptions["onLateCommit"];
 
   constructor(sql: Sql, options: VoteWriterOptions = {}) {
     this.#sql = sql;
@@ -90,6 +99,7 @@ export class VoteWriter {
     this.#commitTimeoutMs = options.commitTimeoutMs ?? 30_000;
     this.#instance = options.instance ?? `pid-${Deno.pid}`;
     this.#onRetry = options.onRetry;
+    this.#onLateCommit = options.onLateCommit;
   }
 
   /**
@@ -140,10 +150,21 @@ export class VoteWriter {
     }
   }
 
-  #withRetry<T>(attempt: () => Promise<T>): Promise<T> {
-    // On timeout the transaction may still commit later: the statements are idempotent, so the retry counts nothing twice.
-    const timed = () =>
-      withTimeout(attempt(), this.#commitTimeoutMs, `no answer from the database within ${this.#commitTimeoutMs} ms`);
+  #withRetry(attempt: () => Promise<CommitPart>): Promise<CommitPart> {
+    // On timeout the transaction may still commit later: the statements are idempotent, so the retry counts
+    // nothing twice, and what the late one counted is told to onLateCommit.
+    const timed = () => {
+      const running = attempt();
+      return withTimeout(
+        running,
+        this.#commitTimeoutMs,
+        `no answer from the database within ${this.#commitTimeoutMs} ms`,
+      )
+        .catch((error) => {
+          if (error instanceof TimeoutError) running.then((late) => this.#onLateCommit?.(late), () => {});
+          throw error;
+        });
+    };
     return retry(timed, {
       maxAttempts: this.#maxRetryAttempts,
       minDelayMs: this.#retryDelayMs,
@@ -153,7 +174,7 @@ export class VoteWriter {
     });
   }
 
-  async #commitOnce(votes: Vote[], batchAgeMs: number) {
+  async #commitOnce(votes: Vote[], batchAgeMs: number): Promise<CommitPart> {
     const sql = this.#sql;
     const columns = toColumns(votes);
     const [{ laws: lawRows, skipped }] = await sql<{ laws: LawRow[]; skipped: number[] }[]>`

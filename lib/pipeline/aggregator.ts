@@ -24,6 +24,7 @@
 import type { Delivery } from "../broker/delivery.ts";
 import { getLogger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
+import type { CommitPart } from "../writer.ts";
 import { TimeoutError, withTimeout } from "../timeout.ts";
 import { Acker, type Acknowledger } from "./acker.ts";
 import { type DeadLetterBroker, DeadLetters } from "./dead_letters.ts";
@@ -135,6 +136,11 @@ export class Aggregator extends EventTarget {
       log.debug("Rejected message {tag}: {reason} ({detail})", { tag: delivery.tag, ...message.rejection });
     }
     this.#scheduler.add(message);
+  }
+
+  /** What a timed-out transaction committed after all (see `VoteWriterOptions.onLateCommit`). */
+  lateCommitted(part: CommitPart): void {
+    this.#telemetry.lateCommitted(part);
   }
 
   /** The broker's session opened or was lost. */

@@ -14,7 +14,7 @@
 import { getLogger } from "../log.ts";
 import { type Metrics, rejectionErrorType } from "../metrics.ts";
 import type { RejectReason } from "../vote.ts";
-import type { CommitResult } from "../writer.ts";
+import type { CommitPart, CommitResult } from "../writer.ts";
 import type { Batch } from "./message.ts";
 import { STATE_NAMES, type StateName } from "./state.ts";
 
@@ -75,15 +75,20 @@ export class Telemetry {
     this.#metrics.aggregationErrors.inc({ error_type: type });
   }
 
+  /** A transaction whose attempt had timed out committed after all: what it counted is counted here. */
+  lateCommitted(part: CommitPart): void {
+    this.#countLaws(part);
+    this.totals.counted += part.counted;
+    this.totals.duplicates += part.duplicates;
+    // The retry reported these votes as redeliveries.
+    this.totals.redelivered -= part.counted + part.duplicates;
+    if (part.duplicates) this.#metrics.duplicateAttempts.inc(part.duplicates);
+  }
+
   /** A batch's transaction committed; `commitSeconds` is how long the writer took. */
   committed(batch: Batch, result: CommitResult, commitSeconds: number): void {
     const m = this.#metrics;
-    for (const law of result.laws) {
-      if (law.ouiAdded) m.votesAggregated.inc({ law_id: law.lawId, choice: "oui" }, law.ouiAdded);
-      if (law.nonAdded) m.votesAggregated.inc({ law_id: law.lawId, choice: "non" }, law.nonAdded);
-      m.currentVoteTotals.set({ law_id: law.lawId, choice: "oui" }, law.ouiCount);
-      m.currentVoteTotals.set({ law_id: law.lawId, choice: "non" }, law.nonCount);
-    }
+    this.#countLaws(result);
     m.batchCommitSeconds.observe(commitSeconds);
     m.batchSizeProcessed.inc(batch.messages.length);
     m.batchSize.observe(batch.messages.length);
@@ -117,6 +122,16 @@ export class Telemetry {
     m.dbPoolConnections.set({ state: "max" }, present.poolSize);
     const oldest = present.oldestReceivedAt;
     m.oldestUnackedSeconds.set(oldest === undefined ? 0 : (performance.now() - oldest) / 1000);
+  }
+
+  #countLaws(part: CommitPart): void {
+    const m = this.#metrics;
+    for (const law of part.laws) {
+      if (law.ouiAdded) m.votesAggregated.inc({ law_id: law.lawId, choice: "oui" }, law.ouiAdded);
+      if (law.nonAdded) m.votesAggregated.inc({ law_id: law.lawId, choice: "non" }, law.nonAdded);
+      m.currentVoteTotals.set({ law_id: law.lawId, choice: "oui" }, law.ouiCount);
+      m.currentVoteTotals.set({ law_id: law.lawId, choice: "non" }, law.nonCount);
+    }
   }
 
   #logProgress(): void {

@@ -3,7 +3,7 @@ import { REJECT_DETAIL_HEADER, REJECT_REASON_HEADER } from "../lib/broker/dead_l
 import { BrokerSession } from "../lib/broker/session.ts";
 import { Aggregator, type Broker } from "../lib/pipeline/aggregator.ts";
 import { createTestDatabase, createTestQueue, RABBITMQ_URL, results } from "./support/servers.ts";
-import { testConfig } from "./support/service.ts";
+import { serviceEnv, spawnService, testConfig } from "./support/service.ts";
 import { seedVote, workerVote } from "./support/votes.ts";
 import { waitForEvent, waitUntil } from "./support/wait.ts";
 import { connectDatabase, migrate } from "../lib/database.ts";
@@ -176,4 +176,12 @@ Deno.test("aggregator: messages redelivered after a lost acknowledgement are not
     await consumer.close();
     await sql.end({ timeout: 1 });
   }
+});
+
+Deno.test("service: SHUTDOWN_TIMEOUT_SECONDS=0 on an idle service is a clean stop, exit 0", async () => {
+  await using db = await createTestDatabase();
+  await using queue = await createTestQueue();
+  await using service = await spawnService(serviceEnv(db, queue, { SHUTDOWN_TIMEOUT_SECONDS: "0" }));
+  await waitUntil(async () => (await service.status()).broker_connected, "the service is connected");
+  assert.equal(await service.stop("SIGTERM"), 0, service.output());
 });

@@ -192,6 +192,8 @@ export class Aggregator extends EventTarget {
       return true;
     } catch (error) {
       if (!(error instanceof TimeoutError)) throw error;
+      // Nothing received is waiting (an idle service, a zero deadline): the drain is complete, not failed.
+      if (this.#acker.length === 0 && this.#scheduler.openMessages === 0) return true;
       this.#state.apply("abandon");
       return false;
     }

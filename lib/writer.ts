@@ -187,7 +187,7 @@ export class VoteWriter {
       -- Locked in hash order (concurrent instances never deadlock); one locked by an instance that
       -- counted it meanwhile is re-read as 'aggregated' and drops out.
       locked as (
-        select a.id, a.vote_hash
+        select a.id, a.vote_hash, f.citizen_id, f.choice, f.ts
         from firsts f
         join vote_audit a on a.vote_hash = f.vote_hash and a.status = 'validated'
           and a.law_id = f.law_id and coalesce(a.vote, a.choice) = f.choice
@@ -195,17 +195,17 @@ export class VoteWriter {
         for update of a
       ),
       waiting as (
-        select distinct on (l.vote_hash) l.id, l.vote_hash
+        select distinct on (l.vote_hash) l.*
         from locked l
         where not exists (select 1 from vote_audit c where c.vote_hash = l.vote_hash and c.status = 'aggregated')
         order by l.vote_hash, l.id
       ),
       adopted as (
         update vote_audit a
-        set status = 'aggregated', "timestamp" = f.ts, citizen_id = f.citizen_id
-        from waiting w join firsts f using (vote_hash)
-        where a.vote_hash = w.vote_hash and a.id = w.id
-        returning a.vote_hash, a.law_id, f.choice
+        set status = 'aggregated', "timestamp" = w.ts, citizen_id = w.citizen_id
+        from waiting w
+        where a.vote_hash = w.vote_hash and a.status = 'validated' and a.id = w.id
+        returning a.vote_hash, a.law_id, w.choice
       ),
       -- Counted once per hash: vote_audit_counted_key is unique over the 'aggregated' rows.
       inserted as (

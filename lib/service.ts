@@ -18,7 +18,7 @@ import { Aggregator } from "./aggregator.ts";
 import type { Config } from "./config.ts";
 import { redactUrl } from "./config.ts";
 import { BrokerConsumer } from "./consumer.ts";
-import { connectDatabase, migrate, type Sql, warmUp } from "./database.ts";
+import { connectDatabase, ensureDatabase, migrate, type Sql, warmUp } from "./database.ts";
 import { serveControlPlane } from "./http.ts";
 import { getLogger } from "./log.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
@@ -49,6 +49,7 @@ export interface Service {
  */
 export async function startService(config: Config): Promise<Service> {
   const metrics = createMetrics();
+  await ensureDatabase(config);
   const sql = connectDatabase(config);
   try {
     await warmUp(sql, config.postgresMinConnections);

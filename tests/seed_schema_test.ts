@@ -20,7 +20,7 @@ import {
   waitForEvent,
   workerVote,
 } from "./helpers.ts";
-import { createTestRole, loadSchema, type SchemaKind, seedSchemas } from "./seed_support.ts";
+import { createTestRole, loadSchema, type SchemaKind, SEED_VIEW_COLUMNS, seedSchemas } from "./seed_support.ts";
 
 const pool = (url: string) =>
   connectDatabase({
@@ -29,23 +29,6 @@ const pool = (url: string) =>
     postgresSslMode: "disable",
     postgresSslRootCert: undefined,
   });
-
-/** The seed's column names of its views (both schemas), in order: a migrated database has them first. */
-export const SEED_VIEW_COLUMNS: Record<string, string[]> = {
-  vote_summary: ["law_id", "oui_count", "non_count", "total_votes", "oui_percentage", "non_percentage", "last_vote_at"],
-  recent_audit_entries: ["id", "vote_hash", "law_id", "vote", "status", "timestamp", "processed_at", "error_message"],
-  top_duplicate_attempts: ["vote_hash", "law_id", "attempt_count", "first_attempt_at", "last_attempt_at", "duration"],
-  vote_statistics: [
-    "law_id",
-    "oui_count",
-    "non_count",
-    "total_votes",
-    "oui_percentage",
-    "non_percentage",
-    "updated_at",
-  ],
-  duplicate_summary: ["law_id", "duplicate_count", "unique_citizens", "first_attempt", "last_attempt"],
-};
 
 // A seed-era counted vote; the stream carries a different vote with its hash (a duplicate attempt).
 const COUNTED_VOTER = 9000;

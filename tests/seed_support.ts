@@ -109,12 +109,29 @@ export function extractStatements(python: string, source: string): SeedStatement
   const statements: SeedStatement[] = [];
   for (const match of python.matchAll(/"""([\s\S]*?)"""|"((?:SELECT|INSERT)[^"\n]*)"/g)) {
     const text = (match[1] ?? match[2]).trim();
-    if (!/^(SELECT|INSERT)\b/i.test(text) || /^SELECT 1$/i.test(text)) continue;
+    if (!/^(SELECT|INSERT)\s/.test(text) || /^SELECT 1$/i.test(text)) continue;
     let n = 0;
     statements.push({ source, sql: text.replace(/%s/g, () => `$${++n}`) });
   }
   return statements;
 }
+
+/** The seed's column names of its views (both schemas), in order: a migrated database has them first. */
+export const SEED_VIEW_COLUMNS: Record<string, string[]> = {
+  vote_summary: ["law_id", "oui_count", "non_count", "total_votes", "oui_percentage", "non_percentage", "last_vote_at"],
+  recent_audit_entries: ["id", "vote_hash", "law_id", "vote", "status", "timestamp", "processed_at", "error_message"],
+  top_duplicate_attempts: ["vote_hash", "law_id", "attempt_count", "first_attempt_at", "last_attempt_at", "duration"],
+  vote_statistics: [
+    "law_id",
+    "oui_count",
+    "non_count",
+    "total_votes",
+    "oui_percentage",
+    "non_percentage",
+    "updated_at",
+  ],
+  duplicate_summary: ["law_id", "duplicate_count", "unique_citizens", "first_attempt", "last_attempt"],
+};
 
 /** Tables that either seed schema creates: statements on any other belong to another subsystem. */
 export const SEED_TABLES = new Set([

@@ -128,7 +128,7 @@ export const VARIABLES = {
   },
   POSTGRES_HOST: { default: "localhost", doc: "Database host" },
   POSTGRES_PORT: { default: "5432", doc: "Database port" },
-  POSTGRES_DB: { default: "votes", doc: "Database name" },
+  POSTGRES_DB: { default: "election_votes", doc: "Database name" },
   POSTGRES_USER: { default: "postgres", doc: "Database user" },
   POSTGRES_PASSWORD: { default: "postgres", doc: "Database password" },
   POSTGRES_MIN_CONNECTIONS: { default: "2", doc: "Connections opened at start" },

@@ -1,13 +1,15 @@
 /**
- * Database: the postgres.js pool and the numbered migrations in `sql/`,
- * applied at start under an advisory lock so several instances can start at once.
+ * Database: the postgres.js pool, the database's creation on a fresh server, and the numbered
+ * migrations in `sql/`, applied at start under an advisory lock so several instances can start at once.
  *
  * The migrations are imported as text, so they are part of the module graph and
  * embedded in a `deno compile` binary: no file is read at run time.
  *
  * @example
  * ```ts
- * import { connectDatabase, migrate } from "./database.ts";
+ * import { connectDatabase, ensureDatabase, migrate } from "./database.ts";
+ * await ensureDatabase({ databaseUrl: "postgres://postgres@127.0.0.1/votes", postgresSslMode: "disable",
+ *   postgresSslRootCert: undefined }); // creates it when missing
  * const sql = connectDatabase({ databaseUrl: "postgres://postgres@127.0.0.1/votes", postgresMaxConnections: 10,
  *   postgresSslMode: "disable", postgresSslRootCert: undefined });
  * await migrate(sql); // [] when the schema is current
@@ -19,7 +21,9 @@
 import { checkServerIdentity } from "node:tls";
 import postgres from "postgres";
 import type { Config } from "./config.ts";
+import { getLogger } from "./log.ts";
 import schema001 from "../sql/001_schema.sql" with { type: "text" };
+import seedContract002 from "../sql/002_seed_contract.sql" with { type: "text" };
 
 /** The pool: a postgres.js `sql` tag. */
 export type Sql = postgres.Sql;
@@ -34,7 +38,10 @@ export interface Migration {
 /** The migrations in order. A new `sql/NNN_name.sql` file must be listed here (a test checks). */
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: "001_schema.sql", sql: schema001 },
+  { version: 2, name: "002_seed_contract.sql", sql: seedContract002 },
 ];
+
+const log = getLogger("database");
 
 // Arbitrary but fixed: every instance of this service locks the same key while migrating.
 const MIGRATION_LOCK_KEY = 7_411_202_611;
@@ -97,13 +104,14 @@ export async function migrate(
       const names: string[] = [];
       // Read again under the lock: another instance may have applied them meanwhile.
       for (const migration of await pending(tx, migrations)) {
-        await tx.unsafe(migration.sql);
+        await applyMigration(tx, migration);
         await tx`insert into schema_migrations (version, name) values (${migration.version}, ${migration.name})`;
         names.push(migration.name);
       }
       return names;
     });
   } catch (error) {
+    if (error instanceof MigrationError) throw error;
     if (error instanceof postgres.PostgresError && error.code === "42501") {
       throw new Error(
         `Migrations are pending and this role may not apply them (${error.message}): ` +
@@ -115,6 +123,59 @@ export async function migrate(
   }
 }
 
+/** A migration failed: the message names the file, the step and object, and what to do. */
+export class MigrationError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "MigrationError";
+  }
+}
+
+/**
+ * Runs one migration, step by step: a migration file is cut at its `-- step: <what>` lines, so that
+ * a failure names the step it failed in. Every step runs in the caller's transaction: a failure
+ * leaves nothing applied.
+ */
+async function applyMigration(tx: postgres.TransactionSql, migration: Migration): Promise<void> {
+  for (const step of migrationSteps(migration.sql)) {
+    try {
+      await tx.unsafe(step.sql);
+    } catch (error) {
+      if (!(error instanceof postgres.PostgresError) || error.code === "42501") throw error;
+      const e = error as postgres.PostgresError & {
+        table_name?: string;
+        constraint_name?: string;
+        column_name?: string;
+      };
+      const object = [e.table_name, e.column_name].filter(Boolean).join(".") || e.constraint_name;
+      const todo = e.hint ??
+        "fix what the error names (or restore the database from its backup), then start the service again; " +
+          'README "Replacing the Python aggregator" says what each migration changes';
+      throw new MigrationError(
+        `Migration sql/${migration.name} failed in step "${step.name}"${object ? ` on ${object}` : ""}: ` +
+          `${e.message}${e.detail ? ` (${e.detail})` : ""}. Nothing was changed (the migrations run in one ` +
+          `transaction). What to do: ${todo}`,
+        { cause: error },
+      );
+    }
+  }
+}
+
+/** A migration's `-- step: <what>` sections; the text before the first one is the step "start". */
+export function migrationSteps(text: string): { name: string; sql: string }[] {
+  const steps: { name: string; sql: string }[] = [];
+  let name = "start";
+  let start = 0;
+  for (const match of text.matchAll(/^-- step: (.+)$/gm)) {
+    steps.push({ name, sql: text.slice(start, match.index) });
+    name = match[1].trim();
+    start = match.index;
+  }
+  steps.push({ name, sql: text.slice(start) });
+  // A section of comments alone is not a statement.
+  return steps.filter((step) => step.sql.replace(/--.*$/gm, "").trim() !== "");
+}
+
 async function pending(sql: postgres.Sql | postgres.TransactionSql, migrations: readonly Migration[]) {
   const [{ exists }] = await sql<{ exists: boolean }[]>`
     select to_regclass('schema_migrations') is not null as exists`;
@@ -122,6 +183,62 @@ async function pending(sql: postgres.Sql | postgres.TransactionSql, migrations: 
   const rows = await sql<{ version: number }[]>`select version from schema_migrations`;
   const applied = new Set(rows.map((r) => r.version));
   return migrations.filter((m) => !applied.has(m.version));
+}
+
+/**
+ * Creates the configured database when it does not exist yet, connecting to the `postgres` maintenance
+ * database on the same server as the same role. Concurrent starts are fine: one creates it.
+ *
+ * @returns true when it created the database
+ * @throws when it is missing and this role may not create it; the message gives the `createdb` command
+ */
+export async function ensureDatabase(
+  config: Pick<Config, "databaseUrl" | "postgresSslMode" | "postgresSslRootCert">,
+): Promise<boolean> {
+  const url = new URL(config.databaseUrl);
+  const name = decodeURIComponent(url.pathname.slice(1)) || decodeURIComponent(url.username) || "postgres";
+  const probe = async (target: URL, query: (sql: Sql) => Promise<unknown>) => {
+    const sql = postgres(target.toString(), {
+      max: 1,
+      connect_timeout: 10,
+      ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, target.hostname),
+      onnotice: () => {},
+      connection: { application_name: "vote-aggregator" },
+    });
+    try {
+      await query(sql);
+    } finally {
+      await sql.end({ timeout: 1 });
+    }
+  };
+  try {
+    await probe(url, (sql) => sql`select 1`);
+    return false;
+  } catch (error) {
+    // 3D000: the database does not exist. Anything else (server down, wrong password) is for the caller to report.
+    if (!(error instanceof postgres.PostgresError) || error.code !== "3D000") return false;
+  }
+  const maintenance = new URL(url);
+  maintenance.pathname = "/postgres";
+  try {
+    await probe(maintenance, (sql) => sql.unsafe(`create database ${quoteIdentifier(name)}`));
+    log.info("Created database {name}", { name });
+    return true;
+  } catch (error) {
+    // 42P04: another instance created it meanwhile.
+    if (error instanceof postgres.PostgresError && error.code === "42P04") return false;
+    const user = decodeURIComponent(url.username) || "postgres";
+    const port = url.port || "5432";
+    throw new Error(
+      `Database "${name}" does not exist and cannot be created as role "${user}" (${(error as Error).message}): ` +
+        `run \`createdb -h ${url.hostname} -p ${port} -O ${user} ${name}\` as a role that may create databases, then start again`,
+      { cause: error },
+    );
+  }
+}
+
+function quoteIdentifier(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
 }
 
 /** True for errors that mean the data is refused (SQLSTATE classes 22 and 23), not that the database is unwell. */

@@ -17,7 +17,7 @@
 import type { Config } from "./config.ts";
 import { redactUrl } from "./config.ts";
 import { BrokerSession } from "./broker/session.ts";
-import { connectDatabase, migrate, type Sql, warmUp } from "./database.ts";
+import { connectDatabase, ensureDatabase, migrate, type Sql, warmUp } from "./database.ts";
 import { serveControlPlane } from "./http.ts";
 import { getLogger } from "./log.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
@@ -49,6 +49,7 @@ export interface Service {
  */
 export async function startService(config: Config): Promise<Service> {
   const metrics = createMetrics();
+  await ensureDatabase(config);
   const sql = connectDatabase(config);
   try {
     await warmUp(sql, config.postgresMinConnections);

@@ -31,7 +31,11 @@ export interface Vote {
   /** 1 to 50 characters. */
   lawId: string;
   choice: Choice;
-  /** ISO 8601 text as sent (PostgreSQL parses it exactly), or `null` when absent. */
+  /**
+   * ISO 8601 text as sent (PostgreSQL parses it exactly), with `Z` added when it has no offset (the
+   * validation worker sends Python's zone-less `utcnow().isoformat()`: UTC, whatever the database's
+   * TimeZone), or `null` when absent.
+   */
   timestamp: string | null;
 }
 
@@ -162,7 +166,10 @@ function normalizeTimestamp(value: unknown): string | null | undefined {
   const [hour = 0, minute = 0, second = 0] = value.length > 10
     ? value.slice(11, 19).split(":").map((part) => Number.parseInt(part, 10))
     : [];
-  return validDate && hour < 24 && minute < 60 && second < 60 ? value : undefined;
+  if (!(validDate && hour < 24 && minute < 60 && second < 60)) return undefined;
+  // Without an offset PostgreSQL would read the text in the session's TimeZone: it is UTC.
+  if (value.length === 10) return `${value}T00:00:00Z`;
+  return /(?:Z|[+-]\d{2}(?::?\d{2})?)$/.test(value.slice(16)) ? value : `${value}Z`;
 }
 
 function reject(reason: RejectReason, detail: string): { ok: false; rejection: Rejection } {

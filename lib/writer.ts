@@ -2,15 +2,18 @@
  * Writing: commits a batch of votes so that each distinct vote is counted
  * exactly once, however often it is delivered.
  *
- * One statement does the counting, as one transaction: it inserts the votes
- * into `vote_audit` (the hash is unique; first one wins), adds only the rows it
- * inserted to `vote_results` (law ids in sorted order, so concurrent instances
- * never deadlock), and writes one `aggregation_stats` row. Only when some vote
- * was not inserted does a second statement look at why: a copy identical to the
- * stored vote is a redelivery and does nothing; a different vote with the same
- * hash is recorded once in `duplicate_attempts`. Both statements are idempotent,
- * so retrying after an ambiguous failure, or a crash between them, counts
- * nothing twice.
+ * One statement does the counting, as one transaction. A vote is counted when
+ * its `vote_audit` row has status `aggregated`, and the database keeps that
+ * unique per hash (`vote_audit_counted_key`): when the validation worker wrote
+ * the row (status `validated`) before publishing the vote, the statement moves
+ * that row to `aggregated`; otherwise it inserts an `aggregated` row (first one
+ * wins). It adds only the votes it counted to `vote_results` (law ids in sorted
+ * order, so concurrent instances never deadlock; `total_votes` with them), and
+ * writes one `aggregation_stats` row. Only when some vote was not counted does
+ * a second statement look at why: a copy identical to the counted vote is a
+ * redelivery and does nothing; a different vote with the same hash is recorded
+ * once in `duplicate_attempts`. Both statements are idempotent, so retrying
+ * after an ambiguous failure, or a crash between them, counts nothing twice.
  *
  * @example
  * ```ts
@@ -188,29 +191,65 @@ export class VoteWriter {
       firsts as (
         select distinct on (vote_hash) * from batch order by vote_hash, ord
       ),
+      -- Rows the validation worker wrote before publishing the vote: counting moves one to 'aggregated'.
+      -- Locked in hash order (concurrent instances never deadlock); one locked by an instance that
+      -- counted it meanwhile is re-read as 'aggregated' and drops out.
+      locked as (
+        select a.id, a.vote_hash, f.citizen_id, f.choice, f.ts
+        from firsts f
+        join vote_audit a on a.vote_hash = f.vote_hash and a.status = 'validated'
+          and a.law_id = f.law_id and coalesce(a.vote, a.choice) = f.choice
+        order by a.vote_hash, a.id
+        for update of a
+      ),
+      waiting as (
+        select distinct on (l.vote_hash) l.*
+        from locked l
+        where not exists (select 1 from vote_audit c where c.vote_hash = l.vote_hash and c.status = 'aggregated')
+        order by l.vote_hash, l.id
+      ),
+      adopted as (
+        update vote_audit a
+        set status = 'aggregated', "timestamp" = w.ts, citizen_id = w.citizen_id
+        from waiting w
+        where a.vote_hash = w.vote_hash and a.status = 'validated' and a.id = w.id
+        returning a.vote_hash, a.law_id, w.choice
+      ),
+      -- Counted once per hash: vote_audit_counted_key is unique over the 'aggregated' rows.
       inserted as (
-        insert into vote_audit (vote_hash, citizen_id, law_id, choice, "timestamp")
-        select vote_hash, citizen_id, law_id, choice, ts from firsts order by vote_hash
-        on conflict (vote_hash) do nothing
+        insert into vote_audit (vote_hash, citizen_id, law_id, vote, choice, status, "timestamp")
+        select vote_hash, citizen_id, law_id, choice, choice, 'aggregated', ts from firsts f
+        where not exists (select 1 from waiting w where w.vote_hash = f.vote_hash)
+        order by vote_hash
+        on conflict (vote_hash) where status = 'aggregated' do nothing
         returning vote_hash, law_id, choice
+      ),
+      counted as (
+        select vote_hash, law_id, choice from inserted
+        union all
+        select vote_hash, law_id, choice from adopted
       ),
       increments as (
         select law_id,
                count(*) filter (where choice = 'oui') as oui,
                count(*) filter (where choice = 'non') as non
-        from inserted group by law_id
+        from counted group by law_id
       ),
       upserted as (
-        insert into vote_results as r (law_id, oui_count, non_count)
-        select law_id, oui, non from increments order by law_id
+        insert into vote_results as r (law_id, oui_count, non_count, total_votes)
+        select law_id, oui, non, oui + non from increments order by law_id
         on conflict (law_id) do update
           set oui_count = r.oui_count + excluded.oui_count,
-              non_count = r.non_count + excluded.non_count
+              non_count = r.non_count + excluded.non_count,
+              total_votes = r.total_votes + excluded.total_votes
         returning law_id, oui_count, non_count
       ),
       stats as (
-        insert into aggregation_stats (batch_size, votes_counted, processing_time_ms, instance)
-        select ${votes.length}, (select count(*) from inserted), ${batchAgeMs}, ${this.#instance}
+        -- This service's columns and the seed aggregator's.
+        insert into aggregation_stats (batch_size, votes_counted, processing_time_ms, instance,
+                                       votes_processed, processing_duration_ms)
+        select ${votes.length}, n, ${batchAgeMs}, ${this.#instance}, n, ${Math.round(batchAgeMs)}
+        from (select count(*) as n from counted) c
       )
       select
         coalesce((
@@ -222,7 +261,7 @@ export class VoteWriter {
         -- Positions (1-based) of the votes not inserted: later copies, or hashes already stored.
         coalesce((
           select array_agg(b.ord::int order by b.ord) from batch b
-          where not exists (select 1 from firsts f join inserted i using (vote_hash) where f.ord = b.ord)
+          where not exists (select 1 from firsts f join counted c using (vote_hash) where f.ord = b.ord)
         ), '{}') as skipped`;
 
     const laws: LawTotals[] = lawRows.map((r) => ({
@@ -246,11 +285,12 @@ export class VoteWriter {
           ${sql.array(rest.lawId)}::text[], ${sql.array(rest.choice)}::text[],
           ${sql.array(rest.timestamp)}::timestamptz[]
         ) as b(vote_hash, citizen_id, law_id, choice, ts)
-        join vote_audit a on a.vote_hash = b.vote_hash
-        where (a.law_id, a.choice, a."timestamp", a.citizen_id)
+        join vote_audit a on a.vote_hash = b.vote_hash and a.status = 'aggregated'
+        where (a.law_id, coalesce(a.vote, a.choice), a."timestamp", a.citizen_id)
               is distinct from (b.law_id, b.choice, b.ts, b.citizen_id)
         order by b.vote_hash
-        on conflict on constraint duplicate_attempts_content_key do nothing
+        on conflict (vote_hash, law_id, choice, attempt_timestamp, citizen_id) where detected_at is not null
+        do nothing
         returning 1`;
       duplicates = recorded.count;
     }

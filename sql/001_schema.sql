@@ -12,6 +12,11 @@
 -- * vote_hash is lower-case hex, compared byte-wise (COLLATE "C"): cheaper than a locale's rules on
 --   every unique-index probe.
 -- Requires PostgreSQL 15 or later (UNIQUE NULLS NOT DISTINCT).
+--
+-- On a database the seed system created (either seed schema), every table already exists and is left
+-- as it is; the two views are created only where missing (the seed's have other columns, and the
+-- seed's duplicate_attempts has no detected_at). 002 then reshapes all three kinds of database into
+-- one schema. On an empty database this creates exactly what it always created.
 
 CREATE TABLE IF NOT EXISTS laws (
     law_id       VARCHAR(50) PRIMARY KEY,
@@ -83,23 +88,33 @@ CREATE TRIGGER laws_touch_updated_at
     BEFORE UPDATE ON laws
     FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
 
-CREATE OR REPLACE VIEW vote_statistics AS
-SELECT r.law_id,
-       l.title,
-       r.oui_count,
-       r.non_count,
-       r.oui_count + r.non_count AS total_votes,
-       round(100.0 * r.oui_count / NULLIF(r.oui_count + r.non_count, 0), 2) AS oui_percentage,
-       round(100.0 * r.non_count / NULLIF(r.oui_count + r.non_count, 0), 2) AS non_percentage,
-       r.updated_at
-FROM vote_results r
-LEFT JOIN laws l USING (law_id);
-
-CREATE OR REPLACE VIEW duplicate_summary AS
-SELECT law_id,
-       count(*) AS duplicate_count,
-       count(DISTINCT vote_hash) AS distinct_hashes,
-       min(detected_at) AS first_detected,
-       max(detected_at) AS last_detected
-FROM duplicate_attempts
-GROUP BY law_id;
+DO $$
+BEGIN
+    IF to_regclass('vote_statistics') IS NULL THEN
+        CREATE VIEW vote_statistics AS
+        SELECT r.law_id,
+               l.title,
+               r.oui_count,
+               r.non_count,
+               r.oui_count + r.non_count AS total_votes,
+               round(100.0 * r.oui_count / NULLIF(r.oui_count + r.non_count, 0), 2) AS oui_percentage,
+               round(100.0 * r.non_count / NULLIF(r.oui_count + r.non_count, 0), 2) AS non_percentage,
+               r.updated_at
+        FROM vote_results r
+        LEFT JOIN laws l USING (law_id);
+    END IF;
+    IF to_regclass('duplicate_summary') IS NULL AND EXISTS (
+        SELECT FROM pg_attribute
+        WHERE attrelid = 'duplicate_attempts'::regclass AND attname = 'detected_at' AND NOT attisdropped
+    ) THEN
+        CREATE VIEW duplicate_summary AS
+        SELECT law_id,
+               count(*) AS duplicate_count,
+               count(DISTINCT vote_hash) AS distinct_hashes,
+               min(detected_at) AS first_detected,
+               max(detected_at) AS last_detected
+        FROM duplicate_attempts
+        GROUP BY law_id;
+    END IF;
+END
+$$;

@@ -1,17 +1,19 @@
 -- The service's least-privilege role: exactly what the service does at run time, nothing more.
 --
 -- Run as the schema's owner after the migrations were applied (start the service once as the owner):
---   psql -v ON_ERROR_STOP=1 -d votes -f sql/role_vote_aggregator.sql
---   psql -d votes -c "ALTER ROLE vote_aggregator PASSWORD '…'"
+--   psql -v ON_ERROR_STOP=1 -d election_votes -f sql/role_vote_aggregator.sql
+--   psql -d election_votes -c "ALTER ROLE vote_aggregator PASSWORD '…'"
 -- then run the service with POSTGRES_USER=vote_aggregator. It is idempotent: run it again after each migration.
 --
 -- What the service does, and the grant each needs:
 --   reads schema_migrations at start (nothing to apply)        SELECT
 --   inserts votes, reads them back to classify non-inserts     vote_audit: SELECT, INSERT
+--   counts a vote the validation worker recorded first, by     vote_audit: UPDATE of status,
+--   moving its row to 'aggregated' (SELECT … FOR UPDATE)         "timestamp", citizen_id only
 --   increments per-law totals (INSERT … ON CONFLICT DO UPDATE) vote_results: SELECT, INSERT, UPDATE
 --   records each duplicate attempt once (ON CONFLICT reads it) duplicate_attempts: SELECT, INSERT
 --   records batch statistics                                   aggregation_stats: INSERT
---   their bigserial ids                                        USAGE on the three sequences
+--   their ids                                                  USAGE on these tables' sequences
 -- It cannot delete or rewrite a vote, truncate a table, change the schema, or read or write anything else.
 
 DO $$
@@ -28,8 +30,23 @@ REVOKE CREATE ON SCHEMA public FROM vote_aggregator;
 GRANT USAGE ON SCHEMA public TO vote_aggregator;
 
 GRANT SELECT ON schema_migrations TO vote_aggregator;
-GRANT SELECT, INSERT ON vote_audit TO vote_aggregator;
+GRANT SELECT, INSERT, UPDATE (status, "timestamp", citizen_id) ON vote_audit TO vote_aggregator;
 GRANT SELECT, INSERT, UPDATE ON vote_results TO vote_aggregator;
 GRANT SELECT, INSERT ON duplicate_attempts TO vote_aggregator;
 GRANT INSERT ON aggregation_stats TO vote_aggregator;
-GRANT USAGE ON SEQUENCE vote_audit_id_seq, duplicate_attempts_id_seq, aggregation_stats_id_seq TO vote_aggregator;
+-- The seed's vote_results has an id sequence too.
+DO $$
+DECLARE
+    seq regclass;
+BEGIN
+    FOR seq IN
+        SELECT d.objid::regclass
+        FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+        WHERE d.refobjid IN ('vote_audit'::regclass, 'vote_results'::regclass,
+                             'duplicate_attempts'::regclass, 'aggregation_stats'::regclass)
+          AND d.deptype IN ('a', 'i')
+    LOOP
+        EXECUTE format('GRANT USAGE ON SEQUENCE %s TO vote_aggregator', seq);
+    END LOOP;
+END
+$$;

@@ -16,7 +16,7 @@ Deno.test("config: the seed's defaults with an empty environment", () => {
   assert.equal(config.rabbitmqUrl, "amqp://guest:guest@localhost:5672/%2F");
   assert.equal(config.rabbitmqQueue, "votes.aggregation");
   assert.equal(config.rabbitmqPrefetchCount, 3000);
-  assert.equal(config.databaseUrl, "postgres://postgres:postgres@localhost:5432/votes");
+  assert.equal(config.databaseUrl, "postgres://postgres:postgres@localhost:5432/election_votes");
   assert.equal(config.postgresMinConnections, 2);
   assert.equal(config.postgresMaxConnections, 10);
   assert.equal(config.batchSize, 1000);

@@ -80,3 +80,16 @@ for (const [name, body, reason] of cases) {
     assert.ok(parsed.rejection.detail.length > 5);
   });
 }
+
+Deno.test("parseVote: a timestamp without an offset is UTC (Z appended); one with an offset is kept as sent", () => {
+  const timestampOf = (timestamp: string) => {
+    const parsed = parseVote(encode({ ...base, timestamp }));
+    return parsed.ok ? parsed.vote.timestamp : parsed.rejection.detail;
+  };
+  assert.equal(timestampOf("2026-03-01T12:00:00.123456"), "2026-03-01T12:00:00.123456Z");
+  assert.equal(timestampOf("2026-03-01 12:00"), "2026-03-01 12:00Z");
+  assert.equal(timestampOf("2026-03-01"), "2026-03-01T00:00:00Z");
+  assert.equal(timestampOf("2026-03-01T12:00:00-05:00"), "2026-03-01T12:00:00-05:00");
+  assert.equal(timestampOf("2026-03-01T12:00:00+0100"), "2026-03-01T12:00:00+0100");
+  assert.equal(timestampOf("2026-03-01T12:00-05"), "2026-03-01T12:00-05");
+});

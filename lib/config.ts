@@ -72,6 +72,8 @@ export interface Config {
   logFormat: LogFormat;
   /** Longest a graceful shutdown waits for the last commit. @default 30000 */
   shutdownTimeoutMs: number;
+  /** Distinct laws with series of their own in the per-law metrics; the rest share `law_id="other"`. @default 1000 */
+  metricsMaxLaws: number;
 }
 
 /** A configuration value that breaks its rule; the message names the variable. */
@@ -166,6 +168,10 @@ export const VARIABLES = {
   },
   LOG_LEVEL: { default: "INFO", doc: "DEBUG, INFO, WARNING or ERROR" },
   LOG_FORMAT: { default: "text", doc: "text or json (one JSON object a line)" },
+  METRICS_MAX_LAWS: {
+    default: "1000",
+    doc: 'Laws with metric series of their own; the rest share law_id="other"',
+  },
   SHUTDOWN_TIMEOUT_SECONDS: {
     default: "30",
     doc: "Longest wait for the last commit on SIGTERM/SIGINT",
@@ -314,6 +320,7 @@ export function loadConfig(
     ),
     logFormat: oneOf("LOG_FORMAT", ["text", "json"]),
     shutdownTimeoutMs: seconds("SHUTDOWN_TIMEOUT_SECONDS", 0, 3600),
+    metricsMaxLaws: integer("METRICS_MAX_LAWS", 1, 100_000),
   };
   if (config.postgresMinConnections > config.postgresMaxConnections) {
     throw new ConfigError(

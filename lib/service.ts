@@ -104,6 +104,7 @@ export async function startService(config: Config): Promise<Service> {
     maxInflightBatches: config.maxInflightBatches,
     poolSize: config.postgresMaxConnections,
     retryDelayMs: config.retryDelayMs,
+    metricsMaxLaws: config.metricsMaxLaws,
   });
   if (config.rabbitmqPrefetchCount < config.batchSize) {
     log.warn(

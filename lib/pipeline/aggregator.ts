@@ -32,9 +32,9 @@ import { type Batch, toMessage } from "./message.ts";
 import { type Committed, OutageGuard, type Writer } from "./outage.ts";
 import { Scheduler } from "./scheduler.ts";
 import { type PipelineEvent, PipelineState, type StateName } from "./state.ts";
-import { Telemetry, type Totals } from "./telemetry.ts";
+import { type Status, Telemetry, type Totals } from "./telemetry.ts";
 
-export type { Totals, Writer };
+export type { Status, Totals, Writer };
 
 const log = getLogger("aggregator");
 
@@ -60,18 +60,8 @@ export interface AggregatorOptions {
   poolSize?: number;
   /** First delay between commit attempts while the database is down (ms); doubles up to 30 s. @default 1000 */
   retryDelayMs?: number;
-}
-
-/** What `/status` shows. */
-export interface Status {
-  state: StateName;
-  open_batch_messages: number;
-  open_batch_age_seconds: number;
-  inflight_batches: number;
-  last_commit_at: string | null;
-  broker_connected: boolean;
-  database_failing: boolean;
-  totals: Totals;
+  /** Laws with metric series of their own. @default 1000 */
+  metricsMaxLaws?: number;
 }
 
 /**
@@ -92,7 +82,7 @@ export class Aggregator extends EventTarget {
     super();
     this.#broker = options.broker;
     this.#poolSize = options.poolSize ?? 10;
-    this.#telemetry = new Telemetry(options.metrics);
+    this.#telemetry = new Telemetry(options.metrics, options.metricsMaxLaws);
     this.#acker = new Acker(options.broker);
     this.#deadLetters = new DeadLetters(options.broker, this.#telemetry);
     this.#outage = new OutageGuard({

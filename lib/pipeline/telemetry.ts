@@ -20,6 +20,9 @@ import { STATE_NAMES, type StateName } from "./state.ts";
 
 const log = getLogger("aggregator");
 
+/** The `law_id` label of the laws beyond `METRICS_MAX_LAWS`. */
+export const OTHER_LAW = "other";
+
 /** Totals since start, as `/status` reports them. */
 export interface Totals {
   batches: number;
@@ -28,6 +31,18 @@ export interface Totals {
   duplicates: number;
   redelivered: number;
   deadLettered: number;
+}
+
+/** What `/status` shows. */
+export interface Status {
+  state: StateName;
+  open_batch_messages: number;
+  open_batch_age_seconds: number;
+  inflight_batches: number;
+  last_commit_at: string | null;
+  broker_connected: boolean;
+  database_failing: boolean;
+  totals: Totals;
 }
 
 /** What the gauges show of the present. */
@@ -50,8 +65,15 @@ export class Telemetry {
   /** `totals` when the last progress line was logged: the next line reports the difference. */
   #loggedTotals: Totals | undefined;
 
-  constructor(metrics: Metrics) {
+  readonly #maxLaws: number;
+  /** Laws with series of their own, up to `maxLaws`. */
+  readonly #laws = new Set<string>();
+  #warnedOther = false;
+
+  /** @param maxLaws distinct laws with series of their own (`METRICS_MAX_LAWS`); the rest share `other` */
+  constructor(metrics: Metrics, maxLaws = 1000) {
     this.#metrics = metrics;
+    this.#maxLaws = maxLaws;
   }
 
   /** When a batch was last committed. */
@@ -127,11 +149,31 @@ export class Telemetry {
   #countLaws(part: CommitPart): void {
     const m = this.#metrics;
     for (const law of part.laws) {
-      if (law.ouiAdded) m.votesAggregated.inc({ law_id: law.lawId, choice: "oui" }, law.ouiAdded);
-      if (law.nonAdded) m.votesAggregated.inc({ law_id: law.lawId, choice: "non" }, law.nonAdded);
-      m.currentVoteTotals.set({ law_id: law.lawId, choice: "oui" }, law.ouiCount);
-      m.currentVoteTotals.set({ law_id: law.lawId, choice: "non" }, law.nonCount);
+      const lawId = this.#label(law.lawId);
+      if (law.ouiAdded) m.votesAggregated.inc({ law_id: lawId, choice: "oui" }, law.ouiAdded);
+      if (law.nonAdded) m.votesAggregated.inc({ law_id: lawId, choice: "non" }, law.nonAdded);
+      // A total of many laws summed is no total of any: "other" has counters only.
+      if (lawId === OTHER_LAW) continue;
+      m.currentVoteTotals.set({ law_id: lawId, choice: "oui" }, law.ouiCount);
+      m.currentVoteTotals.set({ law_id: lawId, choice: "non" }, law.nonCount);
     }
+  }
+
+  /** The `law_id` label of `lawId`: its own until `maxLaws` laws have one, then {@link OTHER_LAW}. */
+  #label(lawId: string): string {
+    if (this.#laws.has(lawId)) return lawId;
+    if (this.#laws.size < this.#maxLaws) {
+      this.#laws.add(lawId);
+      return lawId;
+    }
+    if (!this.#warnedOther) {
+      this.#warnedOther = true;
+      log.warn(
+        'More than {max} distinct laws: the per-law metrics of the others are summed under law_id="other" (METRICS_MAX_LAWS); vote_results has them all',
+        { max: this.#maxLaws },
+      );
+    }
+    return OTHER_LAW;
   }
 
   #logProgress(): void {

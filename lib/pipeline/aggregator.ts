@@ -29,11 +29,12 @@ import { Acker, type Acknowledger } from "./acker.ts";
 import { type DeadLetterBroker, DeadLetters } from "./dead_letters.ts";
 import { type Batch, toMessage } from "./message.ts";
 import { type Committed, OutageGuard, type Writer } from "./outage.ts";
+import { type Readiness, readinessOf } from "./readiness.ts";
 import { Scheduler } from "./scheduler.ts";
 import { type PipelineEvent, PipelineState, type StateName } from "./state.ts";
 import { Telemetry, type Totals } from "./telemetry.ts";
 
-export type { Totals, Writer };
+export type { Readiness, Totals, Writer };
 
 const log = getLogger("aggregator");
 
@@ -64,6 +65,12 @@ export interface AggregatorOptions {
 /** What `/status` shows. */
 export interface Status {
   state: StateName;
+  /** As `/readyz` answers it. */
+  ready: boolean;
+  /** Why not ready (the part and what is wrong); `null` when ready. */
+  not_ready_reason: string | null;
+  /** True while the broker delivers to this instance (false while paused, degraded or draining). */
+  consuming: boolean;
   open_batch_messages: number;
   open_batch_age_seconds: number;
   inflight_batches: number;
@@ -121,6 +128,11 @@ export class Aggregator extends EventTarget {
   /** True while a commit keeps failing past the retry budget. */
   get databaseFailing(): boolean {
     return this.#state.databaseDown;
+  }
+
+  /** Whether the instance does its job now, and if not which part is why (`readiness.ts`). */
+  readiness(): Readiness {
+    return readinessOf(this.#state.current, this.#broker);
   }
 
   /** Totals since start. */
@@ -194,8 +206,12 @@ export class Aggregator extends EventTarget {
   /** Status for `/status`. */
   status(): Status {
     const openedAt = this.#scheduler.openedAt;
+    const readiness = this.readiness();
     return {
-      state: this.state,
+      state: readiness.state,
+      ready: readiness.ready,
+      not_ready_reason: readiness.reason,
+      consuming: this.#broker.consuming,
       open_batch_messages: this.#scheduler.openMessages,
       open_batch_age_seconds: openedAt ? round3((performance.now() - openedAt) / 1000) : 0,
       inflight_batches: this.#acker.length,
@@ -210,6 +226,7 @@ export class Aggregator extends EventTarget {
   refreshGauges(): void {
     this.#telemetry.refresh({
       state: this.state,
+      ready: this.readiness().ready,
       consuming: this.#broker.consuming,
       openMessages: this.#scheduler.openMessages,
       committingBatches: this.#scheduler.committing,

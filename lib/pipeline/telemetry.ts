@@ -33,6 +33,8 @@ export interface Totals {
 /** What the gauges show of the present. */
 export interface Present {
   state: StateName;
+  /** As `/readyz` answers it (`readiness.ts`). */
+  ready: boolean;
   consuming: boolean;
   openMessages: number;
   committingBatches: number;
@@ -109,6 +111,7 @@ export class Telemetry {
   refresh(present: Present): void {
     const m = this.#metrics;
     for (const s of STATE_NAMES) m.consumerState.set({ state: s }, s === present.state ? 1 : 0);
+    m.ready.set(present.ready ? 1 : 0);
     m.consumerPaused.set(present.consuming ? 0 : 1);
     m.openBatchVotes.set(present.openMessages);
     m.committingBatches.set(present.committingBatches);

@@ -5,7 +5,7 @@
  * | --- | --- | --- |
  * | `/metrics` | GET | Prometheus text format |
  * | `/healthz` | GET | 200 while the process runs its loops |
- * | `/readyz` | GET | 200 when the broker channel is open and consuming (or deliberately paused) and the database answers; else 503 saying which part is down |
+ * | `/readyz` | GET | 200 while running or paused by an operator; 503 while degraded (database failing past the retry budget, broker down) or draining, with a `reason` naming the part (pipeline/readiness.ts) |
  * | `/status` | GET | state, open batch, last commit, totals since start |
  * | `/flush` | POST, admin | commits the open batch, then answers `{flushed: n}` |
  * | `/pause` | POST, admin | stops consuming, commits what is batched, answers the state (409 while draining) |
@@ -18,7 +18,7 @@
  * ```ts
  * import { serveControlPlane } from "./http.ts";
  * const server = serveControlPlane({ hostname: "127.0.0.1", port: 8001, adminToken: undefined,
- *   aggregator, metrics, checkDatabase: async () => {} });
+ *   aggregator, metrics });
  * await server.shutdown();
  * ```
  *
@@ -30,7 +30,6 @@ import type { Aggregator } from "./pipeline/aggregator.ts";
 import { IllegalTransitionError } from "./pipeline/state.ts";
 import { getLogger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
-import { withTimeout } from "./timeout.ts";
 
 const log = getLogger("http");
 
@@ -43,12 +42,8 @@ export interface ControlPlaneOptions {
   /** 0 picks a free port (see the returned server's `addr`). */
   port: number;
   adminToken: string | undefined;
-  aggregator: Pick<Aggregator, "status" | "flush" | "pause" | "resume" | "refreshGauges" | "state">;
-  /** Broker state for /readyz. */
-  broker: { readonly connected: boolean; readonly consuming: boolean };
+  aggregator: Pick<Aggregator, "status" | "flush" | "pause" | "resume" | "refreshGauges" | "state" | "readiness">;
   metrics: Metrics;
-  /** Rejects when the database does not answer. */
-  checkDatabase: () => Promise<void>;
   /** Told the bound address once listening. */
   onListen?: (addr: Deno.NetAddr) => void;
 }
@@ -75,7 +70,14 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
       },
     },
     "/healthz": { method: "GET", admin: false, handle: () => json(200, { status: "ok" }) },
-    "/readyz": { method: "GET", admin: false, handle: () => readiness(options) },
+    "/readyz": {
+      method: "GET",
+      admin: false,
+      handle: () => {
+        const readiness = aggregator.readiness();
+        return json(readiness.ready ? 200 : 503, readiness);
+      },
+    },
     "/status": { method: "GET", admin: false, handle: () => json(200, aggregator.status()) },
     "/flush": {
       method: "POST",
@@ -139,25 +141,6 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
       throw error;
     }
   });
-}
-
-async function readiness(options: ControlPlaneOptions): Promise<Response> {
-  const { broker, aggregator } = options;
-  const paused = aggregator.state === "paused" || aggregator.state === "draining";
-  const brokerReady = broker.connected && (broker.consuming || paused);
-  let database = "up";
-  try {
-    await withTimeout(options.checkDatabase(), 2000, "no answer in 2000 ms");
-  } catch (error) {
-    database = `down: ${(error as Error).message}`;
-  }
-  const body = {
-    ready: brokerReady && database === "up",
-    state: aggregator.state,
-    broker: brokerReady ? "up" : broker.connected ? "connected, not consuming" : "down",
-    database,
-  };
-  return json(body.ready ? 200 : 503, body);
 }
 
 async function bodyTooLarge(request: Request): Promise<boolean> {

@@ -39,6 +39,8 @@ export interface Metrics {
   deadLettered: client.Counter<"reason">;
   consumerPaused: client.Gauge;
   consumerState: client.Gauge<"state">;
+  /** 1 while `/readyz` answers 200. */
+  ready: client.Gauge;
   brokerReconnects: client.Counter;
   /** Deprecated (one release): `in_use` is {@link committingBatches}, `max` the pool size. */
   dbPoolConnections: client.Gauge<"state">;
@@ -212,6 +214,11 @@ export function createMetrics(collectDefaults = true): Metrics {
       name: "aggregator_state",
       help: "1 for the service's current state",
       labelNames: ["state"],
+      registers,
+    }),
+    ready: new client.Gauge({
+      name: "aggregator_ready",
+      help: "1 while /readyz answers 200 (running, or paused by an operator); 0 while degraded or draining",
       registers,
     }),
     brokerReconnects: new client.Counter({

@@ -121,9 +121,7 @@ export async function startService(config: Config): Promise<Service> {
       port: config.prometheusPort,
       adminToken: config.adminToken,
       aggregator,
-      broker,
       metrics,
-      checkDatabase: async () => void await sql`select 1`,
       onListen: (addr) => listening.resolve(addr),
     });
   } catch (error) {

@@ -1,7 +1,7 @@
 /**
  * Timers: a deadline on a promise, and a pause. Shared by the writer (commit
- * timeout, retry backoff), the aggregator (backoff while the database is down,
- * shutdown deadline) and the control plane (database check of /readyz).
+ * timeout, retry backoff) and the aggregator (backoff while the database is down,
+ * shutdown deadline).
  *
  * @example
  * ```ts

@@ -30,11 +30,12 @@ import { Acker, type Acknowledger } from "./acker.ts";
 import { type DeadLetterBroker, DeadLetters } from "./dead_letters.ts";
 import { type Batch, toMessage } from "./message.ts";
 import { type Committed, OutageGuard, type Writer } from "./outage.ts";
+import { type Readiness, readinessOf } from "./readiness.ts";
 import { Scheduler } from "./scheduler.ts";
 import { type PipelineEvent, PipelineState, type StateName } from "./state.ts";
 import { type Status, Telemetry, type Totals } from "./telemetry.ts";
 
-export type { Status, Totals, Writer };
+export type { Readiness, Status, Totals, Writer };
 
 const log = getLogger("aggregator");
 
@@ -112,6 +113,11 @@ export class Aggregator extends EventTarget {
   /** True while a commit keeps failing past the retry budget. */
   get databaseFailing(): boolean {
     return this.#state.databaseDown;
+  }
+
+  /** Whether the instance does its job now, and if not which part is why (`readiness.ts`). */
+  readiness(): Readiness {
+    return readinessOf(this.#state.current, this.#broker);
   }
 
   /** Totals since start. */
@@ -192,8 +198,12 @@ export class Aggregator extends EventTarget {
   /** Status for `/status`. */
   status(): Status {
     const openedAt = this.#scheduler.openedAt;
+    const readiness = this.readiness();
     return {
-      state: this.state,
+      state: readiness.state,
+      ready: readiness.ready,
+      not_ready_reason: readiness.reason,
+      consuming: this.#broker.consuming,
       open_batch_messages: this.#scheduler.openMessages,
       open_batch_age_seconds: openedAt ? round3((performance.now() - openedAt) / 1000) : 0,
       inflight_batches: this.#acker.length,
@@ -208,6 +218,7 @@ export class Aggregator extends EventTarget {
   refreshGauges(): void {
     this.#telemetry.refresh({
       state: this.state,
+      ready: this.readiness().ready,
       consuming: this.#broker.consuming,
       openMessages: this.#scheduler.openMessages,
       committingBatches: this.#scheduler.committing,

@@ -36,6 +36,12 @@ export interface Totals {
 /** What `/status` shows. */
 export interface Status {
   state: StateName;
+  /** As `/readyz` answers it. */
+  ready: boolean;
+  /** Why not ready (the part and what is wrong); `null` when ready. */
+  not_ready_reason: string | null;
+  /** True while the broker delivers to this instance (false while paused, degraded or draining). */
+  consuming: boolean;
   open_batch_messages: number;
   open_batch_age_seconds: number;
   inflight_batches: number;
@@ -48,6 +54,8 @@ export interface Status {
 /** What the gauges show of the present. */
 export interface Present {
   state: StateName;
+  /** As `/readyz` answers it (`readiness.ts`). */
+  ready: boolean;
   consuming: boolean;
   openMessages: number;
   committingBatches: number;
@@ -136,6 +144,7 @@ export class Telemetry {
   refresh(present: Present): void {
     const m = this.#metrics;
     for (const s of STATE_NAMES) m.consumerState.set({ state: s }, s === present.state ? 1 : 0);
+    m.ready.set(present.ready ? 1 : 0);
     m.consumerPaused.set(present.consuming ? 0 : 1);
     m.openBatchVotes.set(present.openMessages);
     m.committingBatches.set(present.committingBatches);

@@ -6,6 +6,23 @@
  * - the validation worker's `{voter_hash, law_id, vote, vote_timestamp, status, processed_timestamp}`
  * - the seed publisher's `{vote_hash, citizen_id, law_id, choice, timestamp, metadata}`
  *
+ * What the database would refuse is refused here, so that a poison message
+ * costs one dead-letter rather than the log2(batch) transactions of isolating
+ * it in a batch (PostgreSQL 15, UTF-8 database):
+ * - lengths count characters (code points), as `VARCHAR(n)` does: `law_id` 1
+ *   to 50, `citizen_id` at most 100; 26 emoji are 26 characters, not 52;
+ * - text with a lone surrogate (`"\ud800"`: not UTF-8, postgres.js would
+ *   store U+FFFD instead) or a NUL character (`"\u0000"`: PostgreSQL text
+ *   cannot hold it) is `invalid_field`;
+ * - timestamps: a real calendar date, years 0001 to 9999, hours below 24 and
+ *   minutes and seconds below 60, and a zone offset within ±15:59 (PostgreSQL
+ *   refuses anything beyond with "time zone displacement out of range");
+ * - the choice ignores case and surrounding whitespace (`" Non "` is `non`);
+ *   `law_id` and `citizen_id` are kept exactly as sent, whitespace included;
+ * - a key given twice: the last one wins (as `JSON.parse`, Python's `json`
+ *   upstream and PostgreSQL's `jsonb` read it), so this service counts what
+ *   the validation worker validated.
+ *
  * @example
  * ```ts
  * import { parseVote } from "./vote.ts";
@@ -28,7 +45,7 @@ export interface Vote {
   hash: string;
   /** The seed publisher's citizen id; the validation worker sends none. */
   citizenId: string | null;
-  /** 1 to 50 characters. */
+  /** 1 to 50 characters (code points, as PostgreSQL counts them). */
   lawId: string;
   choice: Choice;
   /**
@@ -95,9 +112,8 @@ export function parseVote(body: Uint8Array): ParseResult {
 
   const lawId = m.law_id;
   if (typeof lawId !== "string") return missingOrInvalid(m, lawId, "law_id", "a string");
-  if (lawId.length < 1 || lawId.length > 50) {
-    return reject("invalid_field", `law_id must be 1 to 50 characters, got ${lawId.length}`);
-  }
+  const lawIdProblem = textProblem(lawId, 1, 50);
+  if (lawIdProblem) return reject("invalid_field", `law_id ${lawIdProblem}`);
 
   const choiceValue = pick(m, "choice", "vote");
   if (typeof choiceValue !== "string") return missingOrInvalid(m, choiceValue, "choice (or vote)", "a string");
@@ -107,9 +123,11 @@ export function parseVote(body: Uint8Array): ParseResult {
   }
 
   const citizenId = m.citizen_id ?? null;
-  if (citizenId !== null && (typeof citizenId !== "string" || citizenId.length > 100)) {
-    return reject("invalid_field", "citizen_id must be a string of at most 100 characters");
+  if (citizenId !== null && typeof citizenId !== "string") {
+    return reject("invalid_field", `citizen_id must be a string, got ${typeof citizenId}`);
   }
+  const citizenIdProblem = citizenId === null ? undefined : textProblem(citizenId, 0, 100);
+  if (citizenIdProblem) return reject("invalid_field", `citizen_id ${citizenIdProblem}`);
 
   const timestampValue = pick(m, "timestamp", "vote_timestamp") ?? null;
   const timestamp = normalizeTimestamp(timestampValue);
@@ -158,7 +176,7 @@ function normalizeTimestamp(value: unknown): string | null | undefined {
     if (!Number.isFinite(value) || value < 0 || value > 253402300799) return undefined;
     return new Date(value * 1000).toISOString();
   }
-  if (typeof value !== "string" || !ISO_TIMESTAMP.test(value)) return undefined;
+  if (typeof value !== "string" || !ISO_TIMESTAMP.test(value) || !offsetStorable(value)) return undefined;
   const [year, month, day] = value.slice(0, 10).split("-").map(Number);
   const date = new Date(Date.UTC(year, month - 1, day));
   const validDate = year >= 1 && date.getUTCFullYear() === year &&
@@ -170,6 +188,30 @@ function normalizeTimestamp(value: unknown): string | null | undefined {
   // Without an offset PostgreSQL would read the text in the session's TimeZone: it is UTC.
   if (value.length === 10) return `${value}T00:00:00Z`;
   return /(?:Z|[+-]\d{2}(?::?\d{2})?)$/.test(value.slice(16)) ? value : `${value}Z`;
+}
+
+/**
+ * Why `text` cannot be stored in a `VARCHAR(max)` column of a UTF-8
+ * database, or `undefined` when it can. Lengths count code points, as
+ * PostgreSQL does.
+ */
+function textProblem(text: string, min: number, max: number): string | undefined {
+  if (!text.isWellFormed()) return "holds a lone UTF-16 surrogate (not valid Unicode)";
+  if (text.includes("\0")) return "holds a NUL character, which PostgreSQL text cannot store";
+  // Counting stops past the limit: a 16 KiB body cannot make this slow, but there is no need to count it all.
+  let length = 0;
+  for (const _ of text) if (++length > max) break;
+  if (length < min || length > max) {
+    return `must be ${min} to ${max} characters, got ${length > max ? `more than ${max}` : length}`;
+  }
+  return undefined;
+}
+
+/** PostgreSQL refuses zone offsets beyond ±15:59 ("time zone displacement out of range"). */
+function offsetStorable(value: string): boolean {
+  const offset = /[+-](\d{2}):?(\d{2})?$/.exec(value.slice(10));
+  if (!offset) return true;
+  return Number(offset[1]) <= 15 && Number(offset[2] ?? 0) <= 59;
 }
 
 function reject(reason: RejectReason, detail: string): { ok: false; rejection: Rejection } {

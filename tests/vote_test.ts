@@ -81,6 +81,61 @@ for (const [name, body, reason] of cases) {
   });
 }
 
+// What PostgreSQL stores or refuses, decided here (see lib/vote.ts): one dead-letter instead of a batch bisection.
+const hostile: [string, Uint8Array, RejectReason][] = [
+  ["a law_id of 51 accented letters", encode({ ...base, law_id: "é".repeat(51) }), "invalid_field"],
+  ["a lone surrogate in law_id", encode(`{"vote_hash":"${HASH}","law_id":"L\\ud800","choice":"oui"}`), "invalid_field"],
+  ["a NUL in law_id", encode({ ...base, law_id: "L\u0000" }), "invalid_field"],
+  [
+    "a lone surrogate in citizen_id",
+    encode(`{"vote_hash":"${HASH}","law_id":"L","citizen_id":"\\udc00","choice":"oui"}`),
+    "invalid_field",
+  ],
+  ["a NUL in citizen_id", encode({ ...base, citizen_id: "c\u0000" }), "invalid_field"],
+  ["a 101-character citizen_id", encode({ ...base, citizen_id: "é".repeat(101) }), "invalid_field"],
+  ["an offset of +99:99", encode({ ...base, timestamp: "2026-11-22T10:00:00+99:99" }), "invalid_field"],
+  ["an offset of +16:00", encode({ ...base, timestamp: "2026-11-22T10:00:00+16:00" }), "invalid_field"],
+  ["an offset of -1600", encode({ ...base, timestamp: "2026-11-22T10:00:00-1600" }), "invalid_field"],
+  ["an offset of +16", encode({ ...base, timestamp: "2026-11-22T10:00:00+16" }), "invalid_field"],
+  ["an offset of +00:60", encode({ ...base, timestamp: "2026-11-22T10:00:00+00:60" }), "invalid_field"],
+  ["year 0000", encode({ ...base, timestamp: "0000-01-01T00:00:00Z" }), "invalid_field"],
+  ["a five-digit year", encode({ ...base, timestamp: "10000-01-01T00:00:00Z" }), "invalid_field"],
+];
+for (const [name, body, reason] of hostile) {
+  Deno.test(`parseVote: rejects ${name} as ${reason}, with a reason`, () => {
+    const parsed = parseVote(body);
+    assert.equal(parsed.ok, false, JSON.stringify(parsed));
+    if (parsed.ok) return;
+    assert.equal(parsed.rejection.reason, reason);
+    assert.ok(parsed.rejection.detail.length > 5);
+  });
+}
+
+Deno.test("parseVote: lengths count characters (code points), as VARCHAR(n) does", () => {
+  const emoji = "😀".repeat(50); // 100 UTF-16 units, 50 characters
+  const parsed = parseVote(encode({ ...base, law_id: emoji, citizen_id: "😀".repeat(100) }));
+  assert.equal(parsed.ok && parsed.vote.lawId, emoji);
+  const tooLong = parseVote(encode({ ...base, law_id: "😀".repeat(51) }));
+  assert.equal(!tooLong.ok && tooLong.rejection.detail, "law_id must be 1 to 50 characters, got more than 50");
+});
+
+Deno.test("parseVote: offsets up to ±15:59 are accepted, as PostgreSQL accepts them", () => {
+  for (const timestamp of ["2026-11-22T10:00:00+15:59", "2026-11-22T10:00:00-1559", "2026-11-22T10:00:00+15"]) {
+    const parsed = parseVote(encode({ ...base, timestamp }));
+    assert.equal(parsed.ok && parsed.vote.timestamp, timestamp);
+  }
+});
+
+Deno.test("parseVote: a key given twice: the last one wins, as JSON.parse and Python's json read it", () => {
+  const parsed = parseVote(encode(`{"vote_hash":"${HASH}","law_id":"L1","choice":"non","choice":"oui"}`));
+  assert.equal(parsed.ok && parsed.vote.choice, "oui");
+});
+
+Deno.test("parseVote: whitespace around the choice is ignored; law_id and citizen_id are kept as sent", () => {
+  const parsed = parseVote(encode({ ...base, choice: "\t OUI \n", law_id: " L1 ", citizen_id: " c " }));
+  assert.deepEqual(parsed.ok && [parsed.vote.choice, parsed.vote.lawId, parsed.vote.citizenId], ["oui", " L1 ", " c "]);
+});
+
 Deno.test("parseVote: a timestamp without an offset is UTC (Z appended); one with an offset is kept as sent", () => {
   const timestampOf = (timestamp: string) => {
     const parsed = parseVote(encode({ ...base, timestamp }));

@@ -13,7 +13,7 @@
  * 5. `acker.ts` — acknowledged in delivery order, one `multiple` ack a batch.
  *
  * `state.ts` holds the state (running, paused, degraded, draining) and why
- * consumption is paused; `telemetry.ts` the totals and metrics.
+ * consumption is paused; `telemetry.ts` the totals and metrics; `tracing.ts` a span per batch.
  *
  * `../service.ts` connects it: `new Aggregator({broker, writer, metrics, batchSize, batchTimeoutMs})`, and
  * the broker session hands every delivery to `receive`.
@@ -34,6 +34,7 @@ import { type Readiness, readinessOf } from "./readiness.ts";
 import { Scheduler } from "./scheduler.ts";
 import { type PipelineEvent, PipelineState, type StateName } from "./state.ts";
 import { type Status, Telemetry, type Totals } from "./telemetry.ts";
+import { BatchTracer } from "./tracing.ts";
 
 export type { Readiness, Status, Totals, Writer };
 
@@ -78,6 +79,7 @@ export class Aggregator extends EventTarget {
   readonly #outage: OutageGuard;
   readonly #scheduler: Scheduler<Committed | undefined>;
   readonly #poolSize: number;
+  readonly #tracer = new BatchTracer();
 
   constructor(options: AggregatorOptions) {
     super();
@@ -98,7 +100,15 @@ export class Aggregator extends EventTarget {
       batchTimeoutMs: options.batchTimeoutMs,
       maxInflightBatches: options.maxInflightBatches,
       onClose: (batch) => this.#acker.track(batch),
-      commit: (batch) => this.#outage.commit(votesOf(batch), batch.openedAt),
+      commit: async (batch) => {
+        this.#tracer.started(batch);
+        try {
+          return await this.#outage.commit(votesOf(batch), batch.openedAt);
+        } catch (error) {
+          this.#tracer.failed(batch, error as Error);
+          throw error;
+        }
+      },
       onCommitted: (batch, result) => this.#committed(batch, result),
       onError: (error) => log.error("Batch handling failed: {error}", { error }),
     });
@@ -236,12 +246,21 @@ export class Aggregator extends EventTarget {
 
   /** After the commit: dead-letters what the database refused, records, and acknowledges in order. */
   async #committed(batch: Batch, committed: Committed | undefined): Promise<void> {
-    if (committed === undefined) return; // abandoned at shutdown: not acknowledged, so redelivered
+    if (committed === undefined) { // abandoned at shutdown: not acknowledged, so redelivered
+      this.#tracer.failed(batch, "abandoned at shutdown: left unacknowledged, to be redelivered");
+      return;
+    }
     const { result, seconds } = committed;
-    await this.#deadLetters.settle(batch, result);
+    try {
+      await this.#deadLetters.settle(batch, result);
+    } catch (error) {
+      this.#tracer.failed(batch, error as Error);
+      throw error;
+    }
     this.#telemetry.committed(batch, result, seconds);
     batch.committed = true;
     const settled = this.#acker.acknowledgeCommitted();
+    this.#tracer.committed(batch, committed);
     if (settled.length) this.#telemetry.settled(settled.at(-1)!);
     this.refreshGauges();
     this.dispatchEvent(new Event("acked"));

@@ -32,6 +32,8 @@ export interface Committed {
   result: CommitResult;
   /** Seconds the successful attempt took. */
   seconds: number;
+  /** Calls of the writer it took (each one up to `MAX_RETRY_ATTEMPTS` transactions): 1 unless the database was down. */
+  attempts: number;
 }
 
 /** Options of {@link OutageGuard}. */
@@ -69,10 +71,12 @@ export class OutageGuard {
    */
   async commit(votes: Vote[], openedAt: number): Promise<Committed | undefined> {
     let failing = false;
+    let attempts = 0;
     const attempt = async () => {
+      attempts += 1;
       const start = performance.now();
       const result = await this.#options.writer.commit(votes, start - openedAt);
-      return { result, seconds: (performance.now() - start) / 1000 };
+      return { result, seconds: (performance.now() - start) / 1000, attempts };
     };
     try {
       return await retry(attempt, {

@@ -1,15 +1,7 @@
 import assert from "node:assert/strict";
-import { connectDatabase, isDataError, migrate, MIGRATIONS } from "../lib/database.ts";
+import { isDataError, migrate, MIGRATIONS } from "../lib/database.ts";
 import { VoteWriter } from "../lib/writer.ts";
-import { createTestDatabase } from "./support/servers.ts";
-
-const pool = (url: string, max = 2) =>
-  connectDatabase({
-    databaseUrl: url,
-    postgresMaxConnections: max,
-    postgresSslMode: "disable",
-    postgresSslRootCert: undefined,
-  });
+import { createTestDatabase, testPool } from "./support/servers.ts";
 
 Deno.test("migrations: every sql/NNN_*.sql file is listed, in order", async () => {
   const files: string[] = [];
@@ -22,7 +14,7 @@ Deno.test("migrations: every sql/NNN_*.sql file is listed, in order", async () =
 
 Deno.test("migrations: several instances starting at once apply each migration exactly once", async () => {
   await using db = await createTestDatabase();
-  const pools = Array.from({ length: 4 }, () => pool(db.url));
+  const pools = Array.from({ length: 4 }, () => testPool(db.url));
   try {
     const applied = await Promise.all(pools.map((sql) => migrate(sql)));
     assert.deepEqual(applied.flat(), MIGRATIONS.map((m) => m.name), "one instance applied them, the others none");
@@ -36,7 +28,7 @@ Deno.test("migrations: several instances starting at once apply each migration e
 
 Deno.test("schema: the seed's tables and views answer the seed's queries", async () => {
   await using db = await createTestDatabase();
-  const sql = pool(db.url);
+  const sql = testPool(db.url);
   try {
     await migrate(sql);
     await db.sql`insert into laws (law_id, title) values ('L1', 'Loi 1')`;
@@ -74,10 +66,10 @@ Deno.test("schema: the seed's tables and views answer the seed's queries", async
 
 Deno.test("role: vote_aggregator can run the service and nothing more", async () => {
   await using db = await createTestDatabase();
-  const owner = pool(db.url);
+  const owner = testPool(db.url);
   const url = new URL(db.url);
   url.username = "vote_aggregator";
-  const role = pool(url.toString());
+  const role = testPool(url.toString());
   try {
     const script = await Deno.readTextFile(new URL("../sql/role_vote_aggregator.sql", import.meta.url));
     await owner.unsafe(script.slice(0, script.indexOf("REVOKE"))); // the role alone, before the tables exist

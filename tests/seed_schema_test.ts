@@ -7,21 +7,13 @@
 
 import assert from "node:assert/strict";
 import type postgres from "postgres";
-import { connectDatabase, migrate, MIGRATIONS } from "../lib/database.ts";
+import { migrate, MIGRATIONS } from "../lib/database.ts";
 import { startService } from "../lib/service.ts";
-import { createTestDatabase, createTestQueue, results, type TestDatabase } from "./support/servers.ts";
+import { createTestDatabase, createTestQueue, results, type TestDatabase, testPool } from "./support/servers.ts";
 import { testConfig } from "./support/service.ts";
 import { seedVote, sha256, workerVote } from "./support/votes.ts";
 import { waitForEvent } from "./support/wait.ts";
 import { createTestRole, loadSchema, type SchemaKind, SEED_VIEW_COLUMNS, seedSchemas } from "./support/seed.ts";
-
-const pool = (url: string) =>
-  connectDatabase({
-    databaseUrl: url,
-    postgresMaxConnections: 2,
-    postgresSslMode: "disable",
-    postgresSslRootCert: undefined,
-  });
 
 // A seed-era counted vote; the stream carries a different vote with its hash (a duplicate attempt).
 const COUNTED_VOTER = 9000;
@@ -126,7 +118,7 @@ async function adoptAndDrain(kind: SchemaKind | "own", load: (db: TestDatabase) 
   const before = await snapshot(db.sql);
   const legacy = await results(db.sql);
 
-  const sql = pool(db.url);
+  const sql = testPool(db.url);
   try {
     assert.deepEqual(await migrate(sql), MIGRATIONS.slice(kind === "own" ? 1 : 0).map((m) => m.name));
   } finally {
@@ -196,7 +188,7 @@ for (const schema of await seedSchemas()) {
 
 Deno.test("own schema (001 applied before 002 existed): adopted in place, a mixed stream counted exactly", async () => {
   await adoptAndDrain("own", async (db) => {
-    const sql = pool(db.url);
+    const sql = testPool(db.url);
     try {
       await migrate(sql, MIGRATIONS.slice(0, 1));
     } finally {
@@ -213,7 +205,7 @@ Deno.test("seed schema with two counted audit rows for one hash: the error names
   const hash = sha256("twice");
   await db.sql`insert into vote_audit (vote_hash, law_id, vote, status, "timestamp")
                values (${hash}, 'L1', 'oui', 'aggregated', now()), (${hash}, 'L1', 'oui', 'aggregated', now())`;
-  const sql = pool(db.url);
+  const sql = testPool(db.url);
   try {
     await assert.rejects(migrate(sql), (error: Error) => {
       assert.match(error.message, /^Migration sql\/002_seed_contract\.sql failed in step "vote_audit keys/);

@@ -7,10 +7,10 @@
 
 import assert from "node:assert/strict";
 import type postgres from "postgres";
-import { connectDatabase, migrate } from "../lib/database.ts";
+import { migrate } from "../lib/database.ts";
 import { startService } from "../lib/service.ts";
 import { VoteWriter } from "../lib/writer.ts";
-import { createTestDatabase, createTestQueue, results, type TestDatabase } from "./support/servers.ts";
+import { createTestDatabase, createTestQueue, results, type TestDatabase, testPool } from "./support/servers.ts";
 import { testConfig } from "./support/service.ts";
 import { sha256 } from "./support/votes.ts";
 import { waitForEvent } from "./support/wait.ts";
@@ -24,14 +24,6 @@ import {
   tablesOf,
   viewsOf,
 } from "./support/seed.ts";
-
-const pool = (url: string) =>
-  connectDatabase({
-    databaseUrl: url,
-    postgresMaxConnections: 2,
-    postgresSslMode: "disable",
-    postgresSslRootCert: undefined,
-  });
 
 /** What the validation worker does for a valid vote: its audit row (as its INSERT sends it), then the message. */
 function workerStep(voter: number, law: string, vote: "oui" | "non", minute: number) {
@@ -63,7 +55,7 @@ async function workerOrder(db: TestDatabase) {
   // The database's time zone, not the server's: the worker's session and the service's both get it.
   await db.sql.unsafe(`alter database ${db.name} set timezone = 'America/Toronto'`);
   const service = await startService(testConfig(db, queue, { BATCH_SIZE: "20", BATCH_TIMEOUT_SECONDS: "0.02" }));
-  const worker = pool(db.url);
+  const worker = testPool(db.url);
   const expected: Record<string, [number, number]> = {};
   const steps = [];
   try {
@@ -139,7 +131,7 @@ for (const schema of [undefined, ...await seedSchemas()]) {
     await using role = await createTestRole();
     await using db = await createTestDatabase();
     if (schema) await loadSchema(db.sql, schema, role.name);
-    const sql = pool(db.url);
+    const sql = testPool(db.url);
     try {
       await migrate(sql);
       await db.sql`insert into laws (law_id, title) values ('LAW-1', 'Loi 1') on conflict do nothing`;

@@ -2,11 +2,11 @@ import assert from "node:assert/strict";
 import { REJECT_DETAIL_HEADER, REJECT_REASON_HEADER } from "../lib/broker/dead_letter.ts";
 import { BrokerSession } from "../lib/broker/session.ts";
 import { Aggregator, type Broker } from "../lib/pipeline/aggregator.ts";
-import { createTestDatabase, createTestQueue, RABBITMQ_URL, results } from "./support/servers.ts";
+import { createTestDatabase, createTestQueue, RABBITMQ_URL, results, testPool } from "./support/servers.ts";
 import { serviceEnv, spawnService, testConfig } from "./support/service.ts";
 import { seedVote, workerVote } from "./support/votes.ts";
 import { waitForEvent, waitUntil } from "./support/wait.ts";
-import { connectDatabase, migrate } from "../lib/database.ts";
+import { migrate } from "../lib/database.ts";
 import { createMetrics } from "../lib/metrics.ts";
 import { startService } from "../lib/service.ts";
 import { VoteWriter } from "../lib/writer.ts";
@@ -120,12 +120,7 @@ Deno.test("aggregator: messages redelivered after a lost acknowledgement are not
   const votes = Array.from({ length: 40 }, (_, i) => seedVote(i, `L${i % 2}`, "oui"));
   await queue.publish(votes);
 
-  const sql = connectDatabase({
-    databaseUrl: db.url,
-    postgresMaxConnections: 2,
-    postgresSslMode: "disable",
-    postgresSslRootCert: undefined,
-  });
+  const sql = testPool(db.url);
   await migrate(sql);
   const aggregatorRef: { current?: Aggregator } = {};
   const consumer = new BrokerSession({

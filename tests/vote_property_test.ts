@@ -12,10 +12,10 @@
  */
 
 import assert from "node:assert/strict";
-import { connectDatabase, migrate } from "../lib/database.ts";
+import { migrate } from "../lib/database.ts";
 import { parseVote, type Vote } from "../lib/vote.ts";
 import { VoteWriter } from "../lib/writer.ts";
-import { createTestDatabase } from "./support/servers.ts";
+import { createTestDatabase, testPool } from "./support/servers.ts";
 import { sha256 } from "./support/votes.ts";
 
 const SEED = Number(Deno.env.get("VOTE_PROPERTY_SEED") ?? 20261122);
@@ -170,12 +170,7 @@ Deno.test("parseVote property: never throws, and every vote it accepts is stored
   }
 
   await using db = await createTestDatabase();
-  const sql = connectDatabase({
-    databaseUrl: db.url,
-    postgresMaxConnections: 2,
-    postgresSslMode: "disable",
-    postgresSslRootCert: undefined,
-  });
+  const sql = testPool(db.url);
   try {
     await migrate(sql);
     const writer = new VoteWriter(sql, { maxRetryAttempts: 1, retryDelayMs: 1, instance: "property" });

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { connectDatabase, migrate } from "../lib/database.ts";
+import { migrate } from "../lib/database.ts";
 import type { Vote } from "../lib/vote.ts";
 import { RetryError, VoteWriter } from "../lib/writer.ts";
-import { createTestDatabase, results } from "./support/servers.ts";
+import { createTestDatabase, results, testPool } from "./support/servers.ts";
 import { sha256 } from "./support/votes.ts";
 
 function vote(voter: number, lawId: string, choice: "oui" | "non", timestamp = "2026-11-22T10:00:00Z"): Vote {
@@ -13,12 +13,7 @@ async function withWriter(
   fn: (writer: VoteWriter, db: Awaited<ReturnType<typeof createTestDatabase>>) => Promise<void>,
 ) {
   await using db = await createTestDatabase();
-  const sql = connectDatabase({
-    databaseUrl: db.url,
-    postgresMaxConnections: 4,
-    postgresSslMode: "disable",
-    postgresSslRootCert: undefined,
-  });
+  const sql = testPool(db.url, 4);
   try {
     await migrate(sql);
     await fn(new VoteWriter(sql, { maxRetryAttempts: 2, retryDelayMs: 1, instance: "test" }), db);
@@ -102,13 +97,7 @@ Deno.test("writer: a vote the database refuses is isolated and reported; the res
 
 Deno.test("writer: concurrent writers on overlapping batches count exactly, without deadlocks", async () => {
   await withWriter(async (_writer, db) => {
-    const pools = Array.from({ length: 3 }, () =>
-      connectDatabase({
-        databaseUrl: db.url,
-        postgresMaxConnections: 2,
-        postgresSslMode: "disable",
-        postgresSslRootCert: undefined,
-      }));
+    const pools = Array.from({ length: 3 }, () => testPool(db.url));
     try {
       const laws = ["A", "B", "C", "D", "E"];
       const all = Array.from({ length: 3000 }, (_, i) => vote(i, laws[i % 5], i % 3 ? "oui" : "non"));
@@ -133,12 +122,7 @@ Deno.test("writer: concurrent writers on overlapping batches count exactly, with
 });
 
 Deno.test("writer: an unreachable database exhausts the retry budget with a RetryError", async () => {
-  const sql = connectDatabase({
-    databaseUrl: "postgres://postgres@127.0.0.1:1/none",
-    postgresMaxConnections: 1,
-    postgresSslMode: "disable",
-    postgresSslRootCert: undefined,
-  });
+  const sql = testPool("postgres://postgres@127.0.0.1:1/none", 1);
   const retries: number[] = [];
   const writer = new VoteWriter(sql, { maxRetryAttempts: 3, retryDelayMs: 1, onRetry: (_e, n) => retries.push(n) });
   try {

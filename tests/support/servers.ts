@@ -14,6 +14,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import postgres from "postgres";
 import { declareTopology } from "../../lib/broker/topology.ts";
+import { connectDatabase, type Sql } from "../../lib/database.ts";
 import { setupLogging } from "../../lib/log.ts";
 import type { Deadline } from "./wait.ts";
 
@@ -67,6 +68,16 @@ export async function createTestDatabase(): Promise<TestDatabase> {
       await admin.end();
     },
   };
+}
+
+/** The service's own pool (`connectDatabase`) on a test database, without TLS. */
+export function testPool(url: string, max = 2): Sql {
+  return connectDatabase({
+    databaseUrl: url,
+    postgresMaxConnections: max,
+    postgresSslMode: "disable",
+    postgresSslRootCert: undefined,
+  });
 }
 
 /** `vote_results` as `{law: [oui, non]}`. */

@@ -25,7 +25,8 @@
  */
 
 import { parseFlags, UsageError } from "../lib/cli.ts";
-import { ConfigError, loadConfig, VARIABLES } from "../lib/config.ts";
+import { ConfigError, loadConfig } from "../lib/config.ts";
+import { VARIABLES } from "../lib/variables.ts";
 import { ceiling } from "./ceiling.ts";
 import type { Options } from "./common.ts";
 import { drain } from "./drain.ts";

@@ -1,7 +1,10 @@
 /**
- * Configuration: every environment variable the service reads, its default
- * and its rule, in one table. The seed's variable names and defaults are kept
- * so that the Python aggregator's `.env` works unchanged.
+ * Configuration: resolves the environment (and `.env`) into one validated
+ * {@link Config}, each value checked against its rule; a value that breaks one
+ * is a {@link ConfigError} naming the variable. Which variables exist, their
+ * defaults and docs are the table in {@link ./variables.ts}; building and
+ * redacting URLs is {@link ./url.ts}. The seed's variable names and defaults
+ * are kept so that the Python aggregator's `.env` works unchanged.
  *
  * @example
  * ```ts
@@ -14,6 +17,8 @@
  */
 
 import dotenv from "dotenv";
+import { buildUrl, redactUrl } from "./url.ts";
+import { type Variable, type VariableName, VARIABLES } from "./variables.ts";
 
 /** Log levels as the seed names them (Python's logging levels). */
 export type LogLevel = "DEBUG" | "INFO" | "WARNING" | "ERROR";
@@ -91,103 +96,6 @@ export class ConfigError extends Error {
 
 /** Reads one environment variable; `undefined` when unset. */
 export type EnvReader = (name: string) => string | undefined;
-
-/** What {@link VARIABLES} says of one variable. */
-export interface Variable {
-  /** Default as it would be written in `.env`; `undefined` when optional. */
-  default?: string;
-  /** One line for the README and `.env.example`. */
-  doc: string;
-}
-
-/**
- * Every variable the service reads. Also the `--allow-env` list of the
- * permission set, so a variable added here is readable under `deno task start`.
- */
-export const VARIABLES = {
-  RABBITMQ_URL: {
-    doc: "Full AMQP URL (amqp:// or amqps://); wins over the RABBITMQ_* parts",
-  },
-  RABBITMQ_HOST: { default: "localhost", doc: "Broker host" },
-  RABBITMQ_PORT: { default: "5672", doc: "Broker port" },
-  RABBITMQ_USER: { default: "guest", doc: "Broker user" },
-  RABBITMQ_PASSWORD: { default: "guest", doc: "Broker password" },
-  RABBITMQ_VHOST: { default: "/", doc: "Broker virtual host" },
-  RABBITMQ_TLS: { default: "false", doc: "Connect with amqps://" },
-  RABBITMQ_CA_FILE: { doc: "CA bundle (PEM) that signs the broker's certificate" },
-  RABBITMQ_QUEUE: { default: "votes.aggregation", doc: "Queue of validated votes" },
-  RABBITMQ_PREFETCH_COUNT: {
-    default: "3000",
-    doc: "Unacknowledged messages in flight (bounds memory; keep ≥ 2 × BATCH_SIZE)",
-  },
-  RABBITMQ_QUEUE_TYPE: { default: "classic", doc: "classic or quorum" },
-  RABBITMQ_DELIVERY_LIMIT: {
-    default: "20",
-    doc: "Quorum queues: deliveries before the broker dead-letters a message",
-  },
-  DATABASE_URL: {
-    doc: "Full PostgreSQL URL; wins over the POSTGRES_* parts",
-  },
-  POSTGRES_HOST: { default: "localhost", doc: "Database host" },
-  POSTGRES_PORT: { default: "5432", doc: "Database port" },
-  POSTGRES_DB: { default: "election_votes", doc: "Database name" },
-  POSTGRES_USER: { default: "postgres", doc: "Database user" },
-  POSTGRES_PASSWORD: { default: "postgres", doc: "Database password" },
-  POSTGRES_MIN_CONNECTIONS: { default: "2", doc: "Connections opened at start" },
-  POSTGRES_MAX_CONNECTIONS: { default: "10", doc: "Pool size" },
-  POSTGRES_SSLMODE: {
-    default: "prefer",
-    doc: "disable, prefer, require or verify-full",
-  },
-  POSTGRES_SSLROOTCERT: { doc: "CA bundle (PEM) for verify-full" },
-  BATCH_SIZE: { default: "1000", doc: "Messages per batch (one transaction)" },
-  BATCH_TIMEOUT_SECONDS: {
-    default: "1.0",
-    doc: "A batch commits at most this long after its first message",
-  },
-  MAX_INFLIGHT_BATCHES: {
-    default: "1",
-    doc: "Closed batches committing at once (acknowledged in order)",
-  },
-  MAX_RETRY_ATTEMPTS: {
-    default: "3",
-    doc: "Attempts of a failing transaction before consumption pauses",
-  },
-  RETRY_DELAY_SECONDS: {
-    default: "1.0",
-    doc: "First retry delay; doubles per attempt",
-  },
-  COMMIT_TIMEOUT_SECONDS: {
-    default: "30",
-    doc: "Longest a commit may wait for the database before the attempt fails",
-  },
-  PROMETHEUS_PORT: { default: "8001", doc: "HTTP port (/metrics and control plane)" },
-  HTTP_HOST: { default: "0.0.0.0", doc: "HTTP bind address" },
-  ADMIN_TOKEN: {
-    doc: "Bearer token for POST /flush, /pause, /resume (unset: those answer 403)",
-  },
-  LOG_LEVEL: { default: "INFO", doc: "DEBUG, INFO, WARNING or ERROR" },
-  LOG_FORMAT: { default: "text", doc: "text or json (one JSON object a line)" },
-  METRICS_MAX_LAWS: {
-    default: "1000",
-    doc: 'Laws with metric series of their own; the rest share law_id="other"',
-  },
-  SHUTDOWN_TIMEOUT_SECONDS: {
-    default: "30",
-    doc: "Longest wait for the last commit on SIGTERM/SIGINT",
-  },
-} as const satisfies Record<string, Variable>;
-
-/** Name of a variable the service reads. */
-export type VariableName = keyof typeof VARIABLES;
-
-/** All variable names, for `--allow-env`. */
-export const VARIABLE_NAMES = Object.keys(VARIABLES) as VariableName[];
-
-/** A variable's default and doc line (`default` is `undefined` when optional). */
-export function describeVariable(name: VariableName): Variable {
-  return VARIABLES[name];
-}
 
 /**
  * Resolves and validates the configuration from `env`.
@@ -357,29 +265,4 @@ export async function envWithDotenv(
     if (!(error instanceof Deno.errors.NotFound)) throw error;
   }
   return (name) => getenv(name) ?? fromFile[name];
-}
-
-/** `url` with its password replaced by `***`, safe to log. */
-export function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = "***";
-    return parsed.toString();
-  } catch {
-    return "<unparseable URL>";
-  }
-}
-
-function buildUrl(
-  scheme: string,
-  user: string,
-  password: string,
-  host: string,
-  port: number,
-  path: string,
-): string {
-  const hostPart = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
-  return `${scheme}://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${hostPart}:${port}/${
-    encodeURIComponent(path)
-  }`;
 }

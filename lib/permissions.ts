@@ -13,6 +13,7 @@
  */
 
 import type { Config } from "./config.ts";
+import { bracket, hostPort } from "./url.ts";
 
 /** The parts of the configuration the permission set depends on. */
 export type PermissionConfig = Pick<
@@ -89,13 +90,4 @@ function endpoint(url: string, defaultPorts: Record<string, number>): { host: st
     host: parsed.hostname.replace(/^\[(.*)\]$/, "$1"),
     port: parsed.port ? Number(parsed.port) : defaultPorts[scheme],
   };
-}
-
-// IPv6 literals are written [::1]:5432 in --allow-net.
-export function bracket(host: string): string {
-  return host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
-}
-
-export function hostPort(host: string, port: number): string {
-  return `${bracket(host)}:${port}`;
 }

@@ -15,7 +15,7 @@
  */
 
 import type { Config } from "./config.ts";
-import { redactUrl } from "./config.ts";
+import { redactUrl } from "./url.ts";
 import { BrokerSession } from "./broker/session.ts";
 import { connectDatabase, ensureDatabase, migrate, type Sql, warmUp } from "./database.ts";
 import { serveControlPlane } from "./http.ts";

@@ -1,19 +1,15 @@
 /**
  * Writing: commits a batch of votes so that each distinct vote is counted
- * exactly once, however often it is delivered.
- *
- * One statement does the counting, as one transaction. A vote is counted when
- * its `vote_audit` row has status `aggregated`, and the database keeps that
- * unique per hash (`vote_audit_counted_key`): when the validation worker wrote
- * the row (status `validated`) before publishing the vote, the statement moves
- * that row to `aggregated`; otherwise it inserts an `aggregated` row (first one
- * wins). It adds only the votes it counted to `vote_results` (law ids in sorted
- * order, so concurrent instances never deadlock; `total_votes` with them), and
- * writes one `aggregation_stats` row. Only when some vote was not counted does
- * a second statement look at why: a copy identical to the counted vote is a
- * redelivery and does nothing; a different vote with the same hash is recorded
- * once in `duplicate_attempts`. Both statements are idempotent, so retrying
- * after an ambiguous failure, or a crash between them, counts nothing twice.
+ * exactly once, however often it is delivered. It owns the policy around the
+ * statements: retries of a transient failure (bounded, timed out per attempt),
+ * isolating a vote the database refuses by splitting the batch, and telling
+ * what a timed-out attempt committed after all. The statements themselves are
+ * in `lib/sql/`: {@link ./sql/count_votes.ts} counts the batch as one
+ * transaction; only when some vote was not counted does
+ * {@link ./sql/record_duplicates.ts} look at why (a redelivery does nothing, a
+ * different vote with the same hash is recorded once in `duplicate_attempts`).
+ * Both are idempotent, so retrying after an ambiguous failure, or a crash
+ * between them, counts nothing twice.
  *
  * @example
  * ```ts
@@ -30,16 +26,11 @@ import type { Sql } from "./database.ts";
 import { isDataError } from "./database.ts";
 import { retry, RetryError } from "./retry.ts";
 import { TimeoutError, withTimeout } from "./timeout.ts";
-import type { Choice, Vote } from "./vote.ts";
+import { countVotes, type LawTotals } from "./sql/count_votes.ts";
+import { recordDuplicates } from "./sql/record_duplicates.ts";
+import type { Vote } from "./vote.ts";
 
-/** A law's totals after a commit, and what this commit added. */
-export interface LawTotals {
-  lawId: string;
-  ouiCount: number;
-  nonCount: number;
-  ouiAdded: number;
-  nonAdded: number;
-}
+export type { LawTotals };
 
 /** What one {@link VoteWriter.commit} did. */
 export interface CommitResult {
@@ -178,151 +169,10 @@ export class VoteWriter {
   }
 
   async #commitOnce(votes: Vote[], batchAgeMs: number): Promise<CommitPart> {
-    const sql = this.#sql;
-    const columns = toColumns(votes);
-    const [{ laws: lawRows, skipped }] = await sql<{ laws: LawRow[]; skipped: number[] }[]>`
-      with batch as (
-        select * from unnest(
-          ${sql.array(columns.hash)}::text[], ${sql.array(columns.citizenId)}::text[],
-          ${sql.array(columns.lawId)}::text[], ${sql.array(columns.choice)}::text[],
-          ${sql.array(columns.timestamp)}::timestamptz[]
-        ) with ordinality as b(vote_hash, citizen_id, law_id, choice, ts, ord)
-      ),
-      firsts as (
-        select distinct on (vote_hash) * from batch order by vote_hash, ord
-      ),
-      -- Rows the validation worker wrote before publishing the vote: counting moves one to 'aggregated'.
-      -- Locked in hash order (concurrent instances never deadlock); one locked by an instance that
-      -- counted it meanwhile is re-read as 'aggregated' and drops out.
-      locked as (
-        select a.id, a.vote_hash, f.citizen_id, f.choice, f.ts
-        from firsts f
-        join vote_audit a on a.vote_hash = f.vote_hash and a.status = 'validated'
-          and a.law_id = f.law_id and coalesce(a.vote, a.choice) = f.choice
-        order by a.vote_hash, a.id
-        for update of a
-      ),
-      waiting as (
-        select distinct on (l.vote_hash) l.*
-        from locked l
-        where not exists (select 1 from vote_audit c where c.vote_hash = l.vote_hash and c.status = 'aggregated')
-        order by l.vote_hash, l.id
-      ),
-      adopted as (
-        update vote_audit a
-        set status = 'aggregated', "timestamp" = w.ts, citizen_id = w.citizen_id
-        from waiting w
-        where a.vote_hash = w.vote_hash and a.status = 'validated' and a.id = w.id
-        returning a.vote_hash, a.law_id, w.choice
-      ),
-      -- Counted once per hash: vote_audit_counted_key is unique over the 'aggregated' rows.
-      inserted as (
-        insert into vote_audit (vote_hash, citizen_id, law_id, vote, choice, status, "timestamp")
-        select vote_hash, citizen_id, law_id, choice, choice, 'aggregated', ts from firsts f
-        where not exists (select 1 from waiting w where w.vote_hash = f.vote_hash)
-        order by vote_hash
-        on conflict (vote_hash) where status = 'aggregated' do nothing
-        returning vote_hash, law_id, choice
-      ),
-      counted as (
-        select vote_hash, law_id, choice from inserted
-        union all
-        select vote_hash, law_id, choice from adopted
-      ),
-      increments as (
-        select law_id,
-               count(*) filter (where choice = 'oui') as oui,
-               count(*) filter (where choice = 'non') as non
-        from counted group by law_id
-      ),
-      upserted as (
-        insert into vote_results as r (law_id, oui_count, non_count, total_votes)
-        select law_id, oui, non, oui + non from increments order by law_id
-        on conflict (law_id) do update
-          set oui_count = r.oui_count + excluded.oui_count,
-              non_count = r.non_count + excluded.non_count,
-              total_votes = r.total_votes + excluded.total_votes
-        returning law_id, oui_count, non_count
-      ),
-      stats as (
-        -- This service's columns and the seed aggregator's.
-        insert into aggregation_stats (batch_size, votes_counted, processing_time_ms, instance,
-                                       votes_processed, processing_duration_ms)
-        select ${votes.length}, n, ${batchAgeMs}, ${this.#instance}, n, ${Math.round(batchAgeMs)}
-        from (select count(*) as n from counted) c
-      )
-      select
-        coalesce((
-          select json_agg(json_build_object(
-                   'law_id', u.law_id, 'oui_count', u.oui_count, 'non_count', u.non_count,
-                   'oui_added', i.oui, 'non_added', i.non) order by u.law_id)
-          from upserted u join increments i using (law_id)
-        ), '[]') as laws,
-        -- Positions (1-based) of the votes not inserted: later copies, or hashes already stored.
-        coalesce((
-          select array_agg(b.ord::int order by b.ord) from batch b
-          where not exists (select 1 from firsts f join counted c using (vote_hash) where f.ord = b.ord)
-        ), '{}') as skipped`;
-
-    const laws: LawTotals[] = lawRows.map((r) => ({
-      lawId: r.law_id,
-      ouiCount: Number(r.oui_count),
-      nonCount: Number(r.non_count),
-      ouiAdded: r.oui_added,
-      nonAdded: r.non_added,
-    }));
-    const counted = votes.length - skipped.length;
-    let duplicates = 0;
-    if (skipped.length > 0) {
-      // Only the votes not inserted: redeliveries (same content as the stored vote: nothing to do), or
-      // different votes reusing a hash (duplicate attempts, recorded once).
-      const rest = toColumns(skipped.map((ord) => votes[ord - 1]));
-      const recorded = await sql`
-        insert into duplicate_attempts (vote_hash, citizen_id, law_id, choice, attempt_timestamp)
-        select b.vote_hash, b.citizen_id, b.law_id, b.choice, b.ts
-        from unnest(
-          ${sql.array(rest.hash)}::text[], ${sql.array(rest.citizenId)}::text[],
-          ${sql.array(rest.lawId)}::text[], ${sql.array(rest.choice)}::text[],
-          ${sql.array(rest.timestamp)}::timestamptz[]
-        ) as b(vote_hash, citizen_id, law_id, choice, ts)
-        join vote_audit a on a.vote_hash = b.vote_hash and a.status = 'aggregated'
-        where (a.law_id, coalesce(a.vote, a.choice), a."timestamp", a.citizen_id)
-              is distinct from (b.law_id, b.choice, b.ts, b.citizen_id)
-        order by b.vote_hash
-        on conflict (vote_hash, law_id, choice, attempt_timestamp, citizen_id) where detected_at is not null
-        do nothing
-        returning 1`;
-      duplicates = recorded.count;
-    }
-    return { counted, duplicates, redelivered: skipped.length - duplicates, laws };
+    const { laws, skipped } = await countVotes(this.#sql, votes, { batchAgeMs, instance: this.#instance });
+    const duplicates = skipped.length === 0
+      ? 0
+      : await recordDuplicates(this.#sql, skipped.map((ord) => votes[ord - 1]));
+    return { counted: votes.length - skipped.length, duplicates, redelivered: skipped.length - duplicates, laws };
   }
-}
-
-interface LawRow {
-  law_id: string;
-  oui_count: number;
-  non_count: number;
-  oui_added: number;
-  non_added: number;
-}
-
-interface Columns {
-  hash: string[];
-  citizenId: (string | null)[];
-  lawId: string[];
-  choice: Choice[];
-  timestamp: (string | null)[];
-}
-
-/** Votes as column arrays: one array parameter per column, the whole batch in one statement. */
-function toColumns(votes: Vote[]): Columns {
-  const columns: Columns = { hash: [], citizenId: [], lawId: [], choice: [], timestamp: [] };
-  for (const vote of votes) {
-    columns.hash.push(vote.hash);
-    columns.citizenId.push(vote.citizenId);
-    columns.lawId.push(vote.lawId);
-    columns.choice.push(vote.choice);
-    columns.timestamp.push(vote.timestamp);
-  }
-  return columns;
 }

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { ConfigError, envWithDotenv, loadConfig, redactUrl, VARIABLE_NAMES } from "../lib/config.ts";
+import { ConfigError, envWithDotenv, loadConfig } from "../lib/config.ts";
+import { redactUrl } from "../lib/url.ts";
+import { VARIABLE_NAMES } from "../lib/variables.ts";
 
 function configError(env: Record<string, string>): ConfigError {
   try {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { describeVariable, VARIABLE_NAMES } from "../lib/config.ts";
+import { describeVariable, VARIABLE_NAMES } from "../lib/variables.ts";
 
 const read = (path: string) => Deno.readTextFile(new URL(`../${path}`, import.meta.url));
 

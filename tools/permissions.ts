@@ -12,7 +12,7 @@
  *   database's host:port (`DATABASE_URL` or `POSTGRES_HOST`/`POSTGRES_PORT`), and the address the
  *   control plane listens on (`HTTP_HOST`:`PROMETHEUS_PORT`; Deno checks a listen against the bind
  *   address as written, so `0.0.0.0:8001` is its own entry and grants no outgoing connection).
- * - `--allow-env`: exactly `VARIABLE_NAMES` from lib/config.ts.
+ * - `--allow-env`: exactly `VARIABLE_NAMES` from lib/variables.ts.
  * - `--allow-read`: `.env`, plus `RABBITMQ_CA_FILE` and `POSTGRES_SSLROOTCERT` when set. The SQL
  *   migrations are imported as text modules (lib/database.ts), so they need no read permission, in
  *   `deno run` or in the binary; `.env` stays relative, resolved against the working directory at run
@@ -46,8 +46,9 @@
  */
 
 import { loadConfigOrExit } from "../lib/cli.ts";
-import { VARIABLE_NAMES } from "../lib/config.ts";
-import { endpoints, hostPort, type PermissionConfig } from "../lib/permissions.ts";
+import { VARIABLE_NAMES } from "../lib/variables.ts";
+import { endpoints, type PermissionConfig } from "../lib/permissions.ts";
+import { hostPort } from "../lib/url.ts";
 
 export { deniedEndpoints, type Endpoint, endpoints, type PermissionConfig } from "../lib/permissions.ts";
 

@@ -27,7 +27,8 @@ import type { ChannelModel, ConfirmChannel } from "amqplib";
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { loadConfigOrExit, orExit, parseFlags, UsageError } from "../lib/cli.ts";
-import { redactUrl, VARIABLES } from "../lib/config.ts";
+import { redactUrl } from "../lib/url.ts";
+import { VARIABLES } from "../lib/variables.ts";
 import { declareTopology, type QueueOptions } from "../lib/broker/topology.ts";
 import { seededRandom } from "../tests/support/random.ts";
 

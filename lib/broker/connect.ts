@@ -9,7 +9,7 @@
 
 import amqp from "amqplib";
 import type { ChannelModel, RecoveringChannelModel } from "amqplib";
-import { redactUrl } from "../config.ts";
+import { redactUrl } from "../url.ts";
 import { getLogger } from "../log.ts";
 
 const log = getLogger("broker");

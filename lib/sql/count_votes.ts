@@ -1,0 +1,154 @@
+/**
+ * The counting statement: one batch of votes counted exactly once, as one
+ * transaction. A vote is counted when its `vote_audit` row has status
+ * `aggregated`, which the database keeps unique per hash
+ * (`vote_audit_counted_key`): a row the validation worker wrote first (status
+ * `validated`) is moved to `aggregated`, otherwise an `aggregated` row is
+ * inserted (the first copy in the batch wins). Only the votes it counted are
+ * added to `vote_results` (law ids in sorted order, so concurrent instances
+ * never deadlock), and one `aggregation_stats` row is written. It says which
+ * votes it did not count; why (a redelivery, or a duplicate attempt) is
+ * {@link ./record_duplicates.ts}'s question. Retrying it after an ambiguous
+ * failure counts nothing twice.
+ *
+ * @module
+ */
+
+import type { Sql } from "../database.ts";
+import type { Vote } from "../vote.ts";
+import { toColumns } from "./vote_columns.ts";
+
+/** A law's totals after a commit, and what this commit added. */
+export interface LawTotals {
+  lawId: string;
+  ouiCount: number;
+  nonCount: number;
+  ouiAdded: number;
+  nonAdded: number;
+}
+
+/** What {@link countVotes} did. */
+export interface CountedVotes {
+  /** Per law touched: totals after the statement, in law id order. */
+  laws: LawTotals[];
+  /** Positions (1-based) of the votes not counted: later copies in the batch, or hashes counted before. */
+  skipped: number[];
+}
+
+/** What {@link countVotes} writes to `aggregation_stats`. */
+export interface CountStats {
+  /** Milliseconds since the batch's first message. */
+  batchAgeMs: number;
+  /** `aggregation_stats.instance`. */
+  instance: string;
+}
+
+interface LawRow {
+  law_id: string;
+  oui_count: number;
+  non_count: number;
+  oui_added: number;
+  non_added: number;
+}
+
+/**
+ * Counts `votes` (non-empty, in delivery order) in one statement.
+ *
+ * @throws a data error (see `isDataError`) when the database refuses one of the votes: nothing is counted
+ */
+export async function countVotes(sql: Sql, votes: Vote[], { batchAgeMs, instance }: CountStats): Promise<CountedVotes> {
+  const columns = toColumns(votes);
+  const [{ laws, skipped }] = await sql<{ laws: LawRow[]; skipped: number[] }[]>`
+    with batch as (
+      select * from unnest(
+        ${sql.array(columns.hash)}::text[], ${sql.array(columns.citizenId)}::text[],
+        ${sql.array(columns.lawId)}::text[], ${sql.array(columns.choice)}::text[],
+        ${sql.array(columns.timestamp)}::timestamptz[]
+      ) with ordinality as b(vote_hash, citizen_id, law_id, choice, ts, ord)
+    ),
+    firsts as (
+      select distinct on (vote_hash) * from batch order by vote_hash, ord
+    ),
+    -- Rows the validation worker wrote before publishing the vote: counting moves one to 'aggregated'.
+    -- Locked in hash order (concurrent instances never deadlock); one locked by an instance that
+    -- counted it meanwhile is re-read as 'aggregated' and drops out.
+    locked as (
+      select a.id, a.vote_hash, f.citizen_id, f.choice, f.ts
+      from firsts f
+      join vote_audit a on a.vote_hash = f.vote_hash and a.status = 'validated'
+        and a.law_id = f.law_id and coalesce(a.vote, a.choice) = f.choice
+      order by a.vote_hash, a.id
+      for update of a
+    ),
+    waiting as (
+      select distinct on (l.vote_hash) l.*
+      from locked l
+      where not exists (select 1 from vote_audit c where c.vote_hash = l.vote_hash and c.status = 'aggregated')
+      order by l.vote_hash, l.id
+    ),
+    adopted as (
+      update vote_audit a
+      set status = 'aggregated', "timestamp" = w.ts, citizen_id = w.citizen_id
+      from waiting w
+      where a.vote_hash = w.vote_hash and a.status = 'validated' and a.id = w.id
+      returning a.vote_hash, a.law_id, w.choice
+    ),
+    -- Counted once per hash: vote_audit_counted_key is unique over the 'aggregated' rows.
+    inserted as (
+      insert into vote_audit (vote_hash, citizen_id, law_id, vote, choice, status, "timestamp")
+      select vote_hash, citizen_id, law_id, choice, choice, 'aggregated', ts from firsts f
+      where not exists (select 1 from waiting w where w.vote_hash = f.vote_hash)
+      order by vote_hash
+      on conflict (vote_hash) where status = 'aggregated' do nothing
+      returning vote_hash, law_id, choice
+    ),
+    counted as (
+      select vote_hash, law_id, choice from inserted
+      union all
+      select vote_hash, law_id, choice from adopted
+    ),
+    increments as (
+      select law_id,
+             count(*) filter (where choice = 'oui') as oui,
+             count(*) filter (where choice = 'non') as non
+      from counted group by law_id
+    ),
+    upserted as (
+      insert into vote_results as r (law_id, oui_count, non_count, total_votes)
+      select law_id, oui, non, oui + non from increments order by law_id
+      on conflict (law_id) do update
+        set oui_count = r.oui_count + excluded.oui_count,
+            non_count = r.non_count + excluded.non_count,
+            total_votes = r.total_votes + excluded.total_votes
+      returning law_id, oui_count, non_count
+    ),
+    stats as (
+      -- This service's columns and the seed aggregator's.
+      insert into aggregation_stats (batch_size, votes_counted, processing_time_ms, instance,
+                                     votes_processed, processing_duration_ms)
+      select ${votes.length}, n, ${batchAgeMs}, ${instance}, n, ${Math.round(batchAgeMs)}
+      from (select count(*) as n from counted) c
+    )
+    select
+      coalesce((
+        select json_agg(json_build_object(
+                 'law_id', u.law_id, 'oui_count', u.oui_count, 'non_count', u.non_count,
+                 'oui_added', i.oui, 'non_added', i.non) order by u.law_id)
+        from upserted u join increments i using (law_id)
+      ), '[]') as laws,
+      -- Positions (1-based) of the votes not inserted: later copies, or hashes already stored.
+      coalesce((
+        select array_agg(b.ord::int order by b.ord) from batch b
+        where not exists (select 1 from firsts f join counted c using (vote_hash) where f.ord = b.ord)
+      ), '{}') as skipped`;
+  return {
+    laws: laws.map((r) => ({
+      lawId: r.law_id,
+      ouiCount: Number(r.oui_count),
+      nonCount: Number(r.non_count),
+      ouiAdded: r.oui_added,
+      nonAdded: r.non_added,
+    })),
+    skipped,
+  };
+}

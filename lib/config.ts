@@ -17,7 +17,7 @@
  */
 
 import dotenv from "dotenv";
-import { buildUrl, redactUrl } from "./url.ts";
+import { buildUrl, hostList, redactUrl, redactUrls } from "./url.ts";
 import { type Variable, type VariableName, VARIABLES } from "./variables.ts";
 
 /** Log levels as the seed names them (Python's logging levels). */
@@ -31,8 +31,12 @@ export type SslMode = "disable" | "prefer" | "require" | "verify-full";
 
 /** The service's whole configuration, resolved and validated. */
 export interface Config {
-  /** AMQP URL, from `RABBITMQ_URL` or built from the `RABBITMQ_*` parts. Holds the password: log {@link redactUrl}'s form only. */
-  rabbitmqUrl: string;
+  /**
+   * AMQP URLs of the broker's nodes, from `RABBITMQ_URL` (comma-separated) or built from the `RABBITMQ_*` parts
+   * (`RABBITMQ_HOST` may list several `host[:port]`). One or more; they hold the password: log {@link redactUrl}'s
+   * form only.
+   */
+  rabbitmqUrls: string[];
   /** Queue the votes are consumed from. @default "votes.aggregation" */
   rabbitmqQueue: string;
   /** Unacknowledged messages the broker may push ahead (bounds memory). @default 3000 */
@@ -150,8 +154,8 @@ export function loadConfig(
     ["true", "1", "yes", "on"].includes(
       oneOf(name, ["true", "false", "1", "0", "yes", "no", "on", "off"]),
     );
-  const url = (name: VariableName, schemes: string[]): string | undefined => {
-    const value = optional(name);
+  const url = (name: VariableName, schemes: string[], given?: string): string | undefined => {
+    const value = given ?? optional(name);
     if (value === undefined) return undefined;
     let parsed: URL;
     try {
@@ -168,6 +172,16 @@ export function loadConfig(
     }
     return value;
   };
+  // A comma-separated list of URLs, each checked as `url` checks one.
+  const urls = (name: VariableName, schemes: string[]): string[] | undefined => {
+    const value = optional(name);
+    if (value === undefined) return undefined;
+    const list = value.split(",").map((item) => item.trim());
+    if (list.some((item) => item === "")) {
+      throw new ConfigError(name, "must be one URL or several separated by commas, none empty", redactUrls(value));
+    }
+    return list.map((item) => url(name, schemes, item) as string);
+  };
   const name = (variable: VariableName, max: number): string => {
     const value = text(variable);
     if (value.length === 0 || value.length > max) {
@@ -177,14 +191,28 @@ export function loadConfig(
   };
 
   const tls = boolean("RABBITMQ_TLS");
-  const rabbitmqUrl = url("RABBITMQ_URL", ["amqp", "amqps"]) ?? buildUrl(
-    tls ? "amqps" : "amqp",
-    text("RABBITMQ_USER"),
-    text("RABBITMQ_PASSWORD"),
-    text("RABBITMQ_HOST"),
-    integer("RABBITMQ_PORT", 1, 65535),
-    text("RABBITMQ_VHOST"),
-  );
+  const brokerUrls = (): string[] => {
+    const port = integer("RABBITMQ_PORT", 1, 65535);
+    const nodes = hostList(text("RABBITMQ_HOST"));
+    if (nodes === undefined) {
+      throw new ConfigError(
+        "RABBITMQ_HOST",
+        "must be host or host:port, or several separated by commas",
+        text("RABBITMQ_HOST"),
+      );
+    }
+    return nodes.map((node) =>
+      buildUrl(
+        tls ? "amqps" : "amqp",
+        text("RABBITMQ_USER"),
+        text("RABBITMQ_PASSWORD"),
+        node.host,
+        node.port ?? port,
+        text("RABBITMQ_VHOST"),
+      )
+    );
+  };
+  const rabbitmqUrls = urls("RABBITMQ_URL", ["amqp", "amqps"]) ?? brokerUrls();
   const databaseUrl = url("DATABASE_URL", ["postgres", "postgresql"]) ??
     buildUrl(
       "postgres",
@@ -196,7 +224,7 @@ export function loadConfig(
     );
 
   const config: Config = {
-    rabbitmqUrl,
+    rabbitmqUrls,
     rabbitmqQueue: name("RABBITMQ_QUEUE", 255),
     rabbitmqPrefetchCount: integer("RABBITMQ_PREFETCH_COUNT", 1, 65535),
     rabbitmqQueueType: oneOf("RABBITMQ_QUEUE_TYPE", ["classic", "quorum"]),

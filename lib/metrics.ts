@@ -42,6 +42,8 @@ export interface Metrics {
   /** 1 while `/readyz` answers 200. */
   ready: client.Gauge;
   brokerReconnects: client.Counter;
+  /** 1 for the broker node (`host:port`) the session is on, 0 for the other configured nodes. */
+  brokerConnectedNode: client.Gauge<"node">;
   /** Deprecated (one release): `in_use` is {@link committingBatches}, `max` the pool size. */
   dbPoolConnections: client.Gauge<"state">;
   committingBatches: client.Gauge;
@@ -224,6 +226,12 @@ export function createMetrics(collectDefaults = true): Metrics {
     brokerReconnects: new client.Counter({
       name: "broker_reconnects_total",
       help: "Connections to RabbitMQ opened after the first",
+      registers,
+    }),
+    brokerConnectedNode: new client.Gauge({
+      name: "broker_connected_node",
+      help: "1 for the RabbitMQ node (host:port) the service is connected to, 0 for the other configured nodes",
+      labelNames: ["node"],
       registers,
     }),
     dbPoolConnections: new client.Gauge({

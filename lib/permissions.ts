@@ -18,7 +18,7 @@ import { bracket, hostPort } from "./url.ts";
 /** The parts of the configuration the permission set depends on. */
 export type PermissionConfig = Pick<
   Config,
-  "rabbitmqUrl" | "databaseUrl" | "httpHost" | "prometheusPort" | "rabbitmqCaFile" | "postgresSslRootCert"
+  "rabbitmqUrls" | "databaseUrl" | "httpHost" | "prometheusPort" | "rabbitmqCaFile" | "postgresSslRootCert"
 >;
 
 /** One network address the service uses, and the variables that set it. */
@@ -31,17 +31,18 @@ export interface Endpoint {
   variables: string;
 }
 
-/** The addresses `config` makes the service connect to (broker, database) and listen on (HTTP). */
+/** The addresses `config` makes the service connect to (every broker node, database) and listen on (HTTP). */
 export function endpoints(config: PermissionConfig): Endpoint[] {
-  const broker = endpoint(config.rabbitmqUrl, { amqp: 5672, amqps: 5671 });
+  const brokers = config.rabbitmqUrls.map((url) => endpoint(url, { amqp: 5672, amqps: 5671 }));
   const database = endpoint(config.databaseUrl, { postgres: 5432, postgresql: 5432 });
+  const unique = new Map(brokers.map((broker) => [hostPort(broker.host, broker.port), broker]));
   return [
-    {
+    ...[...unique].map(([address, broker]): Endpoint => ({
       what: "RabbitMQ",
       ...broker,
-      address: hostPort(broker.host, broker.port),
+      address,
       variables: "RABBITMQ_URL or RABBITMQ_HOST/RABBITMQ_PORT",
-    },
+    })),
     {
       what: "PostgreSQL",
       ...database,

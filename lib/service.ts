@@ -17,6 +17,7 @@
 import type { Config } from "./config.ts";
 import { redactUrl } from "./url.ts";
 import { BrokerSession } from "./broker/session.ts";
+import { BrokerNodes } from "./broker/nodes.ts";
 import { connectDatabase, ensureDatabase, migrate, type Sql, warmUp } from "./database.ts";
 import { serveControlPlane } from "./http.ts";
 import { getLogger } from "./log.ts";
@@ -81,16 +82,20 @@ export async function startService(config: Config): Promise<Service> {
   });
 
   let sessions = 0;
+  for (const node of new BrokerNodes(config.rabbitmqUrls).nodes) {
+    metrics.brokerConnectedNode.set({ node: node.address }, 0);
+  }
   const broker: BrokerSession = new BrokerSession({
-    url: config.rabbitmqUrl,
+    urls: config.rabbitmqUrls,
     queue: config.rabbitmqQueue,
     prefetch: config.rabbitmqPrefetchCount,
     queueType: config.rabbitmqQueueType,
     deliveryLimit: config.rabbitmqDeliveryLimit,
     caFile: config.rabbitmqCaFile,
     onDelivery: (delivery) => aggregator.receive(delivery),
-    onSessionChange: (connected) => {
+    onSessionChange: (connected, node) => {
       if (connected && ++sessions > 1) metrics.brokerReconnects.inc();
+      metrics.brokerConnectedNode.set({ node }, connected ? 1 : 0);
       if (!connected) metrics.aggregationErrors.inc({ error_type: "broker" });
       aggregator.brokerChanged(connected);
     },

@@ -24,6 +24,27 @@ export function redactUrl(url: string): string {
   }
 }
 
+/** A comma-separated list of URLs, each redacted (empty items kept empty). */
+export function redactUrls(list: string): string {
+  return list.split(",").map((item) => item.trim() === "" ? "" : redactUrl(item.trim())).join(",");
+}
+
+/**
+ * A comma-separated list of `host` or `host:port` (`mq1,mq2:5673,[::1]:5674`; a bare IPv6 literal such as
+ * `::1` has no port); `undefined` when an item is empty or its port is not 1 to 65535.
+ */
+export function hostList(value: string): { host: string; port: number | undefined }[] | undefined {
+  const nodes = value.split(",").map((item) => {
+    const node = item.trim();
+    const match = /^\[([^\]]+)\](?::(\d+))?$/.exec(node) ?? // [v6] or [v6]:port
+      (node.split(":").length === 2 ? /^([^:]+):(\d+)$/.exec(node) : /^([^:[\]]+|[^[\]]*:[^[\]]*)()$/.exec(node));
+    const port = match?.[2] ? Number(match[2]) : undefined;
+    if (match === null || (port !== undefined && (port < 1 || port > 65535))) return undefined;
+    return { host: match[1], port };
+  });
+  return nodes.some((node) => node === undefined) ? undefined : nodes as { host: string; port: number | undefined }[];
+}
+
 /** A URL from its parts, each percent-encoded; an IPv6 literal host gets its brackets. */
 export function buildUrl(
   scheme: string,

@@ -27,9 +27,12 @@ export interface Variable {
  */
 export const VARIABLES = {
   RABBITMQ_URL: {
-    doc: "Full AMQP URL (amqp:// or amqps://); wins over the RABBITMQ_* parts",
+    doc: "Full AMQP URL (amqp:// or amqps://), or several separated by commas (cluster nodes); wins over the parts",
   },
-  RABBITMQ_HOST: { default: "localhost", doc: "Broker host" },
+  RABBITMQ_HOST: {
+    default: "localhost",
+    doc: "Broker host, or several host[:port] separated by commas (cluster nodes, same credentials)",
+  },
   RABBITMQ_PORT: { default: "5672", doc: "Broker port" },
   RABBITMQ_USER: { default: "guest", doc: "Broker user" },
   RABBITMQ_PASSWORD: { default: "guest", doc: "Broker password" },

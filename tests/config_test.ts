@@ -15,7 +15,7 @@ function configError(env: Record<string, string>): ConfigError {
 
 Deno.test("config: the seed's defaults with an empty environment", () => {
   const config = loadConfig({});
-  assert.equal(config.rabbitmqUrl, "amqp://guest:guest@localhost:5672/%2F");
+  assert.equal(config.rabbitmqUrls[0], "amqp://guest:guest@localhost:5672/%2F");
   assert.equal(config.rabbitmqQueue, "votes.aggregation");
   assert.equal(config.rabbitmqPrefetchCount, 3000);
   assert.equal(config.databaseUrl, "postgres://postgres:postgres@localhost:5432/election_votes");
@@ -42,16 +42,16 @@ Deno.test("config: the seed's variables build the URLs; RABBITMQ_URL and DATABAS
     POSTGRES_USER: "agg",
     POSTGRES_PASSWORD: "s3cret",
   });
-  assert.equal(parts.rabbitmqUrl, "amqp://u:p%40ss%2Fword@mq:5673/votes");
+  assert.equal(parts.rabbitmqUrls[0], "amqp://u:p%40ss%2Fword@mq:5673/votes");
   assert.equal(parts.databaseUrl, "postgres://agg:s3cret@db:5432/election");
-  assert.equal(loadConfig({ RABBITMQ_TLS: "true" }).rabbitmqUrl.startsWith("amqps://"), true);
+  assert.equal(loadConfig({ RABBITMQ_TLS: "true" }).rabbitmqUrls[0].startsWith("amqps://"), true);
   const urls = loadConfig({
     RABBITMQ_URL: "amqps://a:b@broker:5671/x",
     RABBITMQ_HOST: "ignored",
     DATABASE_URL: "postgresql://c:d@pg/y",
     POSTGRES_HOST: "ignored",
   });
-  assert.equal(urls.rabbitmqUrl, "amqps://a:b@broker:5671/x");
+  assert.equal(urls.rabbitmqUrls[0], "amqps://a:b@broker:5671/x");
   assert.equal(urls.databaseUrl, "postgresql://c:d@pg/y");
 });
 
@@ -126,4 +126,30 @@ Deno.test("config: .env is read, and the real environment wins over it", async (
 Deno.test("config: every variable has a unique name (the --allow-env list)", () => {
   assert.equal(new Set(VARIABLE_NAMES).size, VARIABLE_NAMES.length);
   assert.ok(VARIABLE_NAMES.includes("BATCH_SIZE"));
+});
+
+Deno.test("config: several broker nodes in RABBITMQ_URL or RABBITMQ_HOST; a single value is one node", () => {
+  assert.deepEqual(
+    loadConfig({ RABBITMQ_URL: "amqp://u:p@mq1:5672/v, amqp://u:p@mq2:5673/v" }).rabbitmqUrls,
+    ["amqp://u:p@mq1:5672/v", "amqp://u:p@mq2:5673/v"],
+  );
+  assert.deepEqual(
+    loadConfig({ RABBITMQ_HOST: "mq1,mq2:5673,[::1]:5674,::1", RABBITMQ_PORT: "5680", RABBITMQ_PASSWORD: "s" })
+      .rabbitmqUrls,
+    [
+      "amqp://guest:s@mq1:5680/%2F",
+      "amqp://guest:s@mq2:5673/%2F",
+      "amqp://guest:s@[::1]:5674/%2F",
+      "amqp://guest:s@[::1]:5680/%2F",
+    ],
+  );
+  assert.equal(loadConfig({ RABBITMQ_HOST: "mq" }).rabbitmqUrls.length, 1);
+  for (const host of ["mq1,,mq2", "mq1:0", "mq1:x", ","]) {
+    assert.equal(configError({ RABBITMQ_HOST: host }).variable, "RABBITMQ_HOST", host);
+  }
+  const bad = configError({ RABBITMQ_URL: "amqp://u:secret@mq1/, http://u:secret@mq2/" });
+  assert.equal(bad.variable, "RABBITMQ_URL");
+  assert.doesNotMatch(bad.message, /secret/);
+  const empty = configError({ RABBITMQ_URL: "amqp://u:secret@mq1/,," });
+  assert.doesNotMatch(empty.message, /secret/);
 });

@@ -297,3 +297,11 @@ Deno.test("permissions: deno task start passes the service's failure exit code o
   assert.equal(await withDeadline(task.exited, 20_000, "deno task start fails"), 1, task.output());
   assert.match(task.output(), /Cannot connect to PostgreSQL/);
 });
+
+Deno.test("permissions: every broker node's host:port is allowed, and checked at start", async () => {
+  const env = { RABBITMQ_HOST: "127.0.0.1,mq2:5673,[::1]:5674", POSTGRES_HOST: "127.0.0.1" };
+  const net = flag(await flagsFor(env), "--allow-net");
+  for (const node of ["127.0.0.1:5672", "mq2:5673", "[::1]:5674"]) assert.ok(net.includes(node), net.join(","));
+  const denied = deniedEndpoints(loadConfig(env));
+  assert.ok(denied.some((line) => line.includes("RabbitMQ at mq2:5673")), denied.join("\n"));
+});

@@ -124,7 +124,7 @@ Deno.test("aggregator: messages redelivered after a lost acknowledgement are not
   await migrate(sql);
   const aggregatorRef: { current?: Aggregator } = {};
   const consumer = new BrokerSession({
-    url: RABBITMQ_URL,
+    urls: [RABBITMQ_URL],
     queue: queue.name,
     prefetch: 100,
     queueType: "classic",

@@ -517,17 +517,21 @@ async function main(args: string[]): Promise<number> {
     minDuplicateDistance: config.rabbitmqPrefetchCount,
   });
 
-  let connection: ChannelModel;
-  try {
-    const ca = config.rabbitmqCaFile ? { ca: [await Deno.readTextFile(config.rabbitmqCaFile)] } : {};
-    connection = await amqp.connect(config.rabbitmqUrl, ca);
-  } catch (error) {
-    console.error(
-      `publish: Cannot connect to RabbitMQ at ${redactUrl(config.rabbitmqUrl)}: ${(error as Error).message}. ` +
-        "Is it running, and are RABBITMQ_HOST/RABBITMQ_PORT/RABBITMQ_USER (or RABBITMQ_URL) right?",
-    );
-    return 1;
+  // Several nodes (a cluster): the first that answers, in the order given.
+  let connection: ChannelModel | undefined;
+  const ca = config.rabbitmqCaFile ? { ca: [await Deno.readTextFile(config.rabbitmqCaFile)] } : {};
+  for (const url of config.rabbitmqUrls) {
+    try {
+      connection = await amqp.connect(url, ca);
+      break;
+    } catch (error) {
+      console.error(
+        `publish: Cannot connect to RabbitMQ at ${redactUrl(url)}: ${(error as Error).message}. ` +
+          "Is it running, and are RABBITMQ_HOST/RABBITMQ_PORT/RABBITMQ_USER (or RABBITMQ_URL) right?",
+      );
+    }
   }
+  if (connection === undefined) return 1;
   connection.on("error", () => {});
   connection.on("blocked", (reason: string) => console.error(`publish: RabbitMQ blocks publishing: ${reason}`));
   try {

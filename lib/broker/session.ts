@@ -18,7 +18,7 @@
  *
  * @example
  * ```ts
- * const broker = new BrokerSession({ url, queue: "votes.aggregation", prefetch: 100, queueType: "classic",
+ * const broker = new BrokerSession({ urls: [url], queue: "votes.aggregation", prefetch: 100, queueType: "classic",
  *   deliveryLimit: 20, onDelivery: (d) => broker.ack(d.session, d.tag) });
  * await broker.start();
  * ```
@@ -40,17 +40,18 @@ export type { Delivery };
 
 /** Options of {@link BrokerSession}. */
 export interface BrokerSessionOptions extends QueueOptions {
-  url: string;
+  /** The broker's nodes, one URL each (see `nodes.ts`). */
+  urls: readonly string[];
   /** Unacknowledged messages the broker may push (bounds memory). */
   prefetch: number;
   /** PEM CA bundle path for amqps://. */
   caFile?: string;
   /** Receives every message, in delivery order. */
   onDelivery: (delivery: Delivery) => void;
-  /** Told when a session opens (consuming or not) and when it is lost. */
-  onSessionChange?: (connected: boolean) => void;
-  /** Attempts at the first connection before {@link BrokerSession.start} fails. @default 5 */
-  initialMaxRetries?: number;
+  /** Told when a session opens (consuming or not) and when it is lost, with the node's `host:port`. */
+  onSessionChange?: (connected: boolean, node: string) => void;
+  /** Rounds of attempts at every node at the first connection before {@link BrokerSession.start} fails. @default 6 */
+  initialRounds?: number;
 }
 
 /** The session with the broker; see the module documentation. */
@@ -61,6 +62,7 @@ export class BrokerSession {
   #model: ChannelModel | undefined;
   #channel: ConfirmChannel | undefined;
   #consumerTag: string | undefined;
+  #node: string | undefined;
   #session = 0;
   #closing = false;
   #paused = false;
@@ -77,6 +79,11 @@ export class BrokerSession {
     return this.#session;
   }
 
+  /** `host:port` of the node the open session is on; `undefined` while disconnected. */
+  get node(): string | undefined {
+    return this.#channel === undefined ? undefined : this.#node;
+  }
+
   /** True while a channel is open. */
   get connected(): boolean {
     return this.#channel !== undefined;
@@ -90,11 +97,11 @@ export class BrokerSession {
   /** Connects, declares the topology and starts consuming (unless paused). Resolves on the first connection. */
   async start(): Promise<void> {
     this.#connection = await connectRecovering({
-      url: this.#options.url,
+      urls: this.#options.urls,
       caFile: this.#options.caFile,
-      initialMaxRetries: this.#options.initialMaxRetries,
-      setup: (model) => this.#setup(model),
-      onDisconnect: (error) => this.#lost(error),
+      initialRounds: this.#options.initialRounds,
+      setup: (model, node) => this.#setup(model, node.address),
+      onDisconnect: (error, node) => this.#lost(error, node.address),
     });
   }
 
@@ -159,11 +166,11 @@ export class BrokerSession {
     return next;
   }
 
-  async #setup(model: ChannelModel): Promise<void> {
+  async #setup(model: ChannelModel, node: string): Promise<void> {
     const { channel, adopted } = await declareOrAdopt(() => this.#openChannel(model), this.#options);
     if (adopted !== undefined) warnAdopted(this.#options, adopted);
     try {
-      await this.#adopt(model, channel);
+      await this.#adopt(model, channel, node);
     } catch (error) {
       await channel.close().catch(() => {});
       throw error;
@@ -178,7 +185,7 @@ export class BrokerSession {
     return channel;
   }
 
-  async #adopt(model: ChannelModel, channel: ConfirmChannel): Promise<void> {
+  async #adopt(model: ChannelModel, channel: ConfirmChannel, node: string): Promise<void> {
     await channel.prefetch(this.#options.prefetch);
     const session = this.#session + 1;
     channel.on("close", () => {
@@ -193,24 +200,26 @@ export class BrokerSession {
     this.#model = model;
     this.#channel = channel;
     this.#session = session;
+    this.#node = node;
     this.#consumerTag = undefined;
     await this.#step(() => this.#applyPause());
-    log.info("Connected to RabbitMQ (session {session}, queue {queue}, prefetch {prefetch}, {state})", {
+    log.info("Connected to RabbitMQ node {node} (session {session}, queue {queue}, prefetch {prefetch}, {state})", {
+      node,
       session,
       queue: this.#options.queue,
       prefetch: this.#options.prefetch,
       state: this.#paused ? "paused" : "consuming",
     });
-    this.#options.onSessionChange?.(true);
+    this.#options.onSessionChange?.(true, node);
   }
 
-  #lost(error: Error): void {
+  #lost(error: Error, node: string): void {
     this.#channel = undefined;
     this.#consumerTag = undefined;
     this.#model = undefined;
     if (this.#closing) return;
-    log.warn("Lost the RabbitMQ connection: {error}", { error: error.message });
-    this.#options.onSessionChange?.(false);
+    log.warn("Lost the RabbitMQ connection to node {node}: {error}", { node, error: error.message });
+    this.#options.onSessionChange?.(false, node);
   }
 
   async #applyPause(): Promise<void> {

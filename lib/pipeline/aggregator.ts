@@ -44,6 +44,8 @@ const log = getLogger("aggregator");
 export interface Broker extends Acknowledger, DeadLetterBroker {
   readonly connected: boolean;
   readonly consuming: boolean;
+  /** `host:port` of the node the session is on, when known. */
+  readonly node?: string | undefined;
   setPaused(paused: boolean): Promise<void>;
 }
 
@@ -219,6 +221,7 @@ export class Aggregator extends EventTarget {
       inflight_batches: this.#acker.length,
       last_commit_at: this.#telemetry.lastCommitAt?.toISOString() ?? null,
       broker_connected: this.#broker.connected,
+      broker_node: this.#broker.node ?? null,
       database_failing: this.databaseFailing,
       totals: { ...this.totals },
     };

@@ -47,6 +47,8 @@ export interface Status {
   inflight_batches: number;
   last_commit_at: string | null;
   broker_connected: boolean;
+  /** `host:port` of the RabbitMQ node the session is on; `null` while disconnected. */
+  broker_node: string | null;
   database_failing: boolean;
   totals: Totals;
 }

@@ -6,7 +6,9 @@
  */
 
 import type postgres from "postgres";
-import { RABBITMQ_URL, type TestQueue } from "../tests/support/servers.ts";
+import { RABBITMQ_URL, type TestQueue, visibleVotes } from "../tests/support/servers.ts";
+
+export { visibleVotes };
 import { freePort } from "../tests/support/service.ts";
 import { type GeneratedVotes, publishVotes } from "../tools/publish.ts";
 import { progress, say } from "./report.ts";
@@ -46,17 +48,6 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     }, ms);
     signal?.addEventListener("abort", onAbort, { once: true });
   });
-}
-
-/** Votes counted in `vote_results`; 0 before the service created the table. */
-export async function visibleVotes(sql: postgres.Sql): Promise<number> {
-  try {
-    const [{ n }] = await sql`select coalesce(sum(oui_count + non_count), 0)::int8 as n from vote_results`;
-    return Number(n);
-  } catch (error) {
-    if ((error as { code?: string }).code === "42P01") return 0;
-    throw error;
-  }
 }
 
 /** Publishes `votes` to `queue`, confirmed, with progress. */

@@ -57,6 +57,8 @@ export interface Config {
   postgresSslMode: SslMode;
   /** CA bundle (PEM) for `verify-full`. */
   postgresSslRootCert: string | undefined;
+  /** Named prepared statements: `true`, `false` (behind a transaction pooler), or `auto` (detected, `./pooler.ts`). @default "auto" */
+  postgresPrepare: "auto" | "true" | "false";
   /** A batch closes when it holds this many messages. @default 1000 */
   batchSize: number;
   /** ...or this long after its first message arrived. @default 1000 (`BATCH_TIMEOUT_SECONDS=1.0`) */
@@ -240,6 +242,7 @@ export function loadConfig(
       "verify-full",
     ]),
     postgresSslRootCert: optional("POSTGRES_SSLROOTCERT"),
+    postgresPrepare: oneOf("POSTGRES_PREPARE", ["auto", "true", "false"]),
     batchSize: integer("BATCH_SIZE", 1, 100_000),
     batchTimeoutMs: seconds("BATCH_TIMEOUT_SECONDS", 0.001, 3600),
     maxInflightBatches: integer("MAX_INFLIGHT_BATCHES", 1, 64),

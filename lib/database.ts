@@ -1,6 +1,9 @@
 /**
  * Database: the postgres.js pool, the database's creation on a fresh server, and the numbered
  * migrations in `sql/`, applied at start under an advisory lock so several instances can start at once.
+ * The migrations run in one transaction holding a transaction-level lock (`pg_advisory_xact_lock`),
+ * which holds behind PgBouncer in `pool_mode=transaction` too. Whether to use named prepared
+ * statements is {@link ./pooler.ts}'s decision.
  *
  * The migrations are imported as text, so they are part of the module graph and
  * embedded in a `deno compile` binary: no file is read at run time.
@@ -56,15 +59,22 @@ export function connectDatabase(
     Config,
     "databaseUrl" | "postgresMaxConnections" | "postgresSslMode" | "postgresSslRootCert"
   >,
+  { prepare = true }: { prepare?: boolean } = {},
 ): Sql {
   return postgres(config.databaseUrl, {
     max: config.postgresMaxConnections,
     connect_timeout: 10,
     ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, new URL(config.databaseUrl).hostname),
     onnotice: () => {},
+    // Named prepared statements, or unnamed ones behind a transaction pooler (./pooler.ts).
+    prepare,
     // Plan each statement with its real arguments and the tables' current size: a generic plan cached
-    // while vote_audit was small kept seq-scanning it in the duplicate lookup, O(rows) per batch.
-    connection: { application_name: "vote-aggregator", plan_cache_mode: "force_custom_plan" },
+    // while vote_audit was small kept seq-scanning it in the duplicate lookup, O(rows) per batch. Only
+    // named statements are ever planned generically; an unnamed one is planned at each execution with
+    // its arguments, so without them the setting is not needed — and PgBouncer refuses it at startup.
+    connection: prepare
+      ? { application_name: "vote-aggregator", plan_cache_mode: "force_custom_plan" }
+      : { application_name: "vote-aggregator" },
   });
 }
 
@@ -203,6 +213,7 @@ export async function ensureDatabase(
       connect_timeout: 10,
       ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, target.hostname),
       onnotice: () => {},
+      prepare: false,
       connection: { application_name: "vote-aggregator" },
     });
     try {
@@ -246,7 +257,8 @@ export function isDataError(error: unknown): boolean {
   return error instanceof postgres.PostgresError && /^2[23]/.test(error.code);
 }
 
-function sslOption(mode: Config["postgresSslMode"], caFile: string | undefined, host: string) {
+/** postgres.js's `ssl` option for `mode` (the pool, the probes). */
+export function sslOption(mode: Config["postgresSslMode"], caFile: string | undefined, host: string) {
   switch (mode) {
     case "disable":
       return false;

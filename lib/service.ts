@@ -21,6 +21,7 @@ import { BrokerNodes } from "./broker/nodes.ts";
 import { connectDatabase, ensureDatabase, migrate, type Sql, warmUp } from "./database.ts";
 import { serveControlPlane } from "./http.ts";
 import { getLogger } from "./log.ts";
+import { usePreparedStatements } from "./pooler.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { Aggregator } from "./pipeline/aggregator.ts";
 import { VoteWriter } from "./writer.ts";
@@ -51,7 +52,7 @@ export interface Service {
 export async function startService(config: Config): Promise<Service> {
   const metrics = createMetrics();
   await ensureDatabase(config);
-  const sql = connectDatabase(config);
+  const sql = connectDatabase(config, { prepare: await usePreparedStatements(config) });
   try {
     await warmUp(sql, config.postgresMinConnections);
   } catch (error) {

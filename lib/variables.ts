@@ -64,6 +64,10 @@ export const VARIABLES = {
     doc: "disable, prefer, require or verify-full",
   },
   POSTGRES_SSLROOTCERT: { doc: "CA bundle (PEM) for verify-full" },
+  POSTGRES_PREPARE: {
+    default: "auto",
+    doc: "Named prepared statements: true, false (PgBouncer transaction mode) or auto (off when a pooler is seen)",
+  },
   BATCH_SIZE: { default: "1000", doc: "Messages per batch (one transaction)" },
   BATCH_TIMEOUT_SECONDS: {
     default: "1.0",

@@ -87,6 +87,17 @@ export async function results(sql: postgres.Sql): Promise<Record<string, [number
   return Object.fromEntries(rows.map((r) => [r.law_id, [Number(r.oui_count), Number(r.non_count)]]));
 }
 
+/** Votes counted in `vote_results`; 0 before the service created the table. */
+export async function visibleVotes(sql: postgres.Sql): Promise<number> {
+  try {
+    const [{ n }] = await sql`select coalesce(sum(oui_count + non_count), 0)::int8 as n from vote_results`;
+    return Number(n);
+  } catch (error) {
+    if ((error as { code?: string }).code === "42P01") return 0;
+    throw error;
+  }
+}
+
 /**
  * A vote queue of its own (with its dead-letter exchange and queue), deleted at
  * dispose. `channel` is one long-lived confirm channel for the test's own
@@ -118,6 +129,8 @@ export interface TestQueueOptions {
   quorum?: boolean;
   /** Prefix of the unique name. @default "votes_test" */
   prefix?: string;
+  /** Broker to use (e.g. a node of `cluster.ts`'s cluster). @default RABBITMQ_URL */
+  url?: string;
 }
 
 /** Creates a {@link TestQueue}. */
@@ -125,11 +138,13 @@ export async function createTestQueue(options: TestQueueOptions = {}): Promise<T
   const name = uniqueName(options.prefix ?? "votes_test");
   const dlq = `${name}.dlq`;
   const dlx = `${name}.dlx`;
+  const url = options.url ?? RABBITMQ_URL;
+  const withChannel = <T>(fn: (channel: ConfirmChannel, model: ChannelModel) => Promise<T>) => withChannelOn(url, fn);
   let connection: ChannelModel;
   try {
-    connection = await amqp.connect(RABBITMQ_URL);
+    connection = await amqp.connect(url);
   } catch (error) {
-    throw unreachable("RabbitMQ", RABBITMQ_URL, error);
+    throw unreachable("RabbitMQ", url, error);
   }
   // A broker restart must fail the test that is using this, not crash the run.
   connection.on("error", () => {});
@@ -315,8 +330,16 @@ export async function brokerChannelsOf(
 }
 
 /** Opens a short-lived AMQP connection for `fn` (one that tolerates the broker going away). */
-export async function withChannel<T>(fn: (channel: ConfirmChannel, model: ChannelModel) => Promise<T>): Promise<T> {
-  const model = await amqp.connect(RABBITMQ_URL);
+export function withChannel<T>(fn: (channel: ConfirmChannel, model: ChannelModel) => Promise<T>): Promise<T> {
+  return withChannelOn(RABBITMQ_URL, fn);
+}
+
+/** {@link withChannel} on the broker at `url`. */
+export async function withChannelOn<T>(
+  url: string,
+  fn: (channel: ConfirmChannel, model: ChannelModel) => Promise<T>,
+): Promise<T> {
+  const model = await amqp.connect(url);
   model.on("error", () => {});
   const channel = await model.createConfirmChannel();
   channel.on("error", () => {});

@@ -4,7 +4,11 @@
  *
  * - Durable queue `<queue>`, dead-lettering to the direct exchange
  *   `<queue>.dlx`, bound to the durable queue `<queue>.dlq`. Quorum queues also
- *   get `x-delivery-limit`.
+ *   get `x-delivery-limit`, and their dead-letter queue is a quorum queue too: a
+ *   classic one lives on one node of a cluster, and while that node is down it
+ *   cannot be declared, so the service could not reconnect anywhere. A dead-letter
+ *   queue that exists with another type (a classic one from before) is used as it
+ *   is, with a warning.
  * - A vote queue that exists with other arguments (the seed's `x-message-ttl`
  *   and `x-max-length`, a publisher's `x-max-priority`) is used as it is: the
  *   broker refuses the declaration with 406, and the queue is then only checked
@@ -52,12 +56,51 @@ export function queueArguments({ queue, queueType, deliveryLimit }: QueueOptions
   };
 }
 
-/** Declares the dead-letter exchange and queue and binds them. */
-export async function declareDeadLetterQueue(channel: Channel, queue: string): Promise<void> {
+/** Declares the dead-letter exchange and queue (of the vote queue's type) and binds them. */
+export async function declareDeadLetterQueue(
+  channel: Channel,
+  queue: string,
+  queueType: QueueType = "classic",
+): Promise<void> {
   const names = deadLetterNames(queue);
   await channel.assertExchange(names.exchange, "direct", { durable: true });
-  await channel.assertQueue(names.queue, { durable: true });
+  await channel.assertQueue(names.queue, {
+    durable: true,
+    ...(queueType === "quorum" ? { arguments: { "x-queue-type": "quorum" } } : {}),
+  });
   await channel.bindQueue(names.queue, names.exchange, names.queue);
+}
+
+/**
+ * {@link declareDeadLetterQueue} on a channel from `open`; when the dead-letter queue exists with other
+ * arguments (a classic one, the vote queue now quorum), checks it and binds it on a fresh channel.
+ */
+async function deadLetterQueueOn<C extends Channel>(open: () => Promise<C>, options: QueueOptions): Promise<C> {
+  const channel = await open();
+  try {
+    await declareDeadLetterQueue(channel, options.queue, options.queueType);
+    return channel;
+  } catch (error) {
+    await channel.close().catch(() => {});
+    if (!isPreconditionFailed(error)) throw error;
+    const names = deadLetterNames(options.queue);
+    const fresh = await open();
+    try {
+      await fresh.checkQueue(names.queue);
+      await fresh.bindQueue(names.queue, names.exchange, names.queue);
+    } catch (checkError) {
+      await fresh.close().catch(() => {});
+      throw checkError;
+    }
+    warnOnce(`${names.queue}:type`, () =>
+      log.warn(
+        "Dead-letter queue {dlq} exists with other arguments than the service's ({type}); using it as it is. " +
+          "On a cluster a classic queue is unavailable while its node is down: drain it and delete it so " +
+          "the service declares it again: {error}",
+        { dlq: names.queue, type: options.queueType, error: (error as Error).message },
+      ));
+    return fresh;
+  }
 }
 
 /**
@@ -68,7 +111,7 @@ export async function declareDeadLetterQueue(channel: Channel, queue: string): P
  * then closes the channel).
  */
 export async function declareTopology(channel: Channel, options: QueueOptions): Promise<void> {
-  await declareDeadLetterQueue(channel, options.queue);
+  await declareDeadLetterQueue(channel, options.queue, options.queueType);
   await channel.assertQueue(options.queue, { durable: true, arguments: queueArguments(options) });
 }
 
@@ -94,16 +137,15 @@ export async function declareOrAdopt<C extends Channel>(
   open: () => Promise<C>,
   options: QueueOptions,
 ): Promise<Declared<C>> {
-  const channel = await open();
+  const channel = await deadLetterQueueOn(open, options);
   try {
-    await declareTopology(channel, options);
+    await channel.assertQueue(options.queue, { durable: true, arguments: queueArguments(options) });
     return { channel };
   } catch (error) {
     await channel.close().catch(() => {});
     if (!isPreconditionFailed(error)) throw error;
     const fresh = await open();
     try {
-      await declareDeadLetterQueue(fresh, options.queue);
       await fresh.checkQueue(options.queue);
     } catch (checkError) {
       await fresh.close().catch(() => {});
@@ -113,20 +155,25 @@ export async function declareOrAdopt<C extends Channel>(
   }
 }
 
-/** Queues {@link warnAdopted} spoke of: once per process, not at every reconnect. */
-const warnedAdopted = new Set<string>();
+/** What the warnings below spoke of: once per process, not at every reconnect. */
+const warned = new Set<string>();
+
+function warnOnce(key: string, warn: () => void): void {
+  if (warned.has(key)) return;
+  warned.add(key);
+  warn();
+}
 
 /** Says, once per process and queue, that the vote queue is used with arguments not the service's. */
 export function warnAdopted(options: QueueOptions, brokerMessage: string): void {
-  if (warnedAdopted.has(options.queue)) return;
-  warnedAdopted.add(options.queue);
-  log.warn(
-    "Queue {queue} exists with other arguments than {args}; using it as it is. Malformed messages still go to {dlq}, but messages the broker itself rejects are not dead-lettered: {error}",
-    {
-      queue: options.queue,
-      args: JSON.stringify(queueArguments(options)),
-      dlq: deadLetterNames(options.queue).queue,
-      error: brokerMessage,
-    },
-  );
+  warnOnce(options.queue, () =>
+    log.warn(
+      "Queue {queue} exists with other arguments than {args}; using it as it is. Malformed messages still go to {dlq}, but messages the broker itself rejects are not dead-lettered: {error}",
+      {
+        queue: options.queue,
+        args: JSON.stringify(queueArguments(options)),
+        dlq: deadLetterNames(options.queue).queue,
+        error: brokerMessage,
+      },
+    ));
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { REJECT_REASON_HEADER } from "../../lib/broker/dead_letter.ts";
 import { startService } from "../../lib/service.ts";
-import { createTestDatabase, createTestQueue, results } from "../support/servers.ts";
+import { createTestDatabase, createTestQueue, rabbitmqctl, results } from "../support/servers.ts";
 import { testConfig } from "../support/service.ts";
 import { seedVote, workerVote } from "../support/votes.ts";
 import { waitForEvent } from "../support/wait.ts";
@@ -40,3 +40,28 @@ for (const [label, args] of Object.entries(SEED_ARGUMENTS)) {
     for (const [key, value] of Object.entries(args)) assert.equal(info.arguments[key], value, `${key} kept`);
   });
 }
+
+Deno.test("topology: a quorum vote queue gets a quorum dead-letter queue; a classic one from before is used as it is", async () => {
+  for (const existing of ["none", "classic"] as const) {
+    await using db = await createTestDatabase();
+    await using queue = await createTestQueue({ declare: false });
+    if (existing === "classic") await queue.channel.assertQueue(queue.dlq, { durable: true });
+    const service = await startService(testConfig(db, queue, { RABBITMQ_QUEUE_TYPE: "quorum" }));
+    try {
+      await queue.publish(["not json", seedVote(1, "L-QDLQ", "oui")]);
+      await waitForEvent(service.aggregator, "acked", () => service.aggregator.totals.messages === 2);
+      assert.deepEqual(await results(db.sql), { "L-QDLQ": [1, 0] });
+    } finally {
+      await service.stop();
+    }
+    assert.equal((await queue.takeDeadLetters()).length, 1, `${existing}: the malformed message is dead-lettered`);
+    const types = Object.fromEntries(
+      (JSON.parse(await rabbitmqctl("list_queues", "-q", "--formatter", "json", "name", "type")) as {
+        name: string;
+        type: string;
+      }[]).map((q) => [q.name, q.type]),
+    );
+    assert.equal(types[queue.name], "quorum");
+    assert.equal(types[queue.dlq], existing === "classic" ? "classic" : "quorum", `${existing}: the DLQ's type`);
+  }
+});

@@ -184,6 +184,17 @@ export async function startCluster(size = 3): Promise<Cluster> {
     }
   };
 
+  // A test run interrupted (Ctrl-C, a CI timeout) must not leave the nodes running: kill them.
+  const onSignal = () => {
+    for (const node of nodes) {
+      const child = processes.get(node.name);
+      if (child) killNode(`${dir}/${node.name}`, child);
+    }
+    Deno.exit(130);
+  };
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+
   const cluster: Cluster = {
     nodes,
     urls: nodes.map((node) => node.url),
@@ -209,6 +220,7 @@ export async function startCluster(size = 3): Promise<Cluster> {
     },
     async [Symbol.asyncDispose]() {
       await Promise.all(nodes.filter((node) => processes.has(node.name)).map((node) => stop(node)));
+      for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };

@@ -5,7 +5,6 @@
  * @module
  */
 
-import type postgres from "postgres";
 import { RABBITMQ_URL, type TestQueue, visibleVotes } from "../tests/support/servers.ts";
 
 export { visibleVotes };

@@ -27,6 +27,8 @@ export interface Options {
   skipDrain: boolean;
   skipLatency: boolean;
   phaseTimeoutMs: number;
+  /** Instance counts of the scaling phase; empty: skipped. */
+  scaling: number[];
 }
 
 export const DUPLICATE_FRACTION = 0.05;

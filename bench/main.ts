@@ -18,8 +18,11 @@
  * 4. peak RSS (VmHWM) of the service process, after the drain and, with
  *    `--backlog N`, while draining a backlog of N messages.
  *
+ * 5. scaling (`--scaling 1,2,3,6`): K instances on one queue and one database
+ *    (`scaling.ts`): drain rate, service CPU per message, PostgreSQL lock waits.
+ *
  * Prints one markdown table and the command line that produced it. One file
- * per phase: `ceiling.ts`, `drain.ts`, `latency.ts`; `report.ts` prints.
+ * per phase: `ceiling.ts`, `drain.ts`, `latency.ts`, `scaling.ts`; `report.ts` prints.
  *
  * @module
  */
@@ -31,6 +34,7 @@ import { ceiling } from "./ceiling.ts";
 import type { Options } from "./common.ts";
 import { drain } from "./drain.ts";
 import { latency } from "./latency.ts";
+import { scaling } from "./scaling.ts";
 import { describe, type Row, say, table } from "./report.ts";
 
 /** How the drain and latency phases start the service: as operators do. */
@@ -47,6 +51,7 @@ const USAGE = `Usage: deno task bench [options]
       --prefetch N     RABBITMQ_PREFETCH_COUNT for the service and the bare consumer (default: the service's)
       --inflight N     MAX_INFLIGHT_BATCHES for the service (default: the service's)
       --laws N         laws the votes are spread over (default 5)
+      --scaling LIST   also drain -n messages with each instance count in LIST (e.g. 1,2,3,6), one queue and database
       --skip-ceiling, --skip-drain, --skip-latency
       --phase-timeout S  longest any phase may take, preloading included (default 900)
   -h, --help`;
@@ -62,6 +67,7 @@ function parseOptions(args: string[]): Options | undefined {
     "batch-size": { type: "string" },
     prefetch: { type: "string" },
     inflight: { type: "string" },
+    scaling: { type: "string" },
     "skip-ceiling": { type: "boolean", default: false },
     "skip-drain": { type: "boolean", default: false },
     "skip-latency": { type: "boolean", default: false },
@@ -117,6 +123,7 @@ function parseOptions(args: string[]): Options | undefined {
     skipDrain: values["skip-drain"],
     skipLatency: values["skip-latency"],
     phaseTimeoutMs: positive("phase-timeout", values["phase-timeout"], 900, false) * 1000,
+    scaling: values.scaling === undefined ? [] : values.scaling.split(",").map((k) => positive("scaling", k.trim(), 1)),
   };
 }
 
@@ -189,6 +196,10 @@ async function main(args: string[]): Promise<number> {
   }
   if (options.backlog > 0) {
     await phase("backlog", (s) => drain(options, options.backlog, "backlog (5 % dup, 1 % bad)", s));
+  }
+
+  for (const instances of options.scaling) {
+    await phase(`scaling ${instances}`, (s) => scaling(options, instances, options.n, s));
   }
 
   const ceilingRate = rows.find((r) => r.phase.startsWith("ceiling") && r.rate)?.rate;

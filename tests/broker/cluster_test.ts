@@ -106,7 +106,12 @@ async function rollingRestart(
   const records: StopRecord[] = [];
   const done = new Set<string>();
   while (done.size < cluster.nodes.length) {
-    const connected = cluster.byAddress((await call(service, "/status")).body.broker_node);
+    let brokerNode: string | null = null;
+    await deadline.until(
+      async () => (brokerNode = (await call(service, "/status")).body.broker_node) !== null,
+      "connected",
+    );
+    const connected = cluster.byAddress(brokerNode!);
     const leader = await cluster.leaderOf(queue.name);
     const node = [connected, leader, ...cluster.nodes].find((n) => !done.has(n.name))!;
     const roles = [node === connected ? "connected" : "", node === leader ? "leader" : ""].filter(Boolean);
@@ -221,6 +226,19 @@ async function publishThroughRestarts(
   return { republished };
 }
 
+/** Runs `fn`, printing its error first: a failing dispose after it would hide it in a SuppressedError. */
+async function logged(fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (error) {
+    // A SuppressedError holds the test's error in `suppressed` and the dispose's in `error`.
+    const { error: disposing, suppressed } = error as { error?: Error; suppressed?: Error };
+    console.error(`cluster: ${suppressed?.stack ?? (error as Error).stack}`);
+    if (disposing) console.error(`cluster: then, at dispose: ${disposing.stack}`);
+    throw error;
+  }
+}
+
 Deno.test({
   name: "cluster: a quorum queue on 3 nodes; rolling restarts during a drain and during a stream of publishes",
   ignore: SKIP !== undefined,
@@ -237,27 +255,29 @@ Deno.test({
         MAX_INFLIGHT_BATCHES: "1",
       });
 
-    await t.step(`rolling restart during a drain of ${VOTES} mixed votes`, async () => {
-      await using db = await createTestDatabase();
-      await using queue = await createTestQueue({ url: cluster.urls[0], quorum: true, prefix: "votes_cluster" });
-      const mix = mixOf(VOTES, 19);
-      const published = performance.now();
-      await queue.publish(mix.bodies);
-      console.log(`cluster: preloaded ${mix.bodies.length} in ${Math.round(performance.now() - published)} ms`);
-      await using service = await spawnService(env(db, queue));
-      const deadline = new Deadline("cluster drain", 600_000);
-      await withOutputOnFailure(deadline, () => [service], async () => {
-        const sampler = progressSampler(db);
-        try {
-          await deadline.until(() => sampler.votes > 0, "counting started", { intervalMs: 50 });
-          const records = await rollingRestart(cluster, service, queue, sampler, mix.sent.valid, deadline);
-          report("drain", records);
-        } finally {
-          await sampler.stop();
-        }
-        await assertDrained(mix, db, queue, service, deadline);
-      });
-    });
+    await t.step(`rolling restart during a drain of ${VOTES} mixed votes`, () =>
+      logged(async () => {
+        await using db = await createTestDatabase();
+        await using queue = await createTestQueue({ url: cluster.urls[0], quorum: true, prefix: "votes_cluster" });
+        const mix = mixOf(VOTES, 19);
+        const published = performance.now();
+        await queue.publish(mix.bodies);
+        console.log(`cluster: preloaded ${mix.bodies.length} in ${Math.round(performance.now() - published)} ms`);
+        await using service = await spawnService(env(db, queue));
+        const deadline = new Deadline("cluster drain", 600_000);
+        await withOutputOnFailure(deadline, () => [service], async () => {
+          const sampler = progressSampler(db);
+          try {
+            await deadline.until(() => sampler.votes > 0, "counting started", { intervalMs: 50 });
+            const records = await rollingRestart(cluster, service, queue, sampler, mix.sent.valid, deadline);
+            console.log(`cluster: drain: ${sampler.votes} of ${mix.sent.valid} counted when the last node was back`);
+            report("drain", records);
+          } finally {
+            await sampler.stop();
+          }
+          await assertDrained(mix, db, queue, service, deadline);
+        });
+      }));
 
     await t.step("rolling restart during a stream of publishes confirmed by a surviving node", async () => {
       await using db = await createTestDatabase();

@@ -1,0 +1,142 @@
+/**
+ * The scaling phase (`--scaling 1,2,3,6`): K instances of the service, started together as
+ * `deno task start` starts them, drain N preloaded messages (5 % duplicate attempts, 1 % malformed)
+ * from one queue into one database; for each K: the drain rate (first vote visible → last), the
+ * service CPU per vote (user + system of every instance, from /proc), and PostgreSQL's lock waits,
+ * sampled every 100 ms from `pg_stat_activity` (backends of this database waiting, and on what)
+ * and `pg_locks` (locks not granted, on `vote_results` or on a transaction id: a row lock). The
+ * totals, `duplicate_attempts` and the DLQ are checked exactly.
+ *
+ * @module
+ */
+
+import { isDeepStrictEqual } from "node:util";
+import { createTestDatabase, createTestQueue, results } from "../tests/support/servers.ts";
+import { cpuSeconds } from "../tests/support/process.ts";
+import { type ServiceProcess, spawnService } from "../tests/support/service.ts";
+import { generateVotes } from "../tools/publish.ts";
+import {
+  benchEnv,
+  DUPLICATE_FRACTION,
+  expectedResults,
+  MALFORMED_FRACTION,
+  type Options,
+  preload,
+  SHUTDOWN_GRACE_MS,
+  sleep,
+  visibleVotes,
+} from "./common.ts";
+import { progress, type Row, say } from "./report.ts";
+import type postgres from "postgres";
+
+/** What the lock sampler saw. */
+interface LockSamples {
+  samples: number;
+  /** Samples where at least one of this database's backends was running a statement. */
+  active: number;
+  /** Backend-samples waiting on a heavyweight lock, by wait_event (transactionid, tuple, relation …). */
+  lockWaits: Record<string, number>;
+  /** Samples with a lock not granted on vote_results or on a transaction id (pg_locks). */
+  ungranted: number;
+}
+
+async function sampleLocks(sql: postgres.Sql, database: string, until: AbortSignal): Promise<LockSamples> {
+  const seen: LockSamples = { samples: 0, active: 0, lockWaits: {}, ungranted: 0 };
+  while (!until.aborted) {
+    const rows = await sql<{ state: string | null; wait_event_type: string | null; wait_event: string | null }[]>`
+      select state, wait_event_type, wait_event from pg_stat_activity
+      where datname = ${database} and application_name = 'vote-aggregator'`;
+    const [{ ungranted }] = await sql<{ ungranted: number }[]>`
+      select count(*)::int as ungranted from pg_locks l
+      where not l.granted and l.database is distinct from 0
+        and (l.locktype = 'transactionid' or l.relation = to_regclass('vote_results'))`;
+    seen.samples++;
+    if (rows.some((r) => r.state === "active")) seen.active++;
+    for (const r of rows) {
+      if (r.wait_event_type === "Lock") {
+        seen.lockWaits[r.wait_event ?? "?"] = (seen.lockWaits[r.wait_event ?? "?"] ?? 0) + 1;
+      }
+    }
+    if (ungranted > 0) seen.ungranted++;
+    await sleep(100).catch(() => {});
+  }
+  return seen;
+}
+
+/** Runs the drain with `instances` services on one queue and one database. */
+export async function scaling(options: Options, instances: number, n: number, signal: AbortSignal): Promise<Row> {
+  const label = `scaling: ${instances} instance${instances > 1 ? "s" : ""}`;
+  await using db = await createTestDatabase();
+  await using queue = await createTestQueue();
+  const votes = generateVotes({
+    count: n,
+    laws: options.laws,
+    duplicateFraction: DUPLICATE_FRACTION,
+    malformedFraction: MALFORMED_FRACTION,
+    minDuplicateDistance: options.prefetch,
+  });
+  await preload(queue, votes, label, signal);
+
+  // The instances start one by one as fast as they can; the window measured opens when the last one
+  // answers /healthz (what was counted before is subtracted), so every instance is in it throughout.
+  const services: ServiceProcess[] = await Promise.all(
+    Array.from({ length: instances }, () => spawnService(benchEnv(options, db, queue), { viaStartTask: true })),
+  );
+  const allUpAt = performance.now();
+  const visibleAtStart = await visibleVotes(db.sql);
+  const cpuAtStart = services.map((s) => cpuSeconds(s.pid) ?? 0);
+  const stopSampling = new AbortController();
+  const locks = sampleLocks(db.sql, db.name, stopSampling.signal);
+  let visible = 0;
+  let cpuAtEnd: number[] = [];
+  try {
+    while (visible < votes.valid) {
+      signal.throwIfAborted();
+      visible = await visibleVotes(db.sql);
+      progress(`${label}: ${visible}/${votes.valid} votes visible`);
+      const dead = services.find((s) => s.exitCode !== undefined);
+      if (dead) throw new Error(`an instance exited with ${dead.exitCode}:\n${dead.output().slice(-4000)}`);
+      if (visible < votes.valid) await sleep(20, signal);
+    }
+    cpuAtEnd = services.map((s) => cpuSeconds(s.pid) ?? 0);
+  } finally {
+    stopSampling.abort();
+  }
+  const lastVisibleAt = performance.now();
+  const seen = await locks;
+  const codes = await Promise.all(services.map((s) => s.stopWithin(SHUTDOWN_GRACE_MS)));
+
+  const notes: string[] = [];
+  const actual = await results(db.sql);
+  if (!isDeepStrictEqual(actual, expectedResults(votes))) notes.push(`${label}: vote_results not exact`);
+  const [{ duplicates }] = await db.sql`select count(*)::int as duplicates from duplicate_attempts`;
+  if (duplicates !== votes.duplicates) {
+    notes.push(`${label}: ${duplicates} duplicate_attempts, ${votes.duplicates} sent`);
+  }
+  const deadLettered = await queue.count(queue.dlq);
+  if (deadLettered !== votes.malformed) notes.push(`${label}: DLQ holds ${deadLettered}, ${votes.malformed} sent`);
+  if (codes.some((c) => c !== 0)) notes.push(`${label}: exit codes ${codes.join(", ")}`);
+
+  const seconds = (lastVisibleAt - allUpAt) / 1000;
+  const counted = votes.valid - visibleAtStart;
+  const messages = Math.round(n * counted / votes.valid);
+  const cpu = cpuAtEnd.reduce((sum, c, i) => sum + c - cpuAtStart[i], 0);
+  const cpuPerMessageUs = (cpu / messages) * 1e6;
+  const waits = Object.entries(seen.lockWaits).map(([event, count]) => `${event} ${count}`).join(", ") || "none";
+  const summary =
+    `${label}: ${counted} of ${votes.valid} votes (≈ ${messages} of ${n} messages) in ${
+      seconds.toFixed(2)
+    } s once all were up (${Math.round(messages / seconds)} messages/s); service CPU ${cpu.toFixed(2)} s = ${
+      cpuPerMessageUs.toFixed(1)
+    } µs per message; lock waits in ${seen.samples} samples (${seen.active} with a statement running): ${waits}; ` +
+    `samples with a row or vote_results lock not granted: ${seen.ungranted}`;
+  say(summary);
+  return {
+    phase: label,
+    n: messages,
+    seconds,
+    rate: messages / seconds,
+    exact: notes.length === 0,
+    notes: [summary, ...notes],
+  };
+}

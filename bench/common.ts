@@ -23,6 +23,8 @@ export interface Options {
   batchSize: number;
   prefetch: number;
   inflight: number;
+  /** POSTGRES_PREPARE for the service. */
+  prepare: string;
   skipCeiling: boolean;
   skipDrain: boolean;
   skipLatency: boolean;
@@ -84,6 +86,7 @@ export function benchEnv(
     BATCH_SIZE: String(options.batchSize),
     RABBITMQ_PREFETCH_COUNT: String(options.prefetch),
     MAX_INFLIGHT_BATCHES: String(options.inflight),
+    POSTGRES_PREPARE: options.prepare,
     ...extra,
   };
 }

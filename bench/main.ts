@@ -50,6 +50,7 @@ const USAGE = `Usage: deno task bench [options]
       --batch-size N   BATCH_SIZE for the service (default: the service's default)
       --prefetch N     RABBITMQ_PREFETCH_COUNT for the service and the bare consumer (default: the service's)
       --inflight N     MAX_INFLIGHT_BATCHES for the service (default: the service's)
+      --prepare P      POSTGRES_PREPARE for the service: auto, true or false (default: the service's)
       --laws N         laws the votes are spread over (default 5)
       --scaling LIST   also drain -n messages with each instance count in LIST (e.g. 1,2,3,6), one queue and database
       --skip-ceiling, --skip-drain, --skip-latency
@@ -68,6 +69,7 @@ function parseOptions(args: string[]): Options | undefined {
     prefetch: { type: "string" },
     inflight: { type: "string" },
     scaling: { type: "string" },
+    prepare: { type: "string" },
     "skip-ceiling": { type: "boolean", default: false },
     "skip-drain": { type: "boolean", default: false },
     "skip-latency": { type: "boolean", default: false },
@@ -92,10 +94,15 @@ function parseOptions(args: string[]): Options | undefined {
       BATCH_SIZE: values["batch-size"],
       RABBITMQ_PREFETCH_COUNT: values.prefetch,
       MAX_INFLIGHT_BATCHES: values.inflight,
+      POSTGRES_PREPARE: values.prepare,
     });
   } catch (error) {
     if (error instanceof ConfigError) {
-      const flag = { BATCH_SIZE: "--batch-size", RABBITMQ_PREFETCH_COUNT: "--prefetch" }[error.variable] ??
+      const flag = {
+        BATCH_SIZE: "--batch-size",
+        RABBITMQ_PREFETCH_COUNT: "--prefetch",
+        POSTGRES_PREPARE: "--prepare",
+      }[error.variable] ??
         "--inflight";
       throw new UsageError(`${flag}: ${error.message}`);
     }
@@ -119,6 +126,7 @@ function parseOptions(args: string[]): Options | undefined {
     batchSize: config.batchSize,
     prefetch: config.rabbitmqPrefetchCount,
     inflight: config.maxInflightBatches,
+    prepare: config.postgresPrepare,
     skipCeiling: values["skip-ceiling"],
     skipDrain: values["skip-drain"],
     skipLatency: values["skip-latency"],
@@ -153,7 +161,8 @@ async function main(args: string[]): Promise<number> {
   }
 
   const settings =
-    `BATCH_SIZE=${options.batchSize} RABBITMQ_PREFETCH_COUNT=${options.prefetch} MAX_INFLIGHT_BATCHES=${options.inflight}`;
+    `BATCH_SIZE=${options.batchSize} RABBITMQ_PREFETCH_COUNT=${options.prefetch} MAX_INFLIGHT_BATCHES=${options.inflight} ` +
+    `POSTGRES_PREPARE=${options.prepare}`;
   say(`bench: ${settings}; service started with \`deno ${START_COMMAND.join(" ")}\``);
   // A dropped broker or database connection surfaces as an 'error' event no one listens to (amqplib
   // emits it on the connection): it fails the phase under way, which then cleans up, instead of the bench.

@@ -117,6 +117,10 @@ export async function scaling(options: Options, instances: number, n: number, si
   if (deadLettered !== votes.malformed) notes.push(`${label}: DLQ holds ${deadLettered}, ${votes.malformed} sent`);
   if (codes.some((c) => c !== 0)) notes.push(`${label}: exit codes ${codes.join(", ")}`);
 
+  const [size] = await db.sql<{ audit: string; results: string; stats: string; duplicates: string }[]>`
+    select pg_total_relation_size('vote_audit') as audit, pg_total_relation_size('vote_results') as results,
+           pg_total_relation_size('aggregation_stats') as stats,
+           pg_total_relation_size('duplicate_attempts') as duplicates`;
   const seconds = (lastVisibleAt - allUpAt) / 1000;
   const counted = votes.valid - visibleAtStart;
   const messages = Math.round(n * counted / votes.valid);
@@ -129,7 +133,11 @@ export async function scaling(options: Options, instances: number, n: number, si
     } s once all were up (${Math.round(messages / seconds)} messages/s); service CPU ${cpu.toFixed(2)} s = ${
       cpuPerMessageUs.toFixed(1)
     } µs per message; lock waits in ${seen.samples} samples (${seen.active} with a statement running): ${waits}; ` +
-    `samples with a row or vote_results lock not granted: ${seen.ungranted}`;
+    `samples with a row or vote_results lock not granted: ${seen.ungranted}; on disk: vote_audit ${
+      (Number(size.audit) / votes.valid).toFixed(0)
+    } B per vote (indexes included), vote_results ${size.results} B, aggregation_stats ${
+      (Number(size.stats) / 1e6).toFixed(1)
+    } MB, duplicate_attempts ${(Number(size.duplicates) / 1e6).toFixed(1)} MB`;
   say(summary);
   return {
     phase: label,

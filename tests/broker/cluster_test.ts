@@ -26,7 +26,7 @@ const VOTES = Number(Deno.env.get("CLUSTER_VOTES") ?? 100_000);
 /** Longest a node stop may stop the counting (the bound). */
 const MAX_STALL_MS = 10_000;
 /** How long a stopped node stays down before it is started again. */
-const DOWN_MS = 3_000;
+const DOWN_MS = 1_000;
 
 /** What one node stop did to the counting. */
 interface StopRecord {
@@ -250,8 +250,8 @@ Deno.test({
       serviceEnv(db, queue, {
         RABBITMQ_URL: cluster.urls.join(","),
         RABBITMQ_QUEUE_TYPE: "quorum",
-        BATCH_SIZE: Deno.env.get("CLUSTER_BATCH_SIZE") ?? "100",
-        RABBITMQ_PREFETCH_COUNT: String(2 * Number(Deno.env.get("CLUSTER_BATCH_SIZE") ?? "100")),
+        BATCH_SIZE: Deno.env.get("CLUSTER_BATCH_SIZE") ?? "50",
+        RABBITMQ_PREFETCH_COUNT: String(2 * Number(Deno.env.get("CLUSTER_BATCH_SIZE") ?? "50")),
         MAX_INFLIGHT_BATCHES: "1",
       });
 

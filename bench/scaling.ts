@@ -47,9 +47,9 @@ async function sampleLocks(sql: postgres.Sql, database: string, until: AbortSign
       select state, wait_event_type, wait_event from pg_stat_activity
       where datname = ${database} and application_name = 'vote-aggregator'`;
     const [{ ungranted }] = await sql<{ ungranted: number }[]>`
-      select count(*)::int as ungranted from pg_locks l
-      where not l.granted and l.database is distinct from 0
-        and (l.locktype = 'transactionid' or l.relation = to_regclass('vote_results'))`;
+      select count(*)::int as ungranted from pg_locks l join pg_stat_activity a using (pid)
+      where not l.granted and a.datname = ${database}
+        and (l.locktype in ('transactionid', 'tuple') or l.relation = to_regclass('vote_results'))`;
     seen.samples++;
     if (rows.some((r) => r.state === "active")) seen.active++;
     for (const r of rows) {
@@ -73,7 +73,10 @@ export async function scaling(options: Options, instances: number, n: number, si
     laws: options.laws,
     duplicateFraction: DUPLICATE_FRACTION,
     malformedFraction: MALFORMED_FRACTION,
-    minDuplicateDistance: options.prefetch,
+    // With several consumers the broker's order is not the commit order: an instance may still hold a vote
+    // while another commits a later copy of it. Duplicates then change only the timestamp (no distance is
+    // far enough), so vote_results is the same whichever copy wins; duplicate_attempts is still exact.
+    minDuplicateDistance: instances > 1 ? n : options.prefetch,
   });
   await preload(queue, votes, label, signal);
 

@@ -31,11 +31,7 @@ export type SslMode = "disable" | "prefer" | "require" | "verify-full";
 
 /** The service's whole configuration, resolved and validated. */
 export interface Config {
-  /**
-   * AMQP URLs of the broker's nodes, from `RABBITMQ_URL` (comma-separated) or built from the `RABBITMQ_*` parts
-   * (`RABBITMQ_HOST` may list several `host[:port]`). One or more; they hold the password: log {@link redactUrl}'s
-   * form only.
-   */
+  /** AMQP URLs of the broker's nodes (one or more), from `RABBITMQ_URL` or the `RABBITMQ_*` parts. Hold the password. */
   rabbitmqUrls: string[];
   /** Queue the votes are consumed from. @default "votes.aggregation" */
   rabbitmqQueue: string;
@@ -196,13 +192,8 @@ export function loadConfig(
   const brokerUrls = (): string[] => {
     const port = integer("RABBITMQ_PORT", 1, 65535);
     const nodes = hostList(text("RABBITMQ_HOST"));
-    if (nodes === undefined) {
-      throw new ConfigError(
-        "RABBITMQ_HOST",
-        "must be host or host:port, or several separated by commas",
-        text("RABBITMQ_HOST"),
-      );
-    }
+    const rule = "must be host or host:port, or several separated by commas";
+    if (nodes === undefined) throw new ConfigError("RABBITMQ_HOST", rule, text("RABBITMQ_HOST"));
     return nodes.map((node) =>
       buildUrl(
         tls ? "amqps" : "amqp",

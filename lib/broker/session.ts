@@ -2,10 +2,9 @@
  * The broker session: the RabbitMQ connection, its channel, and the consumer
  * of the vote queue, kept alive across failures.
  *
- * - Reconnects by itself (amqplib's recovery: exponential backoff with jitter,
- *   capped at 30 s), re-declares the topology and consumes again, unless paused.
- *   Any channel error or a consumer cancelled by the server is turned into a
- *   reconnect, so there is one recovery path.
+ * - Reconnects by itself (to the next node of a cluster; backoff after each round),
+ *   re-declares the topology and consumes again, unless paused. Any channel error or
+ *   a consumer cancelled by the server is a reconnect: one recovery path.
  * - Every delivery carries the number of the session (connection) it came on.
  *   Delivery tags mean nothing on another channel, so acknowledgements for a
  *   session that is gone are dropped: those messages are redelivered, and the
@@ -14,7 +13,7 @@
  *   why it is paused is the pipeline's business (`../pipeline/state.ts`).
  *
  * It does not own what is declared (`topology.ts`), what a dead-letter copy is
- * (`dead_letter.ts`), nor the reconnect backoff (`connect.ts`).
+ * (`dead_letter.ts`), nor the reconnect backoff and the choice of node (`connect.ts`, `nodes.ts`).
  *
  * @example
  * ```ts
@@ -40,7 +39,6 @@ export type { Delivery };
 
 /** Options of {@link BrokerSession}. */
 export interface BrokerSessionOptions extends QueueOptions {
-  /** The broker's nodes, one URL each (see `nodes.ts`). */
   urls: readonly string[];
   /** Unacknowledged messages the broker may push (bounds memory). */
   prefetch: number;
@@ -50,8 +48,6 @@ export interface BrokerSessionOptions extends QueueOptions {
   onDelivery: (delivery: Delivery) => void;
   /** Told when a session opens (consuming or not) and when it is lost, with the node's `host:port`. */
   onSessionChange?: (connected: boolean, node: string) => void;
-  /** Rounds of attempts at every node at the first connection before {@link BrokerSession.start} fails. @default 6 */
-  initialRounds?: number;
 }
 
 /** The session with the broker; see the module documentation. */
@@ -79,14 +75,13 @@ export class BrokerSession {
     return this.#session;
   }
 
-  /** `host:port` of the node the open session is on; `undefined` while disconnected. */
-  get node(): string | undefined {
-    return this.#channel === undefined ? undefined : this.#node;
-  }
-
   /** True while a channel is open. */
   get connected(): boolean {
     return this.#channel !== undefined;
+  }
+  /** `host:port` of the node the open session is on; `undefined` while disconnected. */
+  get node(): string | undefined {
+    return this.#channel === undefined ? undefined : this.#node;
   }
 
   /** True while messages are being consumed. */
@@ -99,7 +94,6 @@ export class BrokerSession {
     this.#connection = await connectRecovering({
       urls: this.#options.urls,
       caFile: this.#options.caFile,
-      initialRounds: this.#options.initialRounds,
       setup: (model, node) => this.#setup(model, node.address),
       onDisconnect: (error, node) => this.#lost(error, node.address),
     });

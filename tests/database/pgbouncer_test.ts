@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { MIGRATIONS } from "../../lib/database.ts";
+import { MIGRATIONS } from "../../lib/migrations.ts";
 import { usePreparedStatements } from "../../lib/pooler.ts";
 import { pgbouncerSkipReason, startPgBouncer } from "../support/pgbouncer.ts";
 import { createTestDatabase, createTestQueue, visibleVotes } from "../support/servers.ts";

@@ -20,6 +20,7 @@
  * @module
  */
 
+import { isRoot, userIds } from "./process.ts";
 import { freePort } from "./service.ts";
 import { delay } from "./wait.ts";
 
@@ -68,9 +69,7 @@ export function clusterSkipReason(): string | undefined {
   } catch {
     return `${SERVER} is absent (install rabbitmq-server)`;
   }
-  // Deno.uid() needs --allow-sys and /proc/self --allow-all, which the suite has neither of: ask `id`.
-  const uid = new TextDecoder().decode(new Deno.Command("id", { args: ["-u"], stdout: "piped" }).outputSync().stdout);
-  if (uid.trim() !== "0") return "starting nodes as the broker's user (runuser -u rabbitmq) needs root";
+  if (!isRoot()) return "starting nodes as the broker's user (runuser -u rabbitmq) needs root";
   try {
     Deno.statSync(COOKIE);
   } catch {
@@ -84,7 +83,7 @@ export async function startCluster(size = 3): Promise<Cluster> {
   const reason = clusterSkipReason();
   if (reason) throw new Error(`cannot start a RabbitMQ cluster: ${reason}`);
   const dir = await Deno.makeTempDir({ prefix: "vote-cluster-", dir: "/tmp" });
-  const { uid, gid } = brokerUser();
+  const { uid, gid } = userIds(USER);
   const processes = new Map<string, Deno.ChildProcess>();
   const nodes: ClusterNode[] = [];
   for (let i = 0; i < size; i++) {
@@ -240,13 +239,6 @@ export async function startCluster(size = 3): Promise<Cluster> {
     throw error;
   }
   return cluster;
-}
-
-function brokerUser(): { uid: number; gid: number } {
-  const line = Deno.readTextFileSync("/etc/passwd").split("\n").find((l) => l.startsWith(`${USER}:`));
-  if (!line) throw new Error(`no user ${USER} in /etc/passwd`);
-  const [, , uid, gid] = line.split(":");
-  return { uid: Number(uid), gid: Number(gid) };
 }
 
 async function chownTree(path: string, uid: number, gid: number): Promise<void> {

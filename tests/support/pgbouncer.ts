@@ -16,6 +16,7 @@
  * @module
  */
 
+import { isRoot, userIds } from "./process.ts";
 import { POSTGRES_URL } from "./servers.ts";
 import { freePort } from "./service.ts";
 import { delay } from "./wait.ts";
@@ -71,14 +72,10 @@ export async function startPgBouncer(options: PgBouncerOptions = {}): Promise<Pg
   ].join("\n");
   await Deno.writeTextFile(`${dir}/pgbouncer.ini`, ini + "\n");
   await Deno.writeTextFile(`${dir}/userlist.txt`, `"${user}" "${decodeURIComponent(server.password)}"\n`);
-  const root = new TextDecoder().decode(new Deno.Command("id", { args: ["-u"], stdout: "piped" }).outputSync().stdout)
-    .trim() === "0";
+  const root = isRoot();
   if (root) {
-    const [, , uid, gid] = Deno.readTextFileSync("/etc/passwd").split("\n").find((l) => l.startsWith("postgres:"))!
-      .split(":");
-    for (const path of [dir, `${dir}/pgbouncer.ini`, `${dir}/userlist.txt`]) {
-      await Deno.chown(path, Number(uid), Number(gid));
-    }
+    const { uid, gid } = userIds("postgres");
+    for (const path of [dir, `${dir}/pgbouncer.ini`, `${dir}/userlist.txt`]) await Deno.chown(path, uid, gid);
   }
   const command = root ? "runuser" : BINARY;
   const args = root ? ["-u", "postgres", "--", BINARY, `${dir}/pgbouncer.ini`] : [`${dir}/pgbouncer.ini`];

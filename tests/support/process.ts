@@ -61,3 +61,17 @@ export function cpuSeconds(pid: number): number | undefined {
     return undefined;
   }
 }
+
+/** True when this process runs as root (Deno.uid() needs --allow-sys and /proc/self --allow-all: `id` answers). */
+export function isRoot(): boolean {
+  const out = new Deno.Command("id", { args: ["-u"], stdout: "piped" }).outputSync();
+  return new TextDecoder().decode(out.stdout).trim() === "0";
+}
+
+/** The uid and gid of system user `name`, from /etc/passwd. */
+export function userIds(name: string): { uid: number; gid: number } {
+  const line = Deno.readTextFileSync("/etc/passwd").split("\n").find((l) => l.startsWith(`${name}:`));
+  if (!line) throw new Error(`no user ${name} in /etc/passwd`);
+  const [, , uid, gid] = line.split(":");
+  return { uid: Number(uid), gid: Number(gid) };
+}

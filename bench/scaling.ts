@@ -1,8 +1,9 @@
 /**
  * The scaling phase (`--scaling 1,2,3,6`): K instances of the service, started together as
  * `deno task start` starts them, drain N preloaded messages (5 % duplicate attempts, 1 % malformed)
- * from one queue into one database; for each K: the drain rate (first vote visible → last), the
- * service CPU per vote (user + system of every instance, from /proc), and PostgreSQL's lock waits,
+ * from one queue into one database; for each K: the drain rate (from the last instance up to the last vote), the
+ * service CPU per message (user + system of every instance, from /proc; and of their PostgreSQL
+ * backends, when PostgreSQL runs on this machine), and PostgreSQL's lock waits,
  * sampled every 100 ms from `pg_stat_activity` (backends of this database waiting, and on what)
  * and `pg_locks` (locks not granted, on `vote_results` or on a transaction id: a row lock). The
  * totals, `duplicate_attempts` and the DLQ are checked exactly.
@@ -63,6 +64,13 @@ async function sampleLocks(sql: postgres.Sql, database: string, until: AbortSign
   return seen;
 }
 
+/** CPU seconds of this database's service backends (PostgreSQL runs on this machine, the bench as root or postgres). */
+async function backendCpu(sql: postgres.Sql, database: string): Promise<Map<number, number>> {
+  const rows = await sql<{ pid: number }[]>`
+    select pid from pg_stat_activity where datname = ${database} and application_name = 'vote-aggregator'`;
+  return new Map(rows.map(({ pid }) => [pid, cpuSeconds(pid) ?? 0]));
+}
+
 /** Runs the drain with `instances` services on one queue and one database. */
 export async function scaling(options: Options, instances: number, n: number, signal: AbortSignal): Promise<Row> {
   const label = `scaling: ${instances} instance${instances > 1 ? "s" : ""}`;
@@ -88,10 +96,12 @@ export async function scaling(options: Options, instances: number, n: number, si
   const allUpAt = performance.now();
   const visibleAtStart = await visibleVotes(db.sql);
   const cpuAtStart = services.map((s) => cpuSeconds(s.pid) ?? 0);
+  const backendsAtStart = await backendCpu(db.sql, db.name);
   const stopSampling = new AbortController();
   const locks = sampleLocks(db.sql, db.name, stopSampling.signal);
   let visible = 0;
   let cpuAtEnd: number[] = [];
+  let backendsAtEnd = new Map<number, number>();
   try {
     while (visible < votes.valid) {
       signal.throwIfAborted();
@@ -102,6 +112,7 @@ export async function scaling(options: Options, instances: number, n: number, si
       if (visible < votes.valid) await sleep(20, signal);
     }
     cpuAtEnd = services.map((s) => cpuSeconds(s.pid) ?? 0);
+    backendsAtEnd = await backendCpu(db.sql, db.name);
   } finally {
     stopSampling.abort();
   }
@@ -129,13 +140,18 @@ export async function scaling(options: Options, instances: number, n: number, si
   const messages = Math.round(n * counted / votes.valid);
   const cpu = cpuAtEnd.reduce((sum, c, i) => sum + c - cpuAtStart[i], 0);
   const cpuPerMessageUs = (cpu / messages) * 1e6;
+  // A backend opened during the window counts from 0.
+  let pgCpu = 0;
+  for (const [pid, seconds] of backendsAtEnd) pgCpu += seconds - (backendsAtStart.get(pid) ?? 0);
   const waits = Object.entries(seen.lockWaits).map(([event, count]) => `${event} ${count}`).join(", ") || "none";
   const summary =
     `${label}: ${counted} of ${votes.valid} votes (≈ ${messages} of ${n} messages) in ${
       seconds.toFixed(2)
     } s once all were up (${Math.round(messages / seconds)} messages/s); service CPU ${cpu.toFixed(2)} s = ${
       cpuPerMessageUs.toFixed(1)
-    } µs per message; lock waits in ${seen.samples} samples (${seen.active} with a statement running): ${waits}; ` +
+    } µs per message, its PostgreSQL backends ${
+      ((pgCpu / messages) * 1e6).toFixed(1)
+    } µs; lock waits in ${seen.samples} samples (${seen.active} with a statement running): ${waits}; ` +
     `samples with a row or vote_results lock not granted: ${seen.ungranted}; on disk: vote_audit ${
       (Number(size.audit) / votes.valid).toFixed(0)
     } B per vote (indexes included), vote_results ${size.results} B, aggregation_stats ${

@@ -8,7 +8,7 @@
  * (`loadConfig(await envWithDotenv())`), so the network allow-list names the
  * broker and database of this deployment, not a list kept by hand:
  *
- * - `--allow-net`: the broker's host:port (`RABBITMQ_URL` or `RABBITMQ_HOST`/`RABBITMQ_PORT`), the
+ * - `--allow-net`: every broker node's host:port (`RABBITMQ_URL` or `RABBITMQ_HOST`/`RABBITMQ_PORT`), the
  *   database's host:port (`DATABASE_URL` or `POSTGRES_HOST`/`POSTGRES_PORT`), and the address the
  *   control plane listens on (`HTTP_HOST`:`PROMETHEUS_PORT`; Deno checks a listen against the bind
  *   address as written, so `0.0.0.0:8001` is its own entry and grants no outgoing connection).

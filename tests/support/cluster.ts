@@ -189,6 +189,9 @@ export async function startCluster(size = 3): Promise<Cluster> {
       const child = processes.get(node.name);
       if (child) killNode(`${dir}/${node.name}`, child);
     }
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch { /* a node still writing: left for /tmp's cleanup */ }
     Deno.exit(130);
   };
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];

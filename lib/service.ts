@@ -88,6 +88,7 @@ export async function startService(config: Config): Promise<Service> {
     queueType: config.rabbitmqQueueType,
     deliveryLimit: config.rabbitmqDeliveryLimit,
     caFile: config.rabbitmqCaFile,
+    connectTimeoutMs: config.connectTimeoutMs,
     onDelivery: (delivery) => aggregator.receive(delivery),
     onSessionChange: (connected) => {
       if (connected && ++sessions > 1) metrics.brokerReconnects.inc();

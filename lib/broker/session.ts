@@ -51,6 +51,8 @@ export interface BrokerSessionOptions extends QueueOptions {
   onSessionChange?: (connected: boolean) => void;
   /** Attempts at the first connection before {@link BrokerSession.start} fails. @default 5 */
   initialMaxRetries?: number;
+  /** Deadline of one connection attempt (TCP, TLS, handshake, setup). @default 10000 */
+  connectTimeoutMs?: number;
 }
 
 /** The session with the broker; see the module documentation. */
@@ -87,12 +89,18 @@ export class BrokerSession {
     return this.#consumerTag !== undefined;
   }
 
-  /** Connects, declares the topology and starts consuming (unless paused). Resolves on the first connection. */
-  async start(): Promise<void> {
+  /**
+   * Connects, declares the topology and starts consuming (unless paused). Resolves on the first connection.
+   *
+   * @param signal once aborted, stops trying to connect (and rejects with an `AbortedError`)
+   */
+  async start(signal?: AbortSignal): Promise<void> {
     this.#connection = await connectRecovering({
       url: this.#options.url,
       caFile: this.#options.caFile,
       initialMaxRetries: this.#options.initialMaxRetries,
+      timeoutMs: this.#options.connectTimeoutMs,
+      signal,
       setup: (model) => this.#setup(model),
       onDisconnect: (error) => this.#lost(error),
     });

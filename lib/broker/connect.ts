@@ -89,7 +89,10 @@ export async function connectRecovering(options: ConnectOptions): Promise<Recove
     },
   });
   connection.on("connect-failed", (error: Error) => {
-    log.warn("Cannot connect to RabbitMQ at {url}: {error}", { url: redactUrl(url), error: describe(error, timeoutMs) });
+    log.warn("Cannot connect to RabbitMQ at {url}: {error}", {
+      url: redactUrl(url),
+      error: describe(error, timeoutMs),
+    });
   });
   connection.on("disconnect", options.onDisconnect);
   connection.on("error", (error: Error) => log.warn("Broker connection error: {error}", { error: error.message }));

@@ -89,6 +89,7 @@ export async function startService(config: Config): Promise<Service> {
     deliveryLimit: config.rabbitmqDeliveryLimit,
     caFile: config.rabbitmqCaFile,
     connectTimeoutMs: config.connectTimeoutMs,
+    maxMessageBytes: config.maxMessageBytes,
     onDelivery: (delivery) => aggregator.receive(delivery),
     onSessionChange: (connected) => {
       if (connected && ++sessions > 1) metrics.brokerReconnects.inc();

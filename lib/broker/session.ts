@@ -28,8 +28,9 @@
 
 import type { ChannelModel, ConfirmChannel, ConsumeMessage, RecoveringChannelModel } from "amqplib";
 import { getLogger } from "../log.ts";
-import type { Rejection } from "../vote.ts";
+import { MAX_BODY_BYTES, type Rejection } from "../vote.ts";
 import { connectRecovering } from "./connect.ts";
+import { limitContent } from "./content_limit.ts";
 import { DeadLetterPublisher } from "./dead_letter.ts";
 import { type Delivery, toDelivery } from "./delivery.ts";
 import { declareOrAdopt, type QueueOptions, warnAdopted } from "./topology.ts";
@@ -51,6 +52,8 @@ export interface BrokerSessionOptions extends QueueOptions {
   onSessionChange?: (connected: boolean) => void;
   /** Attempts at the first connection before {@link BrokerSession.start} fails. @default 5 */
   initialMaxRetries?: number;
+  /** Largest body kept whole (`MAX_MESSAGE_BYTES`); of a larger one only this many first bytes. @default MAX_BODY_BYTES */
+  maxMessageBytes?: number;
   /** Deadline of one connection attempt (TCP, TLS, handshake, setup). @default 10000 */
   connectTimeoutMs?: number;
 }
@@ -180,6 +183,7 @@ export class BrokerSession {
 
   async #openChannel(model: ChannelModel): Promise<ConfirmChannel> {
     const channel = await model.createConfirmChannel();
+    limitContent(channel, this.#options.maxMessageBytes ?? MAX_BODY_BYTES);
     // A channel error is followed by 'close', where it is handled; without a listener it would be thrown.
     channel.on("error", (error: Error) => log.warn("Broker channel error: {error}", { error: error.message }));
     this.#deadLetters.watch(channel);
@@ -232,6 +236,7 @@ export class BrokerSession {
     if (channel === undefined || this.#consumerTag !== undefined) return;
     const session = this.#session;
     const onDelivery = this.#options.onDelivery;
+    const maxBytes = this.#options.maxMessageBytes ?? MAX_BODY_BYTES;
     const reply = await channel.consume(this.#options.queue, (message) => {
       if (message === null) {
         // The server cancelled us (queue deleted, node down): start over.
@@ -240,7 +245,7 @@ export class BrokerSession {
         this.#model?.close().catch(() => {});
         return;
       }
-      onDelivery(toDelivery(message, session));
+      onDelivery(toDelivery(message, session, maxBytes));
     }, { noAck: false });
     this.#consumerTag = reply.consumerTag;
   }

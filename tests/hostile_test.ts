@@ -13,7 +13,17 @@
 import assert from "node:assert/strict";
 import { REJECT_REASON_HEADER } from "../lib/broker/dead_letter.ts";
 import { peakRssMb } from "./support/process.ts";
-import { createTestDatabase, createTestQueue, results, untilQueueSettled } from "./support/servers.ts";
+import { TcpProxy, viaPort } from "./support/proxy.ts";
+import {
+  createTestDatabase,
+  createTestQueue,
+  POSTGRES_URL,
+  RABBITMQ_URL,
+  results,
+  type TestDatabase,
+  type TestQueue,
+  untilQueueSettled,
+} from "./support/servers.ts";
 import { serviceEnv, type ServiceProcess, spawnService } from "./support/service.ts";
 import { seedVote } from "./support/votes.ts";
 import { Deadline, withOutputOnFailure } from "./support/wait.ts";
@@ -71,5 +81,106 @@ Deno.test("hostile: 10 MB bodies at the default prefetch keep RSS under 300 MB; 
         new RegExp(`^${LARGE_BYTES} bytes; the first 16384 kept$`),
       );
     }
+  });
+});
+
+/** A case with its own database and queue, a deadline, and the services it spawned killed at the end. */
+async function hostileCase(
+  name: string,
+  budgetMs: number,
+  fn: (c: { db: TestDatabase; queue: TestQueue; deadline: Deadline; services: ServiceProcess[] }) => Promise<void>,
+): Promise<void> {
+  const deadline = new Deadline(name, budgetMs);
+  await using db = await createTestDatabase();
+  await using queue = await createTestQueue({ prefix: "votes_h12" });
+  const services: ServiceProcess[] = [];
+  try {
+    await withOutputOnFailure(deadline, () => services, () => fn({ db, queue, deadline, services }));
+  } finally {
+    for (const service of services) await service[Symbol.asyncDispose]();
+  }
+}
+
+/** Resolves once the service's log holds `count` lines matching `pattern`. */
+function untilLogged(deadline: Deadline, service: ServiceProcess, pattern: RegExp, count = 1): Promise<void> {
+  const lines = () => service.output().split("\n").filter((line) => pattern.test(line)).length;
+  return deadline.until(() => lines() >= count, `${count} log line(s) matching ${pattern}`, {
+    describe: () => `${lines()} so far`,
+  });
+}
+
+const BROKER_TIMEOUT = /timed out after 500 ms waiting for the TCP connection, TLS or the AMQP handshake/;
+const DATABASE_TIMEOUT =
+  /Cannot connect to PostgreSQL .*timed out after 500 ms waiting for the TCP connection, TLS or PostgreSQL's answer \(CONNECT_TIMEOUT_SECONDS\); retrying/;
+const RABBITMQ_PORT = Number(new URL(RABBITMQ_URL).port || 5672);
+const POSTGRES_PORT = Number(new URL(POSTGRES_URL).port || 5432);
+
+Deno.test("hostile: a broker that accepts TCP and never answers is timed out and retried, then consumed from once it answers", async () => {
+  await hostileCase("silent broker heals", 60_000, async ({ db, queue, deadline, services }) => {
+    await using broker = new TcpProxy(RABBITMQ_PORT);
+    await broker.cut("stall");
+    const service = await spawnService(
+      serviceEnv(db, queue, { RABBITMQ_URL: viaPort(RABBITMQ_URL, broker.port), CONNECT_TIMEOUT_SECONDS: "0.5" }),
+    );
+    services.push(service);
+    await untilLogged(deadline, service, BROKER_TIMEOUT, 2);
+    assert.ok(broker.open >= 2, `${broker.open} connection attempts held by the silent broker`);
+    broker.restore();
+    await untilLogged(deadline, service, /Connected to RabbitMQ/);
+    await queue.publish([seedVote(1, "L-SILENT", "oui")]);
+    await deadline.until(async () => (await results(db.sql))["L-SILENT"]?.[0] === 1, "the vote counted");
+    assert.equal(await service.stopWithin(10_000), 0);
+  });
+});
+
+for (const phase of ["connecting to RabbitMQ", "connecting to PostgreSQL"] as const) {
+  Deno.test(`hostile: SIGTERM while ${phase} at a server that never answers exits at once with 0`, async () => {
+    await hostileCase(`SIGTERM while ${phase}`, 60_000, async ({ db, queue, deadline, services }) => {
+      const toBroker = phase === "connecting to RabbitMQ";
+      await using silent = new TcpProxy(toBroker ? RABBITMQ_PORT : POSTGRES_PORT);
+      await silent.cut("stall");
+      const service = await spawnService(
+        serviceEnv(db, queue, {
+          ...(toBroker
+            ? { RABBITMQ_URL: viaPort(RABBITMQ_URL, silent.port) }
+            : { DATABASE_URL: viaPort(db.url, silent.port) }),
+          CONNECT_TIMEOUT_SECONDS: "0.5",
+        }),
+        { waitHealthy: toBroker },
+      );
+      services.push(service);
+      await untilLogged(deadline, service, toBroker ? BROKER_TIMEOUT : DATABASE_TIMEOUT, 2);
+      const signalled = performance.now();
+      assert.equal(await service.stopWithin(3000), 0, "nothing was consumed: exit 0");
+      const ms = performance.now() - signalled;
+      assert.ok(ms < 3000, `exited ${ms.toFixed(0)} ms after SIGTERM`);
+      assert.match(service.output(), new RegExp(`Stopped on SIGTERM while ${phase}: nothing was consumed`));
+    });
+  });
+}
+
+Deno.test("hostile: SIGTERM while draining towards a broker gone silent exits within the bound, leaving the rest unacknowledged", async () => {
+  await hostileCase("drain with a silent broker", 90_000, async ({ db, queue, deadline, services }) => {
+    await using broker = new TcpProxy(RABBITMQ_PORT);
+    const service = await spawnService(
+      serviceEnv(db, queue, {
+        RABBITMQ_URL: viaPort(RABBITMQ_URL, broker.port),
+        SHUTDOWN_TIMEOUT_SECONDS: "1",
+        BATCH_TIMEOUT_SECONDS: "0.05",
+      }),
+    );
+    services.push(service);
+    await untilLogged(deadline, service, /Connected to RabbitMQ/);
+    await queue.publish([seedVote(1, "L-DRAIN", "oui")]);
+    await deadline.until(async () => (await results(db.sql))["L-DRAIN"]?.[0] === 1, "the vote counted");
+    await broker.cut("stall"); // the connection stays open, and nothing moves on it any more
+    const signalled = performance.now();
+    // 1 s of drain, then closing the channel and connection each bounded by 5 s.
+    const code = await service.stopWithin(15_000);
+    const ms = performance.now() - signalled;
+    assert.ok(ms < 15_000, `exited ${ms.toFixed(0)} ms after SIGTERM`);
+    assert.ok(code === 0 || code === 1, `exit ${code}`);
+    assert.match(service.output(), /timed out after 5000 ms closing the broker connection/);
+    deadline.step(`exit ${code} after ${ms.toFixed(0)} ms`);
   });
 });

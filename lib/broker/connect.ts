@@ -13,7 +13,8 @@ import amqp from "amqplib";
 import type { ChannelModel, RecoveringChannelModel } from "amqplib";
 import { redactUrl, urlCredentials } from "../url.ts";
 import { getLogger } from "../log.ts";
-import { AbortedError } from "../retry.ts";
+import { abortable, AbortedError } from "../retry.ts";
+import { STARTUP_ATTEMPTS, STARTUP_BACKOFF } from "../startup.ts";
 import { withTimeout } from "../timeout.ts";
 
 const log = getLogger("broker");
@@ -25,7 +26,7 @@ export interface ConnectOptions {
   caFile?: string;
   /** Longest wait for TCP, TLS, the AMQP handshake, and then the setup, of one attempt. @default 10000 */
   timeoutMs?: number;
-  /** Attempts at the first connection before it fails. @default 5 */
+  /** Retries of the first connection before it fails. @default STARTUP_ATTEMPTS - 1 */
   initialMaxRetries?: number;
   /** Once aborted, the first connection stops being attempted: {@link connectRecovering} throws an {@link AbortedError}. */
   signal?: AbortSignal;
@@ -72,12 +73,13 @@ export async function connectRecovering(options: ConnectOptions): Promise<Recove
   const connection = await amqp.connect(url, {
     ...brokerSocketOptions(url, caFile, timeoutMs),
     recovery: {
-      initialDelay: 500,
-      maxDelay: 30_000,
-      factor: 2,
-      jitter: 0.5,
+      // The start-up policy (lib/startup.ts), for the first connection and every reconnect.
+      initialDelay: STARTUP_BACKOFF.minDelayMs,
+      maxDelay: STARTUP_BACKOFF.maxDelayMs,
+      factor: STARTUP_BACKOFF.multiplier,
+      jitter: STARTUP_BACKOFF.jitter,
       maxRetries: Infinity,
-      initialMaxRetries: options.initialMaxRetries ?? 5,
+      initialMaxRetries: options.initialMaxRetries ?? STARTUP_ATTEMPTS - 1,
       waitForConnect: false,
       // A broker that opens the connection but never answers a channel or a declaration must not wedge it either.
       setup: (model: ChannelModel) =>
@@ -100,15 +102,11 @@ export async function connectRecovering(options: ConnectOptions): Promise<Recove
     attempts = attempt;
     log.info("Reconnecting to RabbitMQ in {delay} ms (attempt {attempt})", { delay, attempt });
   });
-  const aborted = Promise.withResolvers<never>();
-  const onAbort = () => aborted.reject(new AbortedError());
-  options.signal?.addEventListener("abort", onAbort, { once: true });
-  if (options.signal?.aborted) onAbort();
   try {
-    await Promise.race([connection.waitForConnect(), aborted.promise]);
+    await abortable(connection.waitForConnect(), options.signal);
   } catch (error) {
     if (error instanceof AbortedError) {
-      await connection.close().catch(() => {});
+      await withTimeout(connection.close(), 1000, "close").catch(() => {});
       throw error;
     }
     throw new Error(
@@ -117,8 +115,6 @@ export async function connectRecovering(options: ConnectOptions): Promise<Recove
       }. Is it running, and are RABBITMQ_HOST/RABBITMQ_PORT/RABBITMQ_USER right?`,
       { cause: error },
     );
-  } finally {
-    options.signal?.removeEventListener("abort", onAbort);
   }
   return connection;
 }

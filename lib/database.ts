@@ -52,10 +52,12 @@ const MIGRATION_LOCK_KEY = 7_411_202_611;
  * @param config the database part of the configuration
  */
 export function connectDatabase(
-  config: Pick<
-    Config,
-    "databaseUrl" | "postgresMaxConnections" | "postgresSslMode" | "postgresSslRootCert"
-  > & Partial<Pick<Config, "connectTimeoutMs">>,
+  config:
+    & Pick<
+      Config,
+      "databaseUrl" | "postgresMaxConnections" | "postgresSslMode" | "postgresSslRootCert"
+    >
+    & Partial<Pick<Config, "connectTimeoutMs">>,
 ): Sql {
   return postgres(config.databaseUrl, {
     max: config.postgresMaxConnections,
@@ -195,7 +197,9 @@ async function pending(sql: postgres.Sql | postgres.TransactionSql, migrations: 
  * @throws when it is missing and this role may not create it; the message gives the `createdb` command
  */
 export async function ensureDatabase(
-  config: Pick<Config, "databaseUrl" | "postgresSslMode" | "postgresSslRootCert"> & Partial<Pick<Config, "connectTimeoutMs">>,
+  config:
+    & Pick<Config, "databaseUrl" | "postgresSslMode" | "postgresSslRootCert">
+    & Partial<Pick<Config, "connectTimeoutMs">>,
 ): Promise<boolean> {
   const url = new URL(config.databaseUrl);
   const name = decodeURIComponent(url.pathname.slice(1)) || decodeURIComponent(url.username) || "postgres";

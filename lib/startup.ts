@@ -80,7 +80,9 @@ export async function openDatabase(config: Config, signal?: AbortSignal): Promis
     if (!isConnectionFailure(cause) && !(cause instanceof postgres.PostgresError)) throw error;
     const attempts = error instanceof RetryError ? ` after ${error.attempts} attempt(s)` : "";
     throw new Error(
-      `Cannot connect to PostgreSQL at ${url}${attempts}: ${describeConnectionFailure(cause, config.connectTimeoutMs)}. ` +
+      `Cannot connect to PostgreSQL at ${url}${attempts}: ${
+        describeConnectionFailure(cause, config.connectTimeoutMs)
+      }. ` +
         "Is it running, does the database exist, and are POSTGRES_HOST/POSTGRES_DB/POSTGRES_USER right?",
       { cause },
     );

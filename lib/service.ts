@@ -16,6 +16,7 @@
 
 import type { Config } from "./config.ts";
 import { redactUrl } from "./url.ts";
+import { MAX_COPIED_HEADER_BYTES } from "./broker/dead_letter.ts";
 import { BrokerSession } from "./broker/session.ts";
 import { migrate, type Sql } from "./database.ts";
 import { serveControlPlane } from "./http.ts";
@@ -56,6 +57,9 @@ export interface StartOptions {
   /** Told as each phase begins. */
   onPhase?: (phase: StartPhase) => void;
 }
+
+/** Bytes of unacknowledged messages (bodies and headers) above which the start warns. */
+const IN_FLIGHT_WARNING_BYTES = 256 * 2 ** 20;
 
 /** Longest wait for each closing step of a stop (broker, pool, HTTP server), so that a silent peer cannot hold it. */
 const CLOSE_TIMEOUT_MS = 5000;
@@ -104,8 +108,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     queueType: config.rabbitmqQueueType,
     deliveryLimit: config.rabbitmqDeliveryLimit,
     caFile: config.rabbitmqCaFile,
-    connectTimeoutMs: config.connectTimeoutMs,
-    initialMaxRetries: STARTUP_ATTEMPTS - 1,
+    connect: { timeoutMs: config.connectTimeoutMs, initialMaxRetries: STARTUP_ATTEMPTS - 1 },
     maxMessageBytes: config.maxMessageBytes,
     onDelivery: (delivery) => aggregator.receive(delivery),
     onSessionChange: (connected) => {
@@ -129,6 +132,14 @@ export async function startService(config: Config, options: StartOptions = {}): 
     log.warn(
       "RABBITMQ_PREFETCH_COUNT ({prefetch}) is below BATCH_SIZE ({size}): batches can only close on time. Set it to at least twice BATCH_SIZE.",
       { prefetch: config.rabbitmqPrefetchCount, size: config.batchSize },
+    );
+  }
+
+  const inFlightBytes = config.rabbitmqPrefetchCount * (config.maxMessageBytes + MAX_COPIED_HEADER_BYTES);
+  if (inFlightBytes > IN_FLIGHT_WARNING_BYTES) {
+    log.warn(
+      "RABBITMQ_PREFETCH_COUNT ({prefetch}) × MAX_MESSAGE_BYTES ({max}) lets up to {mb} MB of messages wait for acknowledgement: lower one of them to bound memory.",
+      { prefetch: config.rabbitmqPrefetchCount, max: config.maxMessageBytes, mb: Math.round(inFlightBytes / 2 ** 20) },
     );
   }
 

@@ -2,19 +2,17 @@
  * The broker session: the RabbitMQ connection, its channel, and the consumer
  * of the vote queue, kept alive across failures.
  *
- * - Reconnects by itself (amqplib's recovery: exponential backoff with jitter,
- *   capped at 30 s), re-declares the topology and consumes again, unless paused.
- *   Any channel error or a consumer cancelled by the server is turned into a
- *   reconnect, so there is one recovery path.
- * - Every delivery carries the number of the session (connection) it came on.
- *   Delivery tags mean nothing on another channel, so acknowledgements for a
- *   session that is gone are dropped: those messages are redelivered, and the
+ * - Reconnects by itself (amqplib's recovery: exponential backoff with jitter, capped at 30 s), re-declares the
+ *   topology and consumes again, unless paused. Any channel error or a consumer cancelled by the server is turned
+ *   into a reconnect, so there is one recovery path.
+ * - Every delivery carries the number of the session (connection) it came on. Delivery tags mean nothing on another
+ *   channel, so acknowledgements for a session that is gone are dropped: those messages are redelivered, and the
  *   writer's deduplication makes the copies no-ops.
- * - Paused or not is one flag, set by the pipeline and kept across reconnects;
- *   why it is paused is the pipeline's business (`../pipeline/state.ts`).
+ * - Paused or not is one flag, set by the pipeline and kept across reconnects; why it is paused is the pipeline's
+ *   business (`../pipeline/state.ts`).
  *
- * It does not own what is declared (`topology.ts`), what a dead-letter copy is
- * (`dead_letter.ts`), nor the reconnect backoff (`connect.ts`).
+ * It does not own what is declared (`topology.ts`), what a dead-letter copy is (`dead_letter.ts`), nor the reconnect
+ * backoff (`connect.ts`).
  *
  * @example
  * ```ts
@@ -29,7 +27,7 @@
 import type { ChannelModel, ConfirmChannel, ConsumeMessage, RecoveringChannelModel } from "amqplib";
 import { getLogger } from "../log.ts";
 import { MAX_BODY_BYTES, type Rejection } from "../vote.ts";
-import { connectRecovering } from "./connect.ts";
+import { type ConnectOptions, connectRecovering } from "./connect.ts";
 import { limitContent } from "./content_limit.ts";
 import { DeadLetterPublisher } from "./dead_letter.ts";
 import { type Delivery, toDelivery } from "./delivery.ts";
@@ -50,12 +48,10 @@ export interface BrokerSessionOptions extends QueueOptions {
   onDelivery: (delivery: Delivery) => void;
   /** Told when a session opens (consuming or not) and when it is lost. */
   onSessionChange?: (connected: boolean) => void;
-  /** Attempts at the first connection before {@link BrokerSession.start} fails. @default 5 */
-  initialMaxRetries?: number;
+  /** The first connection's retries and each attempt's deadline (see `connect.ts`). */
+  connect?: Pick<ConnectOptions, "initialMaxRetries" | "timeoutMs">;
   /** Largest body kept whole (`MAX_MESSAGE_BYTES`); of a larger one only this many first bytes. @default MAX_BODY_BYTES */
   maxMessageBytes?: number;
-  /** Deadline of one connection attempt (TCP, TLS, handshake, setup). @default 10000 */
-  connectTimeoutMs?: number;
 }
 
 /** The session with the broker; see the module documentation. */
@@ -92,17 +88,12 @@ export class BrokerSession {
     return this.#consumerTag !== undefined;
   }
 
-  /**
-   * Connects, declares the topology and starts consuming (unless paused). Resolves on the first connection.
-   *
-   * @param signal once aborted, stops trying to connect (and rejects with an `AbortedError`)
-   */
+  /** Connects, declares the topology and consumes (unless paused); resolves on the first connection, or rejects once `signal` aborts. */
   async start(signal?: AbortSignal): Promise<void> {
     this.#connection = await connectRecovering({
       url: this.#options.url,
       caFile: this.#options.caFile,
-      initialMaxRetries: this.#options.initialMaxRetries,
-      timeoutMs: this.#options.connectTimeoutMs,
+      ...this.#options.connect,
       signal,
       setup: (model) => this.#setup(model),
       onDisconnect: (error) => this.#lost(error),
@@ -236,7 +227,6 @@ export class BrokerSession {
     if (channel === undefined || this.#consumerTag !== undefined) return;
     const session = this.#session;
     const onDelivery = this.#options.onDelivery;
-    const maxBytes = this.#options.maxMessageBytes ?? MAX_BODY_BYTES;
     const reply = await channel.consume(this.#options.queue, (message) => {
       if (message === null) {
         // The server cancelled us (queue deleted, node down): start over.
@@ -245,7 +235,7 @@ export class BrokerSession {
         this.#model?.close().catch(() => {});
         return;
       }
-      onDelivery(toDelivery(message, session, maxBytes));
+      onDelivery(toDelivery(message, session, this.#options.maxMessageBytes ?? MAX_BODY_BYTES));
     }, { noAck: false });
     this.#consumerTag = reply.consumerTag;
   }

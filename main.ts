@@ -56,7 +56,8 @@ async function main(): Promise<number> {
     });
   }
 
-  const starting = startService(config, { signal: stopping.signal, onPhase: (p) => phase = p });
+  const onPhase = (next: StartPhase) => log.info("Start-up: {phase}", { phase: phase = next });
+  const starting = startService(config, { signal: stopping.signal, onPhase });
   starting.catch(() => {}); // handled below, or abandoned after STARTUP_UNWIND_MS
   let service: Service;
   try {

@@ -44,7 +44,7 @@ export const MIGRATIONS: readonly Migration[] = [
 const log = getLogger("database");
 
 // Arbitrary but fixed: every instance of this service locks the same key while migrating.
-const MIGRATION_LOCK_KEY = 7_411_202_611;
+export const MIGRATION_LOCK_KEY = 7_411_202_611;
 
 /**
  * Opens the pool (lazily: connections open on first use, up to the maximum).

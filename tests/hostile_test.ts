@@ -12,6 +12,7 @@
 
 import assert from "node:assert/strict";
 import { REJECT_REASON_HEADER } from "../lib/broker/dead_letter.ts";
+import { MIGRATION_LOCK_KEY } from "../lib/database.ts";
 import { peakRssMb } from "./support/process.ts";
 import { TcpProxy, viaPort } from "./support/proxy.ts";
 import {
@@ -158,6 +159,35 @@ for (const phase of ["connecting to RabbitMQ", "connecting to PostgreSQL"] as co
     });
   });
 }
+
+Deno.test("hostile: SIGTERM while migrating (waiting for another instance's migration lock) exits at once with 0, nothing applied", async () => {
+  await hostileCase("SIGTERM while migrating", 60_000, async ({ db, queue, deadline, services }) => {
+    // Another instance migrating: it holds the lock every instance takes to migrate.
+    const other = await db.sql.reserve();
+    try {
+      await other`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
+      const service = await spawnService(serviceEnv(db, queue), { waitHealthy: false });
+      services.push(service);
+      await untilLogged(deadline, service, /Start-up: migrating/);
+      await deadline.until(async () => {
+        const [{ waiting }] = await db.sql<{ waiting: number }[]>`
+          select count(*)::int as waiting from pg_stat_activity
+          where datname = ${db.name} and wait_event_type = 'Lock' and query like '%pg_advisory_xact_lock%'`;
+        return waiting > 0;
+      }, "the service waits for the migration lock");
+      const signalled = performance.now();
+      assert.equal(await service.stopWithin(3000), 0, "nothing was consumed: exit 0");
+      assert.ok(performance.now() - signalled < 3000);
+      assert.match(service.output(), /Stopped on SIGTERM while migrating: nothing was consumed/);
+      const [{ applied }] = await db.sql<{ applied: string | null }[]>`
+        select to_regclass('schema_migrations')::text as applied`;
+      assert.equal(applied, null, "the abandoned migration was rolled back");
+    } finally {
+      await other`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`;
+      other.release();
+    }
+  });
+});
 
 Deno.test("hostile: SIGTERM while draining towards a broker gone silent exits within the bound, leaving the rest unacknowledged", async () => {
   await hostileCase("drain with a silent broker", 90_000, async ({ db, queue, deadline, services }) => {

@@ -28,14 +28,32 @@ export const STARTUP_ATTEMPTS = 6;
 /** Backoff between them: 0.5 s doubling, half of it random, at most 30 s. */
 export const STARTUP_BACKOFF = { minDelayMs: 500, multiplier: 2, maxDelayMs: 30_000, jitter: 0.5 } as const;
 
+/** Error codes of a connection that failed in a way that may heal: refused, reset, timed out, unresolved for now. */
+const TRANSIENT_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EPIPE",
+  "EAI_AGAIN",
+  "ENOTFOUND",
+  // postgres.js's own
+  "CONNECT_TIMEOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+]);
+
 /**
  * True for a failure to reach a server that may heal by itself: the connection refused, reset or
- * timed out. Not for a server's answer (a wrong password, a missing database: a `PostgresError`).
+ * timed out. Not for a server's answer (a wrong password, a missing database: a `PostgresError`),
+ * nor for a certificate that is not trusted: those fail the start at once.
  */
 export function isConnectionFailure(error: unknown): boolean {
   if (error instanceof postgres.PostgresError) return false;
   if (error instanceof TimeoutError) return true;
-  return typeof (error as { code?: unknown })?.code === "string";
+  return TRANSIENT_CODES.has(String((error as { code?: unknown })?.code));
 }
 
 /** A connection failure said as what it is; a timeout names the step and the variable that bounds it. */
@@ -77,7 +95,8 @@ export async function openDatabase(config: Config, signal?: AbortSignal): Promis
     await sql.end({ timeout: 0 }).catch(() => {});
     if (error instanceof AbortedError) throw error;
     const cause = error instanceof RetryError ? error.cause : error;
-    if (!isConnectionFailure(cause) && !(cause instanceof postgres.PostgresError)) throw error;
+    // A migration or creation error carries its own message; a failure to connect gets what to check.
+    if ((cause as { code?: unknown })?.code === undefined) throw error;
     const attempts = error instanceof RetryError ? ` after ${error.attempts} attempt(s)` : "";
     throw new Error(
       `Cannot connect to PostgreSQL at ${url}${attempts}: ${

@@ -80,9 +80,27 @@ export function toDelivery(message: ConsumeMessage, session: number, maxBytes: n
   };
 }
 
-/** `bytes` in a buffer of its own: a view would keep the whole buffer it is cut from alive. */
+/** Size of the buffers small bodies are copied into, one after the other. */
+const SLAB_BYTES = 64 * 1024;
+let slab = new Uint8Array(0);
+let slabUsed = 0;
+
+/**
+ * `bytes` copied out of the buffer it is cut from, which a view would keep alive whole (a socket read, or a
+ * concatenation of frames). Small bodies are copied one after the other into shared 64 KiB buffers: bodies
+ * are acknowledged in delivery order, so a buffer is freed soon after its last body, and a copy costs no
+ * allocation of its own.
+ */
 function owned(bytes: Uint8Array): Uint8Array {
-  return bytes.byteOffset === 0 && bytes.buffer.byteLength === bytes.byteLength ? bytes : new Uint8Array(bytes);
+  if (bytes.byteLength > SLAB_BYTES / 4) return new Uint8Array(bytes);
+  if (slabUsed + bytes.byteLength > slab.byteLength) {
+    slab = new Uint8Array(SLAB_BYTES);
+    slabUsed = 0;
+  }
+  const copy = slab.subarray(slabUsed, slabUsed + bytes.byteLength);
+  copy.set(bytes);
+  slabUsed += bytes.byteLength;
+  return copy;
 }
 
 function traced(properties: ConsumeMessage["properties"]): TracedProperties {

@@ -27,12 +27,15 @@ import { getLogger } from "./log.ts";
 const log = getLogger("database");
 
 /** The parts of the configuration the decision depends on. */
-export type PoolerConfig = Pick<Config, "databaseUrl" | "postgresPrepare" | "postgresSslMode" | "postgresSslRootCert">;
+export type PoolerConfig =
+  & Pick<Config, "databaseUrl" | "postgresPrepare" | "postgresSslMode" | "postgresSslRootCert">
+  & Partial<Pick<Config, "connectTimeoutMs">>;
 
 /**
  * Whether the pool should use named prepared statements: `POSTGRES_PREPARE`, or for `auto` whether the
- * server listens on the port the URL names (one connection, one query; a failure to ask means `true`,
- * and the start fails later on the real connection with the real error).
+ * server listens on the port the URL names (one connection, one query).
+ *
+ * @throws the connection's error when the server cannot be asked (start-up retries it, `./startup.ts`)
  */
 export async function usePreparedStatements(config: PoolerConfig): Promise<boolean> {
   if (config.postgresPrepare !== "auto") return config.postgresPrepare === "true";
@@ -40,7 +43,7 @@ export async function usePreparedStatements(config: PoolerConfig): Promise<boole
   const urlPort = Number(url.port || 5432);
   const sql = postgres(config.databaseUrl, {
     max: 1,
-    connect_timeout: 10,
+    connect_timeout: (config.connectTimeoutMs ?? 10_000) / 1000,
     prepare: false,
     ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, url.hostname),
     onnotice: () => {},
@@ -55,8 +58,6 @@ export async function usePreparedStatements(config: PoolerConfig): Promise<boole
       { port, urlPort },
     );
     return false;
-  } catch {
-    return true;
   } finally {
     await sql.end({ timeout: 1 });
   }

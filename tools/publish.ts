@@ -29,6 +29,7 @@ import { createHash } from "node:crypto";
 import { loadConfigOrExit, orExit, parseFlags, UsageError } from "../lib/cli.ts";
 import { redactUrl } from "../lib/url.ts";
 import { VARIABLES } from "../lib/variables.ts";
+import { brokerSocketOptions } from "../lib/broker/connect.ts";
 import { declareTopology, type QueueOptions } from "../lib/broker/topology.ts";
 import { seededRandom } from "../tests/support/random.ts";
 
@@ -519,10 +520,9 @@ async function main(args: string[]): Promise<number> {
 
   // Several nodes (a cluster): the first that answers, in the order given.
   let connection: ChannelModel | undefined;
-  const ca = config.rabbitmqCaFile ? { ca: [await Deno.readTextFile(config.rabbitmqCaFile)] } : {};
   for (const url of config.rabbitmqUrls) {
     try {
-      connection = await amqp.connect(url, ca);
+      connection = await amqp.connect(url, brokerSocketOptions(url, config.rabbitmqCaFile, config.connectTimeoutMs));
       break;
     } catch (error) {
       console.error(

@@ -2,18 +2,16 @@
  * The broker session: the RabbitMQ connection, its channel, and the consumer
  * of the vote queue, kept alive across failures.
  *
- * - Reconnects by itself (to the next node of a cluster; backoff after each round),
- *   re-declares the topology and consumes again, unless paused. Any channel error or
- *   a consumer cancelled by the server is a reconnect: one recovery path.
- * - Every delivery carries the number of the session (connection) it came on.
- *   Delivery tags mean nothing on another channel, so acknowledgements for a
- *   session that is gone are dropped: those messages are redelivered, and the
+ * - Reconnects by itself (to the next node of a cluster; backoff, capped at 30 s, after each full round), re-declares
+ *   the topology and consumes again, unless paused. Any channel error or cancelled consumer is a reconnect: one path.
+ * - Every delivery carries the number of the session (connection) it came on. Delivery tags mean nothing on another
+ *   channel, so acknowledgements for a session that is gone are dropped: those messages are redelivered, and the
  *   writer's deduplication makes the copies no-ops.
- * - Paused or not is one flag, set by the pipeline and kept across reconnects;
- *   why it is paused is the pipeline's business (`../pipeline/state.ts`).
+ * - Paused or not is one flag, set by the pipeline and kept across reconnects; why it is paused is the pipeline's
+ *   business (`../pipeline/state.ts`).
  *
- * It does not own what is declared (`topology.ts`), what a dead-letter copy is
- * (`dead_letter.ts`), nor the reconnect backoff and the choice of node (`connect.ts`, `nodes.ts`).
+ * It does not own what is declared (`topology.ts`), what a dead-letter copy is (`dead_letter.ts`), nor the reconnect
+ * backoff and the choice of node (`connect.ts`, `nodes.ts`).
  *
  * @example
  * ```ts
@@ -27,8 +25,9 @@
 
 import type { ChannelModel, ConfirmChannel, ConsumeMessage, RecoveringChannelModel } from "amqplib";
 import { getLogger } from "../log.ts";
-import type { Rejection } from "../vote.ts";
-import { connectRecovering } from "./connect.ts";
+import { MAX_BODY_BYTES, type Rejection } from "../vote.ts";
+import { type ConnectOptions, connectRecovering } from "./connect.ts";
+import { limitContent } from "./content_limit.ts";
 import { DeadLetterPublisher } from "./dead_letter.ts";
 import { type Delivery, toDelivery } from "./delivery.ts";
 import { declareOrAdopt, type QueueOptions, warnAdopted } from "./topology.ts";
@@ -48,6 +47,10 @@ export interface BrokerSessionOptions extends QueueOptions {
   onDelivery: (delivery: Delivery) => void;
   /** Told when a session opens (consuming or not) and when it is lost, with the node's `host:port`. */
   onSessionChange?: (connected: boolean, node: string) => void;
+  /** The first connection's retries and each attempt's deadline (see `connect.ts`). */
+  connect?: Pick<ConnectOptions, "initialMaxRetries" | "timeoutMs">;
+  /** Largest body kept whole (`MAX_MESSAGE_BYTES`); of a larger one only this many first bytes. @default MAX_BODY_BYTES */
+  maxMessageBytes?: number;
 }
 
 /** The session with the broker; see the module documentation. */
@@ -89,20 +92,21 @@ export class BrokerSession {
     return this.#consumerTag !== undefined;
   }
 
-  /** Connects, declares the topology and starts consuming (unless paused). Resolves on the first connection. */
-  async start(): Promise<void> {
+  /** Connects, declares the topology and consumes (unless paused); resolves on the first connection, or rejects once `signal` aborts. */
+  async start(signal?: AbortSignal): Promise<void> {
     this.#connection = await connectRecovering({
       urls: this.#options.urls,
       caFile: this.#options.caFile,
+      ...this.#options.connect,
+      signal,
       setup: (model, node) => this.#setup(model, node.address),
       onDisconnect: (error, node) => this.#lost(error, node.address),
     });
   }
 
   /**
-   * Stops or restarts consumption; the flag survives reconnects. Resolves once
-   * the broker confirmed the change (messages already delivered were handed to
-   * `onDelivery`; unacknowledged ones stay with this session).
+   * Stops or restarts consumption; the flag survives reconnects. Resolves once the broker confirmed the change
+   * (messages already delivered were handed to `onDelivery`; unacknowledged ones stay with this session).
    */
   setPaused(paused: boolean): Promise<void> {
     this.#paused = paused;
@@ -110,10 +114,8 @@ export class BrokerSession {
   }
 
   /**
-   * Acknowledges every message of `session` up to and including `tag`. Dropped
-   * when that session is gone: those messages are redelivered.
-   *
-   * @returns whether the acknowledgement was sent
+   * Acknowledges every message of `session` up to and including `tag`. Dropped when that session is gone: those
+   * messages are redelivered. @returns whether the acknowledgement was sent
    */
   ack(session: number, tag: number): boolean {
     const channel = this.#channel;
@@ -122,10 +124,7 @@ export class BrokerSession {
     return true;
   }
 
-  /**
-   * Publishes a copy of `delivery` to the dead-letter queue with the rejection
-   * in its headers, and waits for the broker's confirm. Acknowledge it afterwards.
-   */
+  /** A copy of `delivery` to the dead-letter queue, the rejection in its headers, confirmed; acknowledge it after. */
   deadLetter(delivery: Delivery, rejection: Rejection): Promise<void> {
     const channel = this.#channel;
     if (delivery.session !== this.#session || channel === undefined) {
@@ -134,10 +133,7 @@ export class BrokerSession {
     return this.#deadLetters.publish(channel, delivery, rejection);
   }
 
-  /**
-   * Drops the current connection so that recovery opens a new one. Used when
-   * the broker refused something it must not (a dead-letter publish).
-   */
+  /** Drops the connection so that recovery opens a new one (the broker refused what it must not: a dead-letter copy). */
   async reconnect(): Promise<void> {
     await this.#model?.close().catch(() => {});
   }
@@ -173,6 +169,7 @@ export class BrokerSession {
 
   async #openChannel(model: ChannelModel): Promise<ConfirmChannel> {
     const channel = await model.createConfirmChannel();
+    limitContent(channel, this.#options.maxMessageBytes ?? MAX_BODY_BYTES);
     // A channel error is followed by 'close', where it is handled; without a listener it would be thrown.
     channel.on("error", (error: Error) => log.warn("Broker channel error: {error}", { error: error.message }));
     this.#deadLetters.watch(channel);
@@ -235,7 +232,7 @@ export class BrokerSession {
         this.#model?.close().catch(() => {});
         return;
       }
-      onDelivery(toDelivery(message, session));
+      onDelivery(toDelivery(message, session, this.#options.maxMessageBytes ?? MAX_BODY_BYTES));
     }, { noAck: false });
     this.#consumerTag = reply.consumerTag;
   }

@@ -24,6 +24,7 @@ import type { Config } from "./config.ts";
 import { getLogger } from "./log.ts";
 import schema001 from "../sql/001_schema.sql" with { type: "text" };
 import seedContract002 from "../sql/002_seed_contract.sql" with { type: "text" };
+import batchLedger004 from "../sql/004_batch_ledger.sql" with { type: "text" };
 
 /** The pool: a postgres.js `sql` tag. */
 export type Sql = postgres.Sql;
@@ -39,6 +40,7 @@ export interface Migration {
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: "001_schema.sql", sql: schema001 },
   { version: 2, name: "002_seed_contract.sql", sql: seedContract002 },
+  { version: 4, name: "004_batch_ledger.sql", sql: batchLedger004 },
 ];
 
 const log = getLogger("database");

@@ -92,6 +92,8 @@ Deno.test("role: vote_aggregator can run the service and nothing more", async ()
     });
     const result = await writer.commit([v(1, "oui"), v(2, "non"), v(1, "non"), v(2, "non")]);
     assert.deepEqual([result.counted, result.duplicates, result.redelivered], [2, 1, 1]);
+    const ledger = await role`select seq, votes from vote_ledger`;
+    assert.deepEqual(ledger.map((r) => [Number(r.seq), r.votes]), [[1, 2]], "the role appends to the ledger");
 
     for (
       const forbidden of [
@@ -102,6 +104,10 @@ Deno.test("role: vote_aggregator can run the service and nothing more", async ()
         role`create table evil (id int)`,
         role`select * from aggregation_stats`,
         role`delete from duplicate_attempts`,
+        role`delete from vote_ledger`,
+        role`update vote_ledger set votes = 1`,
+        role`truncate vote_ledger`,
+        role`delete from ledger_head`,
       ]
     ) {
       await assert.rejects(forbidden, (e: { code?: string }) => e.code === "42501");

@@ -14,6 +14,10 @@
 
 -- step: vote_audit.batch_id
 ALTER TABLE vote_audit ADD COLUMN IF NOT EXISTS batch_id uuid;
+-- verify reads the audit trail batch by batch (linear, with progress). A batch's rows share one key,
+-- which B-tree deduplication stores as one posting list: a small cost per counted vote (measured in
+-- README "Audit and recount").
+CREATE INDEX IF NOT EXISTS vote_audit_batch ON vote_audit (batch_id) WHERE batch_id IS NOT NULL;
 
 -- step: vote_ledger
 CREATE TABLE IF NOT EXISTS vote_ledger (

@@ -56,8 +56,8 @@ Deno.test("schema: the seed's tables and views answer the seed's queries", async
     // Partial indexes: a counted vote's row enters vote_audit_counted_key only, a worker's 'validated' row the other.
     assert.deepEqual(
       indexes.map((r) => r.indexname),
-      ["vote_audit_counted_key", "vote_audit_validated_hash"],
-      "one index per audit insert",
+      ["vote_audit_batch", "vote_audit_counted_key", "vote_audit_validated_hash"],
+      "two indexes per counted audit insert (its key, its batch), one per worker insert",
     );
   } finally {
     await sql.end({ timeout: 1 });

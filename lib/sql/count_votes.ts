@@ -63,10 +63,15 @@ interface LawRow {
  *
  * @throws a data error (see `isDataError`) when the database refuses one of the votes: nothing is counted
  */
-export async function countVotes(sql: Sql, votes: Vote[], { batchAgeMs, instance, ledger }: CountStats): Promise<CountedVotes> {
+export async function countVotes(
+  sql: Sql,
+  votes: Vote[],
+  { batchAgeMs, instance, ledger }: CountStats,
+): Promise<CountedVotes> {
   const columns = toColumns(votes);
   // One id per attempt: a retry after a late commit counts nothing, so appends nothing.
   const batchId = crypto.randomUUID();
+  const tag = ledger === false ? null : batchId;
   const [{ laws, skipped, ledger_seq }] = await sql<
     { laws: LawRow[]; skipped: number[]; ledger_seq: string | null }[]
   >`
@@ -99,7 +104,7 @@ export async function countVotes(sql: Sql, votes: Vote[], { batchAgeMs, instance
     ),
     adopted as (
       update vote_audit a
-      set status = 'aggregated', "timestamp" = w.ts, citizen_id = w.citizen_id, batch_id = ${batchId}::uuid
+      set status = 'aggregated', "timestamp" = w.ts, citizen_id = w.citizen_id, batch_id = ${tag}::uuid
       from waiting w
       where a.vote_hash = w.vote_hash and a.status = 'validated' and a.id = w.id
       returning a.vote_hash, a.law_id, w.choice
@@ -107,7 +112,7 @@ export async function countVotes(sql: Sql, votes: Vote[], { batchAgeMs, instance
     -- Counted once per hash: vote_audit_counted_key is unique over the 'aggregated' rows.
     inserted as (
       insert into vote_audit (vote_hash, citizen_id, law_id, vote, choice, status, "timestamp", batch_id)
-      select vote_hash, citizen_id, law_id, choice, choice, 'aggregated', ts, ${batchId}::uuid from firsts f
+      select vote_hash, citizen_id, law_id, choice, choice, 'aggregated', ts, ${tag}::uuid from firsts f
       where not exists (select 1 from waiting w where w.vote_hash = f.vote_hash)
       order by vote_hash
       on conflict (vote_hash) where status = 'aggregated' do nothing

@@ -4,7 +4,7 @@
  * acknowledged.
  *
  * A copy keeps the body and the headers of the original and adds the reason
- * (`x-reject-reason`, `x-reject-detail`) and `x-original-queue`. It is
+ * (`x-reject-reason`, `x-reject-detail`), the time (`x-reject-time`) and `x-original-queue`. It is
  * published persistent and `mandatory` on a confirm channel: a copy the broker
  * cannot route (the DLQ or its binding is gone) comes back as a return before
  * its confirm, and the publish then fails instead of vanishing.
@@ -32,8 +32,12 @@ import { deadLetterNames } from "./topology.ts";
 /** Header names a dead-lettered message carries. */
 export const REJECT_REASON_HEADER = "x-reject-reason";
 export const REJECT_DETAIL_HEADER = "x-reject-detail";
+/** When the copy was made (ISO 8601), for the dead-letter tools' oldest and newest. */
+export const REJECT_TIME_HEADER = "x-reject-time";
+/** The vote queue the original came from. */
+export const ORIGINAL_QUEUE_HEADER = "x-original-queue";
 /** Tells a returned (unroutable) copy apart from the others. */
-const DEAD_LETTER_ID_HEADER = "x-dead-letter-id";
+export const DEAD_LETTER_ID_HEADER = "x-dead-letter-id";
 /** Says that the original's headers were too large to copy, and how large they were. */
 export const HEADERS_DROPPED_HEADER = "x-reject-headers-dropped";
 /** Longest `x-reject-detail`, in characters. */
@@ -83,7 +87,8 @@ export class DeadLetterPublisher {
             ...copiedHeaders(delivery.headers),
             [REJECT_REASON_HEADER]: rejection.reason,
             [REJECT_DETAIL_HEADER]: [...rejection.detail].slice(0, MAX_DETAIL_CHARS).join(""),
-            "x-original-queue": this.#queue,
+            [REJECT_TIME_HEADER]: new Date().toISOString(),
+            [ORIGINAL_QUEUE_HEADER]: this.#queue,
             [DEAD_LETTER_ID_HEADER]: id,
           },
         },

@@ -15,6 +15,7 @@
 import amqp from "amqplib";
 import { loadConfigOrExit, orExit, parseFlags, UsageError } from "../cli.ts";
 import { deadLetterNames } from "../broker/topology.ts";
+import { deniedEndpoints } from "../permissions.ts";
 import { purge, replay, show, summary } from "./operations.ts";
 
 /** Exit code when the broker could not be used. */
@@ -80,6 +81,11 @@ export async function deadLettersCommand(args: string[], program = "dead-letters
     return 0;
   }
   const config = await loadConfigOrExit(program);
+  const denied = deniedEndpoints(config, ["RabbitMQ"]);
+  if (denied.length) {
+    console.error(`${program}: ${denied[0]}`);
+    return 2;
+  }
   const dlq = deadLetterNames(config.rabbitmqQueue).queue;
   let connection;
   try {

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { RABBITMQ_URL } from "../support/servers.ts";
+import { loadConfig } from "../../lib/config.ts";
+import { permissionFlags } from "../../tools/permissions.ts";
+import { createTestQueue, RABBITMQ_URL } from "../support/servers.ts";
 import { runTool } from "../support/tool.ts";
 import { countedDatabase } from "./support.ts";
 
@@ -16,7 +18,7 @@ Deno.test("verify CLI: the table, exit 0; a tampered total exits 1 naming the la
   await db.sql`update vote_results set non_count = non_count + 2 where law_id = 'L3'`;
   const bad = await runTool("verify.ts", ["--quiet"], env);
   assert.equal(bad.code, 1);
-  assert.match(bad.stdout, /^L3\s+.*  0 oui, \+2 non$/m);
+  assert.match(bad.stdout, /^L3\s+.*\s0 oui, \+2 non$/m);
   assert.match(bad.stdout, /DIFFERENCES: 1 finding\(s\); laws L3/);
   assert.match(bad.stdout, /results_differ \(law "L3"\)/);
   const json = JSON.parse((await runTool("verify.ts", ["--json", "--quiet"], env)).stdout);
@@ -39,4 +41,34 @@ Deno.test("verify CLI: the table, exit 0; a tampered total exits 1 naming the la
   });
   assert.equal(down.code, 3);
   assert.match(down.stderr, /^verify: cannot verify: /);
+});
+
+Deno.test("vote-aggregator verify and dead-letters run under the binary's permission set", async () => {
+  await using db = await countedDatabase(2, 5);
+  await using queue = await createTestQueue();
+  const env = { DATABASE_URL: db.url, RABBITMQ_URL, RABBITMQ_QUEUE: queue.name, POSTGRES_SSLMODE: "disable" };
+  // The flags `deno task compile` bakes in (plus --no-prompt: a test must fail, not wait).
+  const flags = [...permissionFlags(loadConfig(env), { forCompile: true }), "--no-prompt"];
+  const run = async (...args: string[]) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--quiet", ...flags, "main.ts", ...args],
+      cwd: new URL("../..", import.meta.url).pathname,
+      env: { PATH: Deno.env.get("PATH") ?? "", HOME: Deno.env.get("HOME") ?? "", NO_COLOR: "1", ...env },
+      clearEnv: true,
+    }).output();
+    return {
+      code: out.code,
+      stdout: new TextDecoder().decode(out.stdout),
+      stderr: new TextDecoder().decode(out.stderr),
+    };
+  };
+  const verified = await run("verify", "--json", "--quiet");
+  assert.equal(verified.code, 0, verified.stderr);
+  assert.equal(JSON.parse(verified.stdout).ledger.batches, 2);
+  const summary = await run("dead-letters", "summary", "--json");
+  assert.equal(summary.code, 0, summary.stderr);
+  assert.equal(JSON.parse(summary.stdout).total, 0);
+  const bad = await run("dead-letters", "nope");
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /^vote-aggregator dead-letters: the first argument is one of summary/);
 });

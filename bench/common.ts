@@ -25,6 +25,8 @@ export interface Options {
   skipCeiling: boolean;
   skipDrain: boolean;
   skipLatency: boolean;
+  /** Also run the ledger's cost phase (ledger.ts). */
+  ledger: boolean;
   phaseTimeoutMs: number;
 }
 

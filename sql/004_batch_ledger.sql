@@ -14,10 +14,11 @@
 
 -- step: vote_audit.batch_id
 ALTER TABLE vote_audit ADD COLUMN IF NOT EXISTS batch_id uuid;
--- verify reads the audit trail batch by batch (linear, with progress). A batch's rows share one key,
--- which B-tree deduplication stores as one posting list: a small cost per counted vote (measured in
--- README "Audit and recount").
-CREATE INDEX IF NOT EXISTS vote_audit_batch ON vote_audit (batch_id) WHERE batch_id IS NOT NULL;
+-- verify reads the audit trail batch by batch (linear, with progress). Batch ids are time-ordered
+-- (UUIDv7) and a batch's rows are written together, so a BRIN index (a min/max per few pages) finds
+-- them, at almost no cost per counted vote: a B-tree index here cost the counting ~10 % (README
+-- "Audit and recount").
+CREATE INDEX IF NOT EXISTS vote_audit_batch ON vote_audit USING brin (batch_id) WITH (pages_per_range = 32);
 
 -- step: vote_ledger
 CREATE TABLE IF NOT EXISTS vote_ledger (

@@ -57,7 +57,7 @@ Deno.test("schema: the seed's tables and views answer the seed's queries", async
     assert.deepEqual(
       indexes.map((r) => r.indexname),
       ["vote_audit_batch", "vote_audit_counted_key", "vote_audit_validated_hash"],
-      "two indexes per counted audit insert (its key, its batch), one per worker insert",
+      "one B-tree index per audit insert (and the batch's BRIN summary)",
     );
   } finally {
     await sql.end({ timeout: 1 });

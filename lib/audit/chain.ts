@@ -1,8 +1,11 @@
 /**
  * Replaying the batch ledger: every `vote_ledger` row in chain order, checked
  * against the audit rows of its batch and against the row before it, in
- * chunks of batches (each read through `vote_audit_batch`), so the pass is
- * linear in the audit rows and can report progress.
+ * chunks of batches, so the pass is linear in the audit rows and can report
+ * progress. A chunk's audit rows are found through `vote_audit_batch`, a BRIN
+ * index over the time-ordered batch ids: the range of the chunk's ids selects
+ * the pages, the ids themselves the rows. (Instances whose clocks disagree by
+ * more than a chunk's time span make chunks overlap: still right, slower.)
  *
  * The canonical encoding (the same as {@link ../sql/append_ledger.ts} writes):
  *
@@ -154,7 +157,10 @@ function chunk(tx: Sql, after: number, limit: number): Promise<ChunkRow[]> {
              encode(sha256(convert_to(string_agg(a.vote_hash || ' ' || coalesce(a.vote, a.choice) || E'\n', ''
                                                  order by a.vote_hash collate "C"), 'UTF8')), 'hex') as digest
       from vote_audit a
-      where a.batch_id in (select batch_id from l) and a.batch_id is not null and a.status = 'aggregated'
+      -- (PostgreSQL 15 has no min(uuid).)
+      where a.batch_id between (select batch_id from l order by 1 limit 1)
+                           and (select batch_id from l order by 1 desc limit 1)
+        and a.batch_id in (select batch_id from l) and a.status = 'aggregated'
       group by 1, 2
     )
     select l.seq, l.batch_id::text, l.votes, l.laws, l.prev_digest, l.digest, l.created_at,

@@ -36,6 +36,19 @@ export interface LedgerAppend {
   enabled?: boolean;
 }
 
+/**
+ * A new batch id: a UUIDv7 (RFC 9562), so ids grow with time and a batch's audit rows, written together,
+ * are found by `vote_audit_batch`, a BRIN index (see sql/004_batch_ledger.sql).
+ */
+export function newBatchId(now = Date.now()): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  for (let i = 0; i < 6; i++) bytes[i] = Math.floor(now / 2 ** (8 * (5 - i))) & 0xff;
+  bytes[6] = 0x70 | (bytes[6] & 0x0f);
+  bytes[8] = 0x80 | (bytes[8] & 0x3f);
+  const hex = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
 /** The ledger's CTEs, to follow the counting statement's own (`, ${appendLedger(…)}`). */
 export function appendLedger(sql: Sql, { batchId, instance, enabled = true }: LedgerAppend) {
   return sql`

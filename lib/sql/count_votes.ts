@@ -18,7 +18,7 @@
 
 import type { Sql } from "../database.ts";
 import type { Vote } from "../vote.ts";
-import { appendLedger } from "./append_ledger.ts";
+import { appendLedger, newBatchId } from "./append_ledger.ts";
 import { toColumns } from "./vote_columns.ts";
 
 /** A law's totals after a commit, and what this commit added. */
@@ -70,7 +70,7 @@ export async function countVotes(
 ): Promise<CountedVotes> {
   const columns = toColumns(votes);
   // One id per attempt: a retry after a late commit counts nothing, so appends nothing.
-  const batchId = crypto.randomUUID();
+  const batchId = newBatchId();
   const tag = ledger === false ? null : batchId;
   const [{ laws, skipped, ledger_seq }] = await sql<
     { laws: LawRow[]; skipped: number[]; ledger_seq: string | null }[]

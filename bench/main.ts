@@ -32,6 +32,7 @@ import type { Options } from "./common.ts";
 import { drain } from "./drain.ts";
 import { latency } from "./latency.ts";
 import { ledgerCost } from "./ledger.ts";
+import { recountRate } from "./recount.ts";
 import { describe, type Row, say, table } from "./report.ts";
 
 /** How the drain and latency phases start the service: as operators do. */
@@ -49,6 +50,7 @@ const USAGE = `Usage: deno task bench [options]
       --inflight N     MAX_INFLIGHT_BATCHES for the service (default: the service's)
       --laws N         laws the votes are spread over (default 5)
       --skip-ceiling, --skip-drain, --skip-latency
+      --recount N      also time verify on a database of N counted votes built for it (recount.ts)
       --ledger         also measure the batch ledger's cost: N votes committed with and without it (ledger.ts)
       --phase-timeout S  longest any phase may take, preloading included (default 900)
   -h, --help`;
@@ -68,6 +70,7 @@ function parseOptions(args: string[]): Options | undefined {
     "skip-drain": { type: "boolean", default: false },
     "skip-latency": { type: "boolean", default: false },
     ledger: { type: "boolean", default: false },
+    recount: { type: "string" },
     "phase-timeout": { type: "string" },
     help: { type: "boolean", short: "h", default: false },
   });
@@ -120,6 +123,7 @@ function parseOptions(args: string[]): Options | undefined {
     skipDrain: values["skip-drain"],
     skipLatency: values["skip-latency"],
     ledger: values.ledger,
+    recount: values.recount === undefined ? 0 : positive("recount", values.recount, 0),
     phaseTimeoutMs: positive("phase-timeout", values["phase-timeout"], 900, false) * 1000,
   };
 }
@@ -199,6 +203,7 @@ async function main(args: string[]): Promise<number> {
       return measured[measured.length - 1];
     });
   }
+  if (options.recount > 0) await phase("recount", (s) => recountRate(options, options.recount, s));
   if (options.backlog > 0) {
     await phase("backlog", (s) => drain(options, options.backlog, "backlog (5 % dup, 1 % bad)", s));
   }

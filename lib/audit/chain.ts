@@ -9,7 +9,7 @@
  *
  * The canonical encoding (the same as {@link ../sql/append_ledger.ts} writes):
  *
- * - a law's digest: `sha256` of `"<vote_hash> <choice>\n"` for each vote of the
+ * - a law's digest: `sha256` of `"<vote_hash><choice>"` (64 hex, `oui`/`non`) for each vote of the
  *   batch and law, in vote_hash order;
  * - the batch's content: `"<bytes of law_id>:<law_id> <oui> <non> <law digest>\n"`
  *   per law, in law id byte order;
@@ -150,26 +150,35 @@ function chunk(tx: Sql, after: number, limit: number): Promise<ChunkRow[]> {
       select seq, batch_id, votes, laws, prev_digest, digest, created_at
       from vote_ledger where seq > ${after} order by seq limit ${limit}
     ),
-    audit as (
-      select a.batch_id, a.law_id,
-             count(*) filter (where coalesce(a.vote, a.choice) = 'oui') as oui,
-             count(*) filter (where coalesce(a.vote, a.choice) = 'non') as non,
-             encode(sha256(convert_to(string_agg(a.vote_hash || ' ' || coalesce(a.vote, a.choice) || E'\n', ''
-                                                 order by a.vote_hash collate "C"), 'UTF8')), 'hex') as digest
-      from vote_audit a
-      -- (PostgreSQL 15 has no min(uuid).)
-      where a.batch_id between (select batch_id from l order by 1 limit 1)
-                           and (select batch_id from l order by 1 desc limit 1)
-        and a.batch_id in (select batch_id from l) and a.status = 'aggregated'
+    -- Materialised: one scan of the chunk's pages, not one per ledger row. The range of the chunk's
+    -- ids picks the pages; a batch outside the chunk found there (clock skew) is left out by the join.
+    audit as materialized (
+      select batch_id, law_id,
+             count(*) filter (where choice = 'oui') as oui,
+             count(*) filter (where choice = 'non') as non,
+             encode(sha256(convert_to(string_agg(vote_hash || choice, '' order by vote_hash collate "C"),
+                                      'UTF8')), 'hex') as digest
+      from (
+        select a.batch_id, a.law_id collate "C" as law_id, a.vote_hash, coalesce(a.vote, a.choice) as choice
+        from vote_audit a
+        -- (PostgreSQL 15 has no min(uuid).)
+        where a.batch_id between (select batch_id from l order by 1 limit 1)
+                             and (select batch_id from l order by 1 desc limit 1)
+          and a.status = 'aggregated'
+      ) counted
       group by 1, 2
+    ),
+    audit_batches as (
+      select batch_id, jsonb_object_agg(law_id, jsonb_build_array(oui, non, digest)) as laws
+      from audit group by batch_id
     )
     select l.seq, l.batch_id::text, l.votes, l.laws, l.prev_digest, l.digest, l.created_at,
-           coalesce((select jsonb_object_agg(a.law_id, jsonb_build_array(a.oui, a.non, a.digest))
-                     from audit a where a.batch_id = l.batch_id), '{}') as audit_laws,
+           coalesce(ab.laws, '{}') as audit_laws,
            encode(sha256(convert_to(
              l.prev_digest || E'\n' || l.seq::text || E'\n' || l.batch_id::text || E'\n' || l.votes::text || E'\n' ||
              coalesce((select string_agg(octet_length(key)::text || ':' || key || ' ' || (value ->> 0) || ' ' ||
                                          (value ->> 1) || ' ' || (value ->> 2) || E'\n', '' order by key collate "C")
                        from jsonb_each(l.laws)), ''), 'UTF8')), 'hex') as recomputed
-    from l order by l.seq`;
+    from l left join audit_batches ab on ab.batch_id = l.batch_id
+    order by l.seq`;
 }

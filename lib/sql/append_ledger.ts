@@ -10,7 +10,7 @@
  * `vote_results` rows it incremented). It defines:
  *
  * - `ledger_laws`: per law, the votes added and the law's digest,
- *   `sha256("<vote_hash> <choice>\n" … in vote_hash order)`;
+ *   `sha256("<vote_hash><choice>" … in vote_hash order)` (64 hex digits, then `oui` or `non`);
  * - `ledger_head_moved`: the one `ledger_head` row moved on by one, its new
  *   digest computed from its current one. The row lock serialises every
  *   instance's appends (one chain): a concurrent append waits, and the update
@@ -57,7 +57,7 @@ export function appendLedger(sql: Sql, { batchId, instance, enabled = true }: Le
              count(*) filter (where choice = 'oui') as oui,
              count(*) filter (where choice = 'non') as non,
              encode(sha256(convert_to(
-               string_agg(vote_hash || ' ' || choice || E'\n', '' order by vote_hash collate "C"), 'UTF8')), 'hex')
+               string_agg(vote_hash || choice, '' order by vote_hash collate "C"), 'UTF8')), 'hex')
                as digest
       from counted where ${enabled}::boolean group by law_id
     ),

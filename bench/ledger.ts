@@ -13,7 +13,7 @@
  * @module
  */
 
-import { migrate } from "../lib/database.ts";
+import { migrate } from "../lib/migrations.ts";
 import type { Vote } from "../lib/vote.ts";
 import { VoteWriter } from "../lib/writer.ts";
 import { createTestDatabase, testPool } from "../tests/support/servers.ts";

@@ -10,7 +10,8 @@
  */
 
 import { verify } from "../lib/audit/verify.ts";
-import { migrate, type Sql } from "../lib/database.ts";
+import type { Sql } from "../lib/database.ts";
+import { migrate } from "../lib/migrations.ts";
 import { appendLedger } from "../lib/sql/append_ledger.ts";
 import { createTestDatabase, testPool } from "../tests/support/servers.ts";
 import type { Options } from "./common.ts";

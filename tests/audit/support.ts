@@ -7,7 +7,7 @@
  */
 
 import type postgres from "postgres";
-import { migrate } from "../../lib/database.ts";
+import { migrate } from "../../lib/migrations.ts";
 import type { Vote } from "../../lib/vote.ts";
 import { VoteWriter } from "../../lib/writer.ts";
 import { createTestDatabase, type TestDatabase, testPool } from "../support/servers.ts";

@@ -181,3 +181,23 @@ Deno.test("verify: a published digest is checked; votes counted before the ledge
     await pool.end({ timeout: 1 });
   }
 });
+
+Deno.test("verify: a vote the validation worker recorded first is chained in the batch that counted it", async () => {
+  await using db = await countedDatabase(1, 4);
+  const worker = vote(500, "L2", "non");
+  // The worker's own insert, as the seed writes it: no batch.
+  await db
+    .sql`insert into vote_audit (vote_hash, law_id, vote, status) values (${worker.hash}, 'L2', 'non', 'validated')`;
+  const pool = testPool(db.url);
+  try {
+    await new VoteWriter(pool, { maxRetryAttempts: 1 }).commit([worker, vote(501, "L2", "oui")]);
+    const [row] = await db.sql`
+      select l.seq from vote_audit a join vote_ledger l using (batch_id) where a.vote_hash = ${worker.hash}`;
+    assert.equal(Number(row.seq), 2, "the worker's row now names the batch");
+    const report = await verify(pool);
+    assert.equal(report.ok, true, JSON.stringify(report.findings));
+    assert.equal(report.ledger.votes, 6);
+  } finally {
+    await pool.end({ timeout: 1 });
+  }
+});

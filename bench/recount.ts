@@ -25,6 +25,8 @@ export async function recountRate(options: Options, n: number, signal: AbortSign
     await migrate(pool);
     const size = options.batchSize;
     const t0 = performance.now();
+    // Built once after the rows, not row by row (random keys): minutes saved at millions of rows.
+    await db.sql`drop index vote_audit_counted_key`;
     // Batch b's id: its number in the UUIDv7 time field, so ids grow as the service's do.
     await db.sql`
       insert into vote_audit (vote_hash, law_id, vote, choice, status, batch_id)
@@ -34,6 +36,8 @@ export async function recountRate(options: Options, n: number, signal: AbortSign
       from generate_series(0, ${n - 1}) as i,
            lateral (select case when hashint4(i) % 100 < 55 then 'oui' else 'non' end as c) as ch`;
     signal.throwIfAborted();
+    // As sql/002_seed_contract.sql creates it.
+    await db.sql`create unique index vote_audit_counted_key on vote_audit (vote_hash) where status = 'aggregated'`;
     await db.sql`
       insert into vote_results (law_id, oui_count, non_count)
       select law_id, count(*) filter (where choice = 'oui'), count(*) filter (where choice = 'non')

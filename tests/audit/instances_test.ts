@@ -44,6 +44,9 @@ Deno.test("verify: three instances append to one chain; it holds after a mixed d
       select count(*)::int as mismatched from vote_ledger l join vote_ledger p on p.seq = l.seq - 1
       where l.prev_digest <> p.digest`;
     assert.equal(mismatched, 0, "each row chains to the one before, whichever instance wrote it");
+    const [{ deadlocks }] = await db.sql`
+      select deadlocks::int from pg_stat_database where datname = current_database()`;
+    assert.equal(deadlocks, 0, "the head row is locked after vote_results' rows, by every instance: no deadlock");
 
     // The command line agrees, and prints the digest to publish.
     const toolEnv = serviceEnv(db, queue);

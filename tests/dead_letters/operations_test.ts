@@ -129,3 +129,26 @@ Deno.test("dead letters: boundedBody escapes what a terminal would act on and ma
   assert.equal(boundedBody(new Uint8Array([0x61, 0xff, 0x62]), 50), "a\ufffdb");
   assert.equal(boundedBody(new TextEncoder().encode("ééé"), 2), "éé… (6 bytes)");
 });
+
+Deno.test("dead letters: a tool that dies mid-browse loses and reorders nothing (the broker requeues)", async () => {
+  await using queue = await createTestQueue();
+  await deadLetter(queue, letters);
+  const connection = await amqp.connect(RABBITMQ_URL);
+  const ch = await connection.createConfirmChannel();
+  let seen = 0;
+  // A visitor that fails on the third letter, as a crash would; the process's connection then goes away.
+  await assert.rejects(
+    browseThenDie(ch, queue.dlq, () => ++seen === 3),
+    /died/,
+  );
+  await connection.close();
+  assert.deepEqual(await drainedBodies(queue), letters.map((l) => l.body));
+});
+
+async function browseThenDie(ch: amqp.ConfirmChannel, dlq: string, dies: () => boolean): Promise<void> {
+  for (;;) {
+    const m = await ch.get(dlq, { noAck: false });
+    if (m === false) return;
+    if (dies()) throw new Error("died");
+  }
+}

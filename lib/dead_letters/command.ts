@@ -14,6 +14,7 @@
 
 import amqp from "amqplib";
 import { loadConfigOrExit, orExit, parseFlags, UsageError } from "../cli.ts";
+import { brokerSocketOptions } from "../broker/connect.ts";
 import { deadLetterNames } from "../broker/topology.ts";
 import { deniedEndpoints } from "../permissions.ts";
 import { purge, replay, show, summary } from "./operations.ts";
@@ -89,9 +90,10 @@ export async function deadLettersCommand(args: string[], program = "dead-letters
   const dlq = deadLetterNames(config.rabbitmqQueue).queue;
   let connection;
   try {
+    // The service's own socket options: decoded credentials, the CA bundle, CONNECT_TIMEOUT_SECONDS.
     connection = await amqp.connect(
       config.rabbitmqUrl,
-      config.rabbitmqCaFile ? { ca: [Deno.readTextFileSync(config.rabbitmqCaFile)] } : {},
+      brokerSocketOptions(config.rabbitmqUrl, config.rabbitmqCaFile, config.connectTimeoutMs),
     );
   } catch (error) {
     console.error(`${program}: cannot connect to RabbitMQ: ${(error as Error).message}`);

@@ -143,7 +143,9 @@ export async function deadLettersCommand(args: string[], program = "dead-letters
       }
       case "replay": {
         const r = await replay(channel, dlq, config.rabbitmqQueue, { reason: flags.reason, limit: flags.limit });
-        out(r, () => `${dlq}: replayed ${r.replayed} to ${config.rabbitmqQueue} (confirmed), ${r.kept} left in place`);
+        out(r, () =>
+          `${dlq}: replayed ${r.replayed} to ${config.rabbitmqQueue} (confirmed), ${r.kept} left in place` +
+          (r.truncated ? ` (${r.truncated} of them truncated copies, which are never replayed)` : ""));
         break;
       }
       case "purge": {

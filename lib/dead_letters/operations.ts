@@ -11,6 +11,7 @@
  */
 
 import type { ConfirmChannel, ConsumeMessage, GetMessage } from "amqplib";
+import { BODY_TRUNCATED_HEADER } from "../broker/dead_letter.ts";
 import { browse } from "./browse.ts";
 import { boundedBody, type DeadLetter, readDeadLetter, replayHeaders } from "./letter.ts";
 
@@ -89,13 +90,16 @@ export async function show(
   return shown;
 }
 
-/** Republishes the selected letters to `queue`, each acknowledged in the DLQ once its copy is confirmed. */
+/**
+ * Republishes the selected letters to `queue`, each acknowledged in the DLQ once its copy is confirmed.
+ * A letter whose body the service truncated (`x-reject-body-truncated`) stays: `truncated` counts them.
+ */
 export async function replay(
   channel: ConfirmChannel,
   dlq: string,
   queue: string,
   selection: Selection,
-): Promise<{ replayed: number; kept: number }> {
+): Promise<{ replayed: number; kept: number; truncated: number }> {
   await channel.checkQueue(queue); // a missing vote queue fails here, before anything moves
   const returned = new Set<string>();
   const onReturn = (message: ConsumeMessage) => {
@@ -105,11 +109,18 @@ export async function replay(
   channel.on("return", onReturn);
   let replayed = 0;
   let kept = 0;
+  let truncated = 0;
   try {
     await browse(channel, dlq, async (message, position) => {
       if (replayed >= (selection.limit ?? Infinity)) return "stop";
       if (!selected(readDeadLetter(message, position), selection)) {
         kept++;
+        return "keep";
+      }
+      // Only the first bytes of the original are there: never republished as if they were the message.
+      if (message.properties.headers?.[BODY_TRUNCATED_HEADER] !== undefined) {
+        kept++;
+        truncated++;
         return "keep";
       }
       await publishCopy(channel, queue, dlq, message, returned);
@@ -119,7 +130,7 @@ export async function replay(
   } finally {
     channel.off("return", onReturn);
   }
-  return { replayed, kept };
+  return { replayed, kept, truncated };
 }
 
 /** Removes the letters with `reason`; the others stay where they are. */

@@ -1,7 +1,7 @@
 import amqp from "amqplib";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { REJECT_DETAIL_HEADER, REJECT_REASON_HEADER } from "../../lib/broker/dead_letter.ts";
+import { BODY_TRUNCATED_HEADER, REJECT_DETAIL_HEADER, REJECT_REASON_HEADER } from "../../lib/broker/dead_letter.ts";
 import { boundedBody } from "../../lib/dead_letters/letter.ts";
 import { purge, replay, show, summary } from "../../lib/dead_letters/operations.ts";
 import { createTestQueue, RABBITMQ_URL, type TestQueue, withChannel } from "../support/servers.ts";
@@ -108,7 +108,7 @@ Deno.test("dead letters: purge removes only its reason; replay republishes confi
   const purged = await withConfirmChannel((ch) => purge(ch, queue.dlq, "unknown_choice"));
   assert.deepEqual(purged, { purged: 1, kept: 4 });
   const replayed = await withConfirmChannel((ch) => replay(ch, queue.dlq, queue.name, { reason: "database_rejected" }));
-  assert.deepEqual(replayed, { replayed: 2, kept: 2 });
+  assert.deepEqual(replayed, { replayed: 2, kept: 2, truncated: 0 });
   const copies = await withChannel(async (ch) => {
     const out = [];
     for (let m = await ch.get(queue.name, { noAck: true }); m; m = await ch.get(queue.name, { noAck: true })) {
@@ -122,6 +122,20 @@ Deno.test("dead letters: purge removes only its reason; replay republishes confi
     assert.equal(m.properties.headers?.["x-replayed-from"], queue.dlq);
   }
   assert.deepEqual(await drainedBodies(queue), [letters[1].body, letters[4].body]);
+});
+
+Deno.test("dead letters: a copy whose body was truncated is never replayed", async () => {
+  await using queue = await createTestQueue();
+  await withChannel(async (ch) => {
+    ch.sendToQueue(queue.dlq, Buffer.from(seedVote(7, "L1", "oui")), {
+      headers: { [REJECT_REASON_HEADER]: "oversized", [BODY_TRUNCATED_HEADER]: "20000 bytes; the first 16384 kept" },
+    });
+    await ch.waitForConfirms();
+  });
+  const r = await withConfirmChannel((ch) => replay(ch, queue.dlq, queue.name, {}));
+  assert.deepEqual(r, { replayed: 0, kept: 1, truncated: 1 });
+  assert.equal(await queue.count(), 0);
+  assert.equal(await queue.count(queue.dlq), 1);
 });
 
 Deno.test("dead letters: boundedBody escapes what a terminal would act on and marks invalid UTF-8", () => {

@@ -50,8 +50,19 @@ export const FAULT_KINDS: readonly FaultKind[] = [
 export const INSTANCE_KINDS: ReadonlySet<FaultKind> = new Set(["kill", "sigterm", "cut_broker", "cut_db", "pause"]);
 /** Kinds that stop an instance's process. */
 const PROCESS_KINDS: ReadonlySet<FaultKind> = new Set(["kill", "sigterm"]);
-/** Kinds that take a server away from everyone: none of them overlaps another, nor a SIGTERM. */
+/** Kinds that take a server away from everyone. */
 const RESTART_KINDS: ReadonlySet<FaultKind> = new Set(["restart_postgres", "restart_broker"]);
+/**
+ * Kinds no server restart overlaps: another restart, a process fault (the drain and the instance's
+ * start need both servers), and the faults that ask the servers themselves (rabbitmqctl, pg_stat_activity).
+ */
+const APART_FROM_RESTARTS: ReadonlySet<FaultKind> = new Set([
+  ...RESTART_KINDS,
+  "kill",
+  "sigterm",
+  "close_broker",
+  "kill_backends",
+]);
 
 /** One planned fault. */
 export interface PlannedFault {
@@ -125,8 +136,7 @@ export const SERVER_RESTART_ALLOWANCE_MS = 20_000;
  * kind by weight, a target instance and a hold from the seed. Faults overlap
  * freely, except: an instance whose process is stopped (kill, SIGTERM, and its
  * restart) gets no other fault meanwhile and the other way round, and a server
- * restart overlaps no other restart and no SIGTERM (the drain needs both
- * servers). A fault that breaks a rule is not moved but replaced by the next
+ * restart overlaps none of {@link APART_FROM_RESTARTS}. A fault that breaks a rule is not moved but replaced by the next
  * draw, so the plan is the seed's alone.
  */
 export function planSchedule(options: ScheduleOptions): PlannedFault[] {
@@ -147,8 +157,8 @@ export function planSchedule(options: ScheduleOptions): PlannedFault[] {
     const sameInstance = a.instance !== undefined && a.instance === b.instance;
     if (sameInstance && (PROCESS_KINDS.has(a.kind) || PROCESS_KINDS.has(b.kind))) return true;
     if (sameInstance && a.kind === b.kind) return true;
-    if (RESTART_KINDS.has(a.kind) && (RESTART_KINDS.has(b.kind) || b.kind === "sigterm")) return true;
-    if (RESTART_KINDS.has(b.kind) && a.kind === "sigterm") return true;
+    if (RESTART_KINDS.has(a.kind) && APART_FROM_RESTARTS.has(b.kind)) return true;
+    if (RESTART_KINDS.has(b.kind) && APART_FROM_RESTARTS.has(a.kind)) return true;
     return a.kind === "slow_db" && b.kind === "slow_db";
   };
 

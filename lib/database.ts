@@ -22,6 +22,7 @@ import { checkServerIdentity } from "node:tls";
 import postgres from "postgres";
 import type { Config } from "./config.ts";
 import { getLogger } from "./log.ts";
+import { guardTypeFetch } from "./pg_type_fetch.ts";
 import schema001 from "../sql/001_schema.sql" with { type: "text" };
 import seedContract002 from "../sql/002_seed_contract.sql" with { type: "text" };
 
@@ -57,6 +58,7 @@ export function connectDatabase(
     "databaseUrl" | "postgresMaxConnections" | "postgresSslMode" | "postgresSslRootCert"
   >,
 ): Sql {
+  guardTypeFetch(); // a failed type-catalog query must not end the process (see pg_type_fetch.ts)
   return postgres(config.databaseUrl, {
     max: config.postgresMaxConnections,
     connect_timeout: 10,

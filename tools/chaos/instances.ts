@@ -44,6 +44,8 @@ const OVERRIDES: Record<string, string> = {
 /** The instances of one soak. */
 export class Instances implements AsyncDisposable {
   readonly slots: Slot[];
+  /** Starts that failed and were tried again (see {@link spawn}). */
+  readonly failedStarts: string[] = [];
   readonly #env: (slot: Slot) => Record<string, string>;
   readonly #problem: Problem;
   #monitoring: Promise<void> | undefined;
@@ -77,12 +79,26 @@ export class Instances implements AsyncDisposable {
     this.#monitoring = this.#monitor();
   }
 
-  /** Starts a process in `slot` (after a fault stopped the last one); waits until it serves HTTP. */
+  /**
+   * Starts a process in `slot` (after a fault stopped the last one); waits until it serves HTTP. A start
+   * that fails (the service exits 1 when the database or the broker fails it at start, e.g. its backends
+   * terminated mid-migration) is tried again a second later, as a supervisor (systemd's
+   * `Restart=on-failure`, Kubernetes) would: counted in {@link failedStarts}, and an error after 10.
+   */
   async spawn(slot: Slot): Promise<void> {
     slot.base += slot.batches;
     slot.batches = 0;
-    slot.generation += 1;
-    slot.service = await spawnService(this.#env(slot), { timeoutMs: 60_000 });
+    for (let attempt = 1;; attempt++) {
+      slot.generation += 1;
+      try {
+        slot.service = await spawnService(this.#env(slot), { timeoutMs: 60_000 });
+        break;
+      } catch (error) {
+        this.failedStarts.push(`instance ${slot.index}: ${(error as Error).message.split("\n").slice(0, 2).join(" ")}`);
+        if (attempt === 10) throw error;
+        await delay(1000);
+      }
+    }
     slot.stopping = false;
   }
 

@@ -27,6 +27,8 @@ export interface SoakSummary {
   counted: number;
   /** Seconds from the faults' end until the queue was empty. */
   drainSeconds: number;
+  /** Instance starts that failed and were tried again, as a supervisor would. */
+  failedStarts: string[];
   checks: Check[];
   restarts: boolean;
 }
@@ -88,6 +90,7 @@ export function formatSummary(s: SoakSummary): string {
     ["publish rate", `${Math.round(s.publishRate)} msg/s (${s.republishedChunks} chunks published again)`],
     ["votes counted", `${s.counted} (${Math.round(s.counted / s.seconds)} votes/s over the run)`],
     ["drain after the last fault", `${s.drainSeconds.toFixed(1)} s`],
+    ["instance starts that failed, tried again", String(s.failedStarts.length)],
   ]);
   const checks = table(
     ["check", "result", "detail"],
@@ -97,5 +100,6 @@ export function formatSummary(s: SoakSummary): string {
   const verdict = failed.length
     ? `CHAOS SOAK FAILED: ${failed.length} check(s) failed; reproduce with --seed ${s.seed}`
     : `chaos soak passed (seed ${s.seed})`;
-  return [faults, votes, checks, verdict].join("\n\n");
+  const starts = s.failedStarts.map((line) => `failed start (tried again): ${line}`);
+  return [faults, votes, checks, ...starts, verdict].join("\n\n");
 }

@@ -34,6 +34,9 @@ export interface FaultRecord {
 /** Longest wait for recovery before a fault counts as not recovered. */
 export const RECOVERY_LIMIT_MS = 120_000;
 
+/** Longest a fault waits for its instance to be free (or back) before it is skipped, as a problem. */
+export const BUSY_LIMIT_MS = 60_000;
+
 /** Kinds that stop the instance's process: nothing else runs on that instance meanwhile. */
 const PROCESS = new Set(["kill", "sigterm"]);
 
@@ -59,8 +62,13 @@ export async function runSchedule(
   const run = async (fault: PlannedFault): Promise<FaultRecord> => {
     const record: FaultRecord = { fault, delayedMs: 0 };
     await delay(Math.max(0, fault.atMs - now()));
-    while (!free(fault)) await delay(50);
+    while (!free(fault) && now() - fault.atMs < BUSY_LIMIT_MS) await delay(50);
     record.delayedMs = Math.max(0, Math.round(now() - fault.atMs));
+    if (!free(fault)) {
+      record.error = `skipped: instance ${fault.instance} still busy or down ${BUSY_LIMIT_MS / 1000} s after its time`;
+      context.problem(`fault #${fault.id} ${fault.kind}: ${record.error}`);
+      return record;
+    }
     const slots = fault.instance === undefined ? instances.slots : [instances.slots[fault.instance]];
     if (fault.instance !== undefined) active[fault.instance].add(fault);
     const action = actionFor(fault, context);

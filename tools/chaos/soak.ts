@@ -131,6 +131,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
     republishedChunks: publisher.republished,
     counted,
     drainSeconds,
+    failedStarts: instances.failedStarts,
     checks,
     restarts: FAULT_RESTARTS,
   };

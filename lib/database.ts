@@ -200,6 +200,7 @@ export async function ensureDatabase(
   const url = new URL(config.databaseUrl);
   const name = decodeURIComponent(url.pathname.slice(1)) || decodeURIComponent(url.username) || "postgres";
   const probe = async (target: URL, query: (sql: Sql) => Promise<unknown>) => {
+    guardTypeFetch(); // this pool's connection starts with the catalog query too
     const sql = postgres(target.toString(), {
       max: 1,
       connect_timeout: 10,

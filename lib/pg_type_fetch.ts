@@ -3,9 +3,12 @@
  * the type catalog (`fetch_types`), and postgres.js 3.4.9 discards that
  * query's promise (porsager/postgres#1192). When the connection fails during
  * it — closed, refused on reconnect, its backend terminated, a timeout — the
- * rejection is unhandled, and Deno ends the process with it: the chaos soak
- * saw an instance exit 1 ("Uncaught (in promise) Error: connect ECONNREFUSED")
- * when its database connections were terminated and then refused.
+ * rejection is unhandled, and Deno ends the process with it. The chaos soak
+ * saw it twice: a running instance exit 1 ("Uncaught (in promise) Error:
+ * connect ECONNREFUSED") when its connections were terminated and then
+ * refused, and a starting one die in its probe (`ensureDatabase`) of
+ * "terminating connection due to administrator command". Both pools of
+ * `database.ts` install this guard.
  *
  * Nothing waits on that query: the query that opened the connection fails or
  * succeeds on its own (the writer retries it), and the next connection

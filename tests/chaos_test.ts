@@ -15,8 +15,9 @@ import { checkCounts, checkDeadLetters, checkExits, checkQueue, expectedOf } fro
 import { actionFor, type FaultContext } from "../tools/chaos/faults.ts";
 import { Instances } from "../tools/chaos/instances.ts";
 import { SoakPublisher } from "../tools/chaos/publisher.ts";
-import { busyUntil, overlapping, type PlannedFault, planSchedule } from "../tools/chaos/scheduler.ts";
+import { busyUntil, FAULT_KINDS, overlapping, type PlannedFault, planSchedule } from "../tools/chaos/scheduler.ts";
 import { quantile } from "../tools/chaos/report.ts";
+import { soakPlan } from "../tools/chaos/soak.ts";
 import { TcpProxy } from "./support/proxy.ts";
 import { createTestDatabase, createTestQueue, untilQueueSettled } from "./support/servers.ts";
 import { metric, testConfig } from "./support/service.ts";
@@ -54,6 +55,15 @@ Deno.test("planSchedule: the seed's alone, overlapping, and within its rules", (
     );
     assert.equal(clash, undefined, `#${r.id} ${r.kind} overlaps no restart, process fault or server query`);
   }
+});
+
+Deno.test("planSchedule: .ci/run's 60 s soak (seed 2663) schedules every kind of fault", () => {
+  const ci = { seconds: 60, instances: 3, seed: 2663 };
+  assert.deepEqual(new Set(soakPlan(ci, true).map((f) => f.kind)), new Set(FAULT_KINDS));
+  assert.deepEqual(
+    new Set(soakPlan(ci, false).map((f) => f.kind)),
+    new Set(FAULT_KINDS.filter((k) => !k.startsWith("restart_"))),
+  );
 });
 
 Deno.test("report: p99 is the nearest rank", () => {

@@ -100,6 +100,7 @@ export async function runSchedule(
     while (now() - from < RECOVERY_LIMIT_MS) {
       if (slots.every((slot, i) => instances.progress(slot) > baseline[i])) {
         record.recoveryMs = Math.round(now() - from);
+        log(`[${(now() / 1000).toFixed(1)} s] recovered #${fault.id} ${fault.kind} in ${record.recoveryMs / 1000} s`);
         break;
       }
       await delay(20);

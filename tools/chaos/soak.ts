@@ -23,7 +23,7 @@ import { Instances } from "./instances.ts";
 import { SoakPublisher } from "./publisher.ts";
 import type { SoakSummary } from "./report.ts";
 import { runSchedule } from "./runner.ts";
-import { describeFault, overlapping, planSchedule } from "./scheduler.ts";
+import { describeFault, overlapping, type PlannedFault, planSchedule } from "./scheduler.ts";
 
 /** Options of {@link runSoak}. */
 export interface SoakOptions {
@@ -43,18 +43,27 @@ const WARMUP_MS = 2000;
 /** Seconds of faultless load at the end, so the last faults' recovery is timed under load. */
 const COOLDOWN_MS = 5000;
 
-/** Runs one soak; see the module documentation. */
-export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
-  const { log, seed } = options;
+/** The fault schedule of a soak with `options` (faults from the warm-up to the cool-down). */
+export function soakPlan(
+  options: Pick<SoakOptions, "seconds" | "instances" | "seed" | "meanGapMs">,
+  restarts: boolean,
+): PlannedFault[] {
   const durationMs = options.seconds * 1000;
-  const plan = planSchedule({
-    seed,
+  return planSchedule({
+    seed: options.seed,
     startMs: WARMUP_MS,
     endMs: Math.max(WARMUP_MS + 1000, durationMs - COOLDOWN_MS),
     instances: options.instances,
     meanGapMs: options.meanGapMs ?? Math.min(6000, Math.max(2000, durationMs / 15)),
-    restarts: FAULT_RESTARTS,
+    restarts,
   });
+}
+
+/** Runs one soak; see the module documentation. */
+export async function runSoak(options: SoakOptions): Promise<SoakSummary> {
+  const { log, seed } = options;
+  const durationMs = options.seconds * 1000;
+  const plan = soakPlan(options, FAULT_RESTARTS);
   log(`chaos soak: seed ${seed}, ${options.seconds} s, ${options.instances} instances, ${options.rate} msg/s`);
   log(
     FAULT_RESTARTS

@@ -1,0 +1,119 @@
+import assert from "node:assert/strict";
+import type { Delivery } from "../../lib/broker/delivery.ts";
+import type { Batch, Message } from "../../lib/pipeline/message.ts";
+import { Scheduler } from "../../lib/pipeline/scheduler.ts";
+import { startService } from "../../lib/service.ts";
+import { createTestDatabase, createTestQueue, results } from "../support/servers.ts";
+import { testConfig } from "../support/service.ts";
+import { seedVote } from "../support/votes.ts";
+import { delay, waitForEvent, waitUntil } from "../support/wait.ts";
+
+// Group commit: the scheduler's own rules with a commit the test finishes (first two cases), then the
+// service against the real RabbitMQ and PostgreSQL: one vote at a low rate, and a preloaded backlog.
+
+let tag = 0;
+function message(): Message {
+  const delivery: Delivery = {
+    body: new Uint8Array(),
+    tag: ++tag,
+    session: 1,
+    receivedAt: performance.now(),
+    redelivered: false,
+    headers: undefined,
+    contentType: undefined,
+    properties: {},
+  };
+  return { delivery };
+}
+
+/** A scheduler whose commits end when the test resolves their gates; records each batch's size. */
+function gatedScheduler(batchSize: number) {
+  const sizes: number[] = [];
+  const gates: PromiseWithResolvers<void>[] = [];
+  const done = new EventTarget();
+  const scheduler = new Scheduler<void>({
+    batchSize,
+    batchTimeoutMs: 30_000,
+    onClose: () => {},
+    commit: (batch: Batch) => {
+      sizes.push(batch.messages.length);
+      const gate = Promise.withResolvers<void>();
+      gates.push(gate);
+      return gate.promise;
+    },
+    onCommitted: () => Promise.resolve(void done.dispatchEvent(new Event("committed"))),
+    onError: (error) => {
+      throw error;
+    },
+  });
+  return { scheduler, sizes, gates, done };
+}
+
+Deno.test("scheduler: a burst commits once it is over, what arrives during the commit gathers into the next", async () => {
+  const { scheduler, sizes, gates, done } = gatedScheduler(1000);
+  for (let i = 0; i < 3; i++) scheduler.add(message());
+  assert.deepEqual(sizes, [], "not while the burst is being delivered");
+  await waitUntil(() => sizes.length === 1, "the burst commits", 2000, 1);
+  assert.deepEqual(sizes, [3]);
+  for (let i = 0; i < 5; i++) scheduler.add(message());
+  await delay(20); // long enough for a macrotask: nothing may happen meanwhile
+  assert.deepEqual(sizes, [3], "the slot is busy: the next batch gathers");
+  assert.equal(scheduler.openMessages, 5);
+  gates[0].resolve();
+  await waitForEvent(done, "committed", () => sizes.length === 2, 2000);
+  assert.deepEqual(sizes, [3, 5], "what gathered commits as soon as the slot is free, not at the timeout");
+  gates[1].resolve();
+  await waitForEvent(done, "committed", () => scheduler.committing === 0, 2000);
+});
+
+Deno.test("scheduler: BATCH_SIZE still caps a batch; full batches queue behind the commit in flight", async () => {
+  const { scheduler, sizes, gates, done } = gatedScheduler(100);
+  for (let i = 0; i < 250; i++) scheduler.add(message());
+  assert.deepEqual(sizes, [100], "the first full batch commits at once");
+  await delay(20); // long enough for a macrotask: nothing may happen meanwhile
+  assert.deepEqual(sizes, [100], "the rest waits: a full batch ahead, the open one keeps gathering");
+  assert.equal(scheduler.openMessages, 50);
+  gates[0].resolve();
+  await waitForEvent(done, "committed", () => sizes.length === 2, 2000);
+  gates[1].resolve();
+  await waitForEvent(done, "committed", () => sizes.length === 3, 2000);
+  assert.deepEqual(sizes, [100, 100, 50]);
+  gates[2].resolve();
+  await waitForEvent(done, "committed", () => scheduler.committing === 0, 2000);
+});
+
+Deno.test("service: at a low rate a vote is committed in about one commit, long before BATCH_TIMEOUT_SECONDS", async () => {
+  await using db = await createTestDatabase();
+  await using queue = await createTestQueue();
+  const service = await startService(testConfig(db, queue, { BATCH_SIZE: "1000", BATCH_TIMEOUT_SECONDS: "30" }));
+  try {
+    for (let i = 1; i <= 3; i++) {
+      const published = performance.now();
+      await queue.publish([seedVote(i, "L1", "oui")]);
+      await waitForEvent(service.aggregator, "acked", () => service.aggregator.totals.counted === i, 10_000);
+      const elapsed = performance.now() - published;
+      assert.ok(elapsed < 2000, `vote ${i} committed after ${elapsed.toFixed(0)} ms (the timeout is 30 s)`);
+    }
+    assert.deepEqual(await results(db.sql), { L1: [3, 0] });
+  } finally {
+    await service.stop();
+  }
+});
+
+Deno.test("service: a preloaded backlog is drained in large batches", async () => {
+  await using db = await createTestDatabase();
+  await using queue = await createTestQueue();
+  const n = 20_000;
+  await queue.publish(Array.from({ length: n }, (_, i) => seedVote(i, `L${i % 4}`, i % 3 ? "oui" : "non")));
+  const service = await startService(
+    testConfig(db, queue, { BATCH_SIZE: "1000", RABBITMQ_PREFETCH_COUNT: "3000", BATCH_TIMEOUT_SECONDS: "1.0" }),
+  );
+  try {
+    await waitForEvent(service.aggregator, "acked", () => service.aggregator.totals.counted === n, 60_000);
+    const [{ batches, mean }] = await db.sql<{ batches: number; mean: number }[]>`
+      select count(*)::int as batches, avg(batch_size)::float8 as mean from aggregation_stats`;
+    assert.ok(mean >= 500, `${batches} batches of ${mean.toFixed(0)} votes on average, BATCH_SIZE is 1000`);
+  } finally {
+    await service.stop();
+  }
+});

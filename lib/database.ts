@@ -24,6 +24,7 @@ import type { Config } from "./config.ts";
 import { getLogger } from "./log.ts";
 import schema001 from "../sql/001_schema.sql" with { type: "text" };
 import seedContract002 from "../sql/002_seed_contract.sql" with { type: "text" };
+import hashCheck005 from "../sql/005_hash_check.sql" with { type: "text" };
 
 /** The pool: a postgres.js `sql` tag. */
 export type Sql = postgres.Sql;
@@ -39,6 +40,7 @@ export interface Migration {
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: "001_schema.sql", sql: schema001 },
   { version: 2, name: "002_seed_contract.sql", sql: seedContract002 },
+  { version: 5, name: "005_hash_check.sql", sql: hashCheck005 },
 ];
 
 const log = getLogger("database");

@@ -26,7 +26,7 @@
 import type { ConfirmChannel, ConsumeMessage } from "amqplib";
 import { Buffer } from "node:buffer";
 import type { Rejection } from "../vote.ts";
-import type { Delivery } from "./delivery.ts";
+import { type Delivery, tracedProperties } from "./delivery.ts";
 import { deadLetterNames } from "./topology.ts";
 
 /** Header names a dead-lettered message carries. */
@@ -74,7 +74,7 @@ export class DeadLetterPublisher {
         names.queue,
         Buffer.from(delivery.body.buffer, delivery.body.byteOffset, delivery.body.byteLength),
         {
-          ...delivery.properties,
+          ...tracedProperties(delivery.properties),
           persistent: true,
           // Routed nowhere (the DLQ was deleted), the broker returns it before confirming, instead of dropping it.
           mandatory: true,

@@ -19,7 +19,10 @@ export interface Delivery {
   redelivered: boolean;
   headers: Record<string, unknown> | undefined;
   contentType: string | undefined;
-  /** The properties a dead-letter copy keeps, so that it can be traced and replayed. */
+  /**
+   * The message's properties, as amqplib decoded them (not copied: most messages never need them);
+   * a dead-letter copy keeps the {@link tracedProperties} of them.
+   */
   properties: TracedProperties;
 }
 
@@ -56,14 +59,16 @@ export function toDelivery(message: ConsumeMessage, session: number): Delivery {
     redelivered: message.fields.redelivered,
     headers: message.properties.headers,
     contentType: message.properties.contentType,
-    properties: traced(message.properties),
+    properties: message.properties,
   };
 }
 
-function traced(properties: ConsumeMessage["properties"]): TracedProperties {
+/** The properties of `properties` that a dead-letter copy keeps, so that it can be traced and replayed. */
+export function tracedProperties(properties: TracedProperties): TracedProperties {
+  const all = properties as Record<string, unknown>;
   const kept: Record<string, unknown> = {};
   for (const name of TRACED) {
-    if (properties[name] !== undefined && properties[name] !== null) kept[name] = properties[name];
+    if (all[name] !== undefined && all[name] !== null) kept[name] = all[name];
   }
   return kept as TracedProperties;
 }

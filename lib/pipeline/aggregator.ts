@@ -28,7 +28,8 @@ import type { CommitPart } from "../writer.ts";
 import { TimeoutError, withTimeout } from "../timeout.ts";
 import { Acker, type Acknowledger } from "./acker.ts";
 import { type DeadLetterBroker, DeadLetters } from "./dead_letters.ts";
-import { type Batch, toMessage } from "./message.ts";
+import type { Rejection, Vote } from "../vote.ts";
+import { type Batch, type Message, toMessage } from "./message.ts";
 import { type Committed, OutageGuard, type Writer } from "./outage.ts";
 import { type Readiness, readinessOf } from "./readiness.ts";
 import { Scheduler } from "./scheduler.ts";
@@ -80,6 +81,8 @@ export class Aggregator extends EventTarget {
   readonly #scheduler: Scheduler<Committed | undefined>;
   readonly #poolSize: number;
   readonly #tracer = new BatchTracer();
+  /** Sends a rejected message's dead-letter copy (made once, not per delivery). */
+  readonly #deadLetter = (message: Message, rejection: Rejection) => this.#deadLetters.send(message, rejection);
 
   constructor(options: AggregatorOptions) {
     super();
@@ -137,7 +140,7 @@ export class Aggregator extends EventTarget {
 
   /** Takes one message from the broker. Never throws: a bad message is dead-lettered. */
   receive(delivery: Delivery): void {
-    const message = toMessage(delivery, (m, rejection) => this.#deadLetters.send(m, rejection));
+    const message = toMessage(delivery, this.#deadLetter);
     if (message.rejection) {
       log.debug("Rejected message {tag}: {reason} ({detail})", { tag: delivery.tag, ...message.rejection });
     }
@@ -267,8 +270,10 @@ export class Aggregator extends EventTarget {
   }
 }
 
-function votesOf(batch: Batch) {
-  return batch.messages.flatMap((m) => m.vote ? [m.vote] : []);
+function votesOf(batch: Batch): Vote[] {
+  const votes: Vote[] = [];
+  for (const m of batch.messages) if (m.vote) votes.push(m.vote);
+  return votes;
 }
 
 function round3(n: number): number {

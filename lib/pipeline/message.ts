@@ -55,11 +55,17 @@ export function toMessage(delivery: Delivery, deadLetter: DeadLetterer): Message
 export function closeBatch(messages: Message[], trackHashes: boolean): Batch {
   return {
     messages,
-    hashes: trackHashes ? messages.flatMap((m) => m.vote ? [m.vote.hash] : []) : [],
+    hashes: trackHashes ? hashesOf(messages) : [],
     openedAt: messages[0].delivery.receivedAt,
     closedAt: performance.now(),
     committed: false,
     ackable: true,
     acked: Promise.withResolvers<void>(),
   };
+}
+
+function hashesOf(messages: Message[]): string[] {
+  const hashes: string[] = [];
+  for (const m of messages) if (m.vote) hashes.push(m.vote.hash);
+  return hashes;
 }

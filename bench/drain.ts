@@ -9,15 +9,14 @@
  * @module
  */
 
-import { isDeepStrictEqual } from "node:util";
-import { createTestDatabase, createTestQueue, results } from "../tests/support/servers.ts";
+import { createTestDatabase, createTestQueue } from "../tests/support/servers.ts";
 import { cpuSeconds, peakRssMb, pidsNamed, treeCpuSeconds } from "../tests/support/process.ts";
 import { spawnService } from "../tests/support/service.ts";
 import { generateVotes } from "../tools/publish.ts";
 import {
   benchEnv,
   DUPLICATE_FRACTION,
-  expectedResults,
+  exactnessNotes,
   MALFORMED_FRACTION,
   type Options,
   preload,
@@ -82,22 +81,9 @@ export async function drain(options: Options, n: number, label: string, signal: 
   peakRss = Math.max(peakRss, peakRssMb(service.pid) ?? 0);
   const code = await service.stopWithin(SHUTDOWN_GRACE_MS);
 
-  const notes: string[] = [];
-  const actual = await results(db.sql);
-  const expected = expectedResults(votes);
-  if (!isDeepStrictEqual(actual, expected)) {
-    notes.push(`vote_results ${JSON.stringify(actual)} but expected ${JSON.stringify(expected)}`);
-  }
-  const [{ duplicates }] = await db.sql`select count(*)::int as duplicates from duplicate_attempts`;
+  const notes = await exactnessNotes(db, queue, votes);
   const [{ meanBatch }] = await db.sql<{ meanBatch: number }[]>`
     select avg(batch_size)::float8 as "meanBatch" from aggregation_stats`;
-  if (duplicates !== votes.duplicates) {
-    notes.push(`duplicate_attempts has ${duplicates} rows, ${votes.duplicates} sent`);
-  }
-  const deadLettered = await queue.count(queue.dlq);
-  if (deadLettered !== votes.malformed) notes.push(`the DLQ holds ${deadLettered} messages, ${votes.malformed} sent`);
-  const left = await queue.count();
-  if (left !== 0) notes.push(`${left} messages left unacknowledged in the queue`);
   if (code !== 0) notes.push(`exit code ${code} after SIGTERM:\n${service.output().slice(-4000)}`);
   const seconds = (lastVisibleAt - service.startedAt) / 1000;
   const steady = (lastVisibleAt - (firstVisibleAt ?? lastVisibleAt)) / 1000;

@@ -64,6 +64,13 @@ export function closeBatch(messages: Message[], trackHashes: boolean): Batch {
   };
 }
 
+/** The votes of a batch (its messages that parsed), in delivery order. */
+export function votesOf(batch: Batch): Vote[] {
+  const votes: Vote[] = [];
+  for (const m of batch.messages) if (m.vote) votes.push(m.vote);
+  return votes;
+}
+
 function hashesOf(messages: Message[]): string[] {
   const hashes: string[] = [];
   for (const m of messages) if (m.vote) hashes.push(m.vote.hash);

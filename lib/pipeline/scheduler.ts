@@ -3,9 +3,10 @@
  *
  * - Group commit: a batch closes as soon as no more deliveries are arriving
  *   (checked one macrotask after the first delivery of a burst) and a
- *   committing slot is free; while every slot is busy it keeps gathering, and
- *   when a commit ends what gathered meanwhile closes at once. At a low rate a
- *   vote waits about one commit; under load batches fill up.
+ *   committing slot is free, once it is as old as the last commit took; while
+ *   every slot is busy it keeps gathering, and when a commit ends what
+ *   gathered meanwhile closes. At a low rate a vote waits about one commit;
+ *   under load batches fill up.
  * - A batch also closes at `batchSize` messages or `batchTimeoutMs` after its
  *   first message (`batcher.ts`), the upper bound, or when asked (`/flush`,
  *   pause, drain).
@@ -55,9 +56,7 @@ export class Scheduler<R> {
   readonly #closeWhenIdle: boolean;
   /** The pending check that closes the open batch once the current burst of deliveries is over. */
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Messages added since the idle check was armed: deliveries still flowing. */
-  #addedSinceCheck = 0;
-  /** Milliseconds the last commit took: how long a batch may linger while deliveries keep flowing. */
+  /** Milliseconds the last commit took: the youngest a batch commits at, once deliveries pause. */
   #lastCommitMs = 0;
 
   constructor(options: SchedulerOptions<R>) {
@@ -90,8 +89,7 @@ export class Scheduler<R> {
   add(message: Message): void {
     this.#batcher.add(message);
     // One timer a burst, not one a message: deliveries that arrive together are handled in one task.
-    if (this.#idleTimer !== undefined) this.#addedSinceCheck += 1;
-    else if (this.#closeWhenIdle && this.#batcher.length > 0) this.#armIdleCheck();
+    if (this.#closeWhenIdle && this.#idleTimer === undefined && this.#batcher.length > 0) this.#armIdleCheck();
   }
 
   /**
@@ -103,27 +101,28 @@ export class Scheduler<R> {
     return this.#batcher.close();
   }
 
-  #armIdleCheck(): void {
-    this.#addedSinceCheck = 0;
-    this.#idleTimer = setTimeout(this.#onIdle, 0);
+  #armIdleCheck(delayMs = 0): void {
+    this.#idleTimer = setTimeout(this.#onIdle, delayMs);
   }
 
-  /**
-   * One macrotask after a delivery. Deliveries that kept arriving meanwhile are a backlog being read
-   * (the service is single-threaded: the socket waits while it works), not a pause: the batch then
-   * lingers, but no longer than the last commit took, so that at a steady rate a batch gathers about
-   * what one commit takes and the per-commit cost is spread, while a lone vote still commits at once.
-   */
+  /** One macrotask after the first delivery of a burst: the burst is over. */
   readonly #onIdle = (): void => {
     this.#idleTimer = undefined;
-    const flowing = this.#addedSinceCheck > 0;
-    if (flowing && performance.now() - this.#batcher.openedAt < this.#lastCommitMs) this.#armIdleCheck();
-    else this.#closeIfSlotFree();
+    this.#closeIfSlotFree();
   };
 
-  /** Group commit: the open batch commits now if nothing is ahead of it. */
+  /**
+   * Group commit: the open batch commits now if nothing is ahead of it and it is at least as old as the
+   * last commit took; a younger one waits for the rest of that time. At a steady rate a batch is that
+   * old anyway (it gathered during the commit before); when deliveries come in bursts with gaps (a
+   * backlog read by a busy broker) it gathers what one commit costs, instead of committing each burst.
+   * A lone vote waits for one short commit's duration at most.
+   */
   #closeIfSlotFree(): void {
-    if (this.#waiting.length === 0 && this.#committing < this.#maxInflight) this.#batcher.close();
+    if (this.#waiting.length > 0 || this.#committing >= this.#maxInflight || this.#batcher.length === 0) return;
+    const wait = this.#lastCommitMs - (performance.now() - this.#batcher.openedAt);
+    if (wait > 0) this.#armIdleCheck(wait);
+    else this.#batcher.close();
   }
 
   #closed(messages: Message[]): void {
@@ -168,8 +167,8 @@ export class Scheduler<R> {
     }
     this.#committing -= 1;
     this.#pump();
-    // What gathered while every slot was busy commits at once, unless deliveries are arriving right now:
-    // then the pending idle check closes it when their burst is over.
+    // What gathered while every slot was busy commits now (see #closeIfSlotFree), unless a burst is being
+    // delivered: then the pending idle check decides once it is over.
     if (this.#closeWhenIdle && this.#idleTimer === undefined) this.#closeIfSlotFree();
   }
 }

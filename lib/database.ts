@@ -33,14 +33,17 @@ const log = getLogger("database");
  * @param config the database part of the configuration
  */
 export function connectDatabase(
-  config: Pick<
-    Config,
-    "databaseUrl" | "postgresMaxConnections" | "postgresSslMode" | "postgresSslRootCert"
-  >,
+  config:
+    & Pick<
+      Config,
+      "databaseUrl" | "postgresMaxConnections" | "postgresSslMode" | "postgresSslRootCert"
+    >
+    & Partial<Pick<Config, "connectTimeoutMs">>,
 ): Sql {
   return postgres(config.databaseUrl, {
     max: config.postgresMaxConnections,
-    connect_timeout: 10,
+    // Covers TCP, TLS and the start-up handshake (until the server is ready for a query).
+    connect_timeout: (config.connectTimeoutMs ?? 10_000) / 1000,
     ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, new URL(config.databaseUrl).hostname),
     onnotice: () => {},
     // Plan each statement with its real arguments and the tables' current size: a generic plan cached
@@ -64,17 +67,20 @@ export async function warmUp(sql: Sql, count: number): Promise<void> {
  * database on the same server as the same role. Concurrent starts are fine: one creates it.
  *
  * @returns true when it created the database
+ * @throws the connection's error when the server cannot be reached (refused, timed out)
  * @throws when it is missing and this role may not create it; the message gives the `createdb` command
  */
 export async function ensureDatabase(
-  config: Pick<Config, "databaseUrl" | "postgresSslMode" | "postgresSslRootCert">,
+  config:
+    & Pick<Config, "databaseUrl" | "postgresSslMode" | "postgresSslRootCert">
+    & Partial<Pick<Config, "connectTimeoutMs">>,
 ): Promise<boolean> {
   const url = new URL(config.databaseUrl);
   const name = decodeURIComponent(url.pathname.slice(1)) || decodeURIComponent(url.username) || "postgres";
   const probe = async (target: URL, query: (sql: Sql) => Promise<unknown>) => {
     const sql = postgres(target.toString(), {
       max: 1,
-      connect_timeout: 10,
+      connect_timeout: (config.connectTimeoutMs ?? 10_000) / 1000,
       ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, target.hostname),
       onnotice: () => {},
       connection: { application_name: "vote-aggregator" },
@@ -89,8 +95,10 @@ export async function ensureDatabase(
     await probe(url, (sql) => sql`select 1`);
     return false;
   } catch (error) {
-    // 3D000: the database does not exist. Anything else (server down, wrong password) is for the caller to report.
-    if (!(error instanceof postgres.PostgresError) || error.code !== "3D000") return false;
+    // 3D000: the database does not exist. A refusal (wrong password) is for the caller to report; the server
+    // unreachable or silent is thrown, for the caller to retry.
+    if (!(error instanceof postgres.PostgresError)) throw error;
+    if (error.code !== "3D000") return false;
   }
   const maintenance = new URL(url);
   maintenance.pathname = "/postgres";

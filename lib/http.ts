@@ -11,7 +11,8 @@
  * | `/pause` | POST, admin | stops consuming, commits what is batched, answers the state (409 while draining) |
  * | `/resume` | POST, admin | consumes again (409 while draining) |
  *
- * Admin routes need `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant
+ * A malformed request (a Host or target that is not a URL) answers 400 on every
+ * route, with no internals. Admin routes need `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant
  * time); without `ADMIN_TOKEN` they answer 403.
  *
  * @example
@@ -114,7 +115,9 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
       return json(500, { error: "internal error" });
     },
   }, async (request) => {
-    const path = new URL(request.url).pathname;
+    const path = pathOf(request);
+    // A Host or target that does not make a URL (`Host: a b`) is the client's error, on every route.
+    if (path === undefined) return json(400, { error: "malformed request: its Host or target is not a valid URL" });
     const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
     if (!route) return json(404, { error: `no route ${path}` });
     const allowed = route.method === "GET" ? "GET, HEAD" : "POST";
@@ -141,6 +144,15 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
       throw error;
     }
   });
+}
+
+/** The request's path, or undefined when its Host or target do not make a URL. */
+function pathOf(request: Request): string | undefined {
+  try {
+    return new URL(request.url).pathname;
+  } catch {
+    return undefined;
+  }
 }
 
 async function bodyTooLarge(request: Request): Promise<boolean> {

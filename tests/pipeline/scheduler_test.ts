@@ -16,6 +16,8 @@ let tag = 0;
 function message(): Message {
   const delivery: Delivery = {
     body: new Uint8Array(),
+    size: 0,
+    maxBytes: 16 * 1024,
     tag: ++tag,
     session: 1,
     receivedAt: performance.now(),

@@ -29,6 +29,10 @@ export interface Options {
   skipCeiling: boolean;
   skipDrain: boolean;
   skipLatency: boolean;
+  /** Also run the ledger's cost phase (ledger.ts). */
+  ledger: boolean;
+  /** Votes of the recount phase's database; 0 skips it (recount.ts). */
+  recount: number;
   phaseTimeoutMs: number;
 }
 

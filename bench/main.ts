@@ -32,6 +32,8 @@ import type { Options } from "./common.ts";
 import { drain } from "./drain.ts";
 import { election } from "./election.ts";
 import { latency } from "./latency.ts";
+import { ledgerCost } from "./ledger.ts";
+import { recountRate } from "./recount.ts";
 import { describe, type Row, say, table } from "./report.ts";
 
 /** How the drain and latency phases start the service: as operators do. */
@@ -52,6 +54,8 @@ const USAGE = `Usage: deno task bench [options]
       --inflight N     MAX_INFLIGHT_BATCHES for the service (default: the service's)
       --laws N         laws the votes are spread over (default 5)
       --skip-ceiling, --skip-drain, --skip-latency
+      --recount N      also time verify on a database of N counted votes built for it (recount.ts)
+      --ledger         also measure the batch ledger's cost: N votes committed with and without it (ledger.ts)
       --phase-timeout S  longest any phase may take, preloading included (default 900)
   -h, --help`;
 
@@ -71,6 +75,8 @@ function parseOptions(args: string[]): Options | undefined {
     "skip-ceiling": { type: "boolean", default: false },
     "skip-drain": { type: "boolean", default: false },
     "skip-latency": { type: "boolean", default: false },
+    ledger: { type: "boolean", default: false },
+    recount: { type: "string" },
     "phase-timeout": { type: "string" },
     help: { type: "boolean", short: "h", default: false },
   });
@@ -124,6 +130,8 @@ function parseOptions(args: string[]): Options | undefined {
     skipCeiling: values["skip-ceiling"],
     skipDrain: values["skip-drain"],
     skipLatency: values["skip-latency"],
+    ledger: values.ledger,
+    recount: values.recount === undefined ? 0 : positive("recount", values.recount, 0),
     phaseTimeoutMs: positive("phase-timeout", values["phase-timeout"], 900, false) * 1000,
   };
 }
@@ -195,6 +203,15 @@ async function main(args: string[]): Promise<number> {
   if (!options.skipLatency) {
     for (const timeout of options.timeouts) await phase(`latency ${timeout}`, (s) => latency(options, timeout, s));
   }
+  if (options.ledger) {
+    // Four rows from one phase: the first three pushed here, the last by phase().
+    await phase("ledger cost", async (s) => {
+      const measured = await ledgerCost(options, options.n, s);
+      rows.push(...measured.slice(0, -1));
+      return measured[measured.length - 1];
+    });
+  }
+  if (options.recount > 0) await phase("recount", (s) => recountRate(options, options.recount, s));
   if (options.backlog > 0) {
     await phase("backlog", (s) => drain(options, options.backlog, "backlog (5 % dup, 1 % bad)", s));
   }

@@ -30,6 +30,7 @@ import { VARIABLES } from "../lib/variables.ts";
 import { ceiling } from "./ceiling.ts";
 import type { Options } from "./common.ts";
 import { drain } from "./drain.ts";
+import { election } from "./election.ts";
 import { latency } from "./latency.ts";
 import { ledgerCost } from "./ledger.ts";
 import { recountRate } from "./recount.ts";
@@ -45,6 +46,9 @@ const USAGE = `Usage: deno task bench [options]
       --seconds S      latency phase: how long to publish (default 30)
       --timeouts LIST  latency phase: BATCH_TIMEOUT_SECONDS values, comma-separated (default 1.0,0.1)
       --backlog N      also drain a backlog of N messages and report its peak RSS (default: skipped)
+      --election N     also drain N messages published in chunks while draining, e.g. 8000000 with --laws 20:
+                       not for CI, nor for a shared machine (default: skipped; see election.ts)
+      --chunk N        election: messages per chunk; the next is published once the queue holds less (default 500000)
       --batch-size N   BATCH_SIZE for the service (default: the service's default)
       --prefetch N     RABBITMQ_PREFETCH_COUNT for the service and the bare consumer (default: the service's)
       --inflight N     MAX_INFLIGHT_BATCHES for the service (default: the service's)
@@ -62,6 +66,8 @@ function parseOptions(args: string[]): Options | undefined {
     seconds: { type: "string" },
     timeouts: { type: "string" },
     backlog: { type: "string" },
+    election: { type: "string" },
+    chunk: { type: "string" },
     laws: { type: "string" },
     "batch-size": { type: "string" },
     prefetch: { type: "string" },
@@ -115,6 +121,8 @@ function parseOptions(args: string[]): Options | undefined {
     seconds: positive("seconds", values.seconds, 30, false),
     timeouts,
     backlog: values.backlog === undefined ? 0 : positive("backlog", values.backlog, 0),
+    election: values.election === undefined ? 0 : positive("election", values.election, 0),
+    chunk: positive("chunk", values.chunk, 500_000),
     laws: positive("laws", values.laws, 5),
     batchSize: config.batchSize,
     prefetch: config.rabbitmqPrefetchCount,
@@ -207,6 +215,7 @@ async function main(args: string[]): Promise<number> {
   if (options.backlog > 0) {
     await phase("backlog", (s) => drain(options, options.backlog, "backlog (5 % dup, 1 % bad)", s));
   }
+  if (options.election > 0) await phase("election", (s) => election(options, s));
 
   const ceilingRate = rows.find((r) => r.phase.startsWith("ceiling") && r.rate)?.rate;
   const command = ["deno", "task", "bench", ...args].join(" ");

@@ -118,3 +118,27 @@ Deno.test("role: vote_aggregator can run the service and nothing more", async ()
     await owner.end({ timeout: 1 });
   }
 });
+
+Deno.test("schema: vote_audit's hash check (005, without the regex's counted repetition) refuses what 001's did", async () => {
+  await using db = await createTestDatabase();
+  const sql = testPool(db.url);
+  try {
+    await migrate(sql);
+    const [{ def }] = await db.sql`
+      select pg_get_constraintdef(oid) as def from pg_constraint where conname = 'vote_audit_vote_hash_check'`;
+    assert.doesNotMatch(def, /\{64\}/, "the cheap form is in place");
+    const insert = (hash: string) =>
+      db.sql`insert into vote_audit (vote_hash, law_id, choice, status) values (${hash}, 'L1', 'oui', 'aggregated')`;
+    const good = "0123456789abcdef".repeat(4);
+    await insert(good);
+    for (const bad of [good.toUpperCase(), good.slice(1), `${good.slice(1)}g`, `${good.slice(1)}\n`, ""]) {
+      await assert.rejects(
+        insert(bad),
+        (e: { code?: string }) => e.code === "23514",
+        `refused: ${JSON.stringify(bad)}`,
+      );
+    }
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+});

@@ -5,7 +5,9 @@
  * @module
  */
 
-import { RABBITMQ_URL, type TestQueue, visibleVotes } from "../tests/support/servers.ts";
+import { isDeepStrictEqual } from "node:util";
+import type postgres from "postgres";
+import { RABBITMQ_URL, results, type TestQueue, visibleVotes } from "../tests/support/servers.ts";
 
 export { visibleVotes };
 import { freePort } from "../tests/support/service.ts";
@@ -19,6 +21,9 @@ export interface Options {
   seconds: number;
   timeouts: string[];
   backlog: number;
+  /** Messages of the election-sized run (0: skipped), published in chunks of `chunk`. */
+  election: number;
+  chunk: number;
   laws: number;
   batchSize: number;
   prefetch: number;
@@ -28,6 +33,10 @@ export interface Options {
   skipCeiling: boolean;
   skipDrain: boolean;
   skipLatency: boolean;
+  /** Also run the ledger's cost phase (ledger.ts). */
+  ledger: boolean;
+  /** Votes of the recount phase's database; 0 skips it (recount.ts). */
+  recount: number;
   phaseTimeoutMs: number;
   /** Instance counts of the scaling phase; empty: skipped. */
   scaling: number[];
@@ -94,4 +103,31 @@ export function benchEnv(
 /** The generator's expected totals in the shape of the tests' `results()`: `{law: [oui, non]}`. */
 export function expectedResults(votes: GeneratedVotes): Record<string, [number, number]> {
   return Object.fromEntries(Object.entries(votes.expected).map(([law, t]) => [law, [t.oui, t.non]]));
+}
+
+/**
+ * What is not exact after a drain of `votes` (empty when all is): `vote_results` against the generator's
+ * totals, `duplicate_attempts` against the attempts sent, the DLQ against the malformed messages, and
+ * nothing left in the queue.
+ */
+export async function exactnessNotes(
+  db: { sql: postgres.Sql },
+  queue: TestQueue,
+  votes: GeneratedVotes,
+): Promise<string[]> {
+  const notes: string[] = [];
+  const actual = await results(db.sql);
+  const expected = expectedResults(votes);
+  if (!isDeepStrictEqual(actual, expected)) {
+    notes.push(`vote_results ${JSON.stringify(actual)} but expected ${JSON.stringify(expected)}`);
+  }
+  const [{ duplicates }] = await db.sql`select count(*)::int as duplicates from duplicate_attempts`;
+  if (duplicates !== votes.duplicates) {
+    notes.push(`duplicate_attempts has ${duplicates} rows, ${votes.duplicates} sent`);
+  }
+  const deadLettered = await queue.count(queue.dlq);
+  if (deadLettered !== votes.malformed) notes.push(`the DLQ holds ${deadLettered} messages, ${votes.malformed} sent`);
+  const left = await queue.count();
+  if (left !== 0) notes.push(`${left} messages left unacknowledged in the queue`);
+  return notes;
 }

@@ -22,6 +22,7 @@ import { checkServerIdentity } from "node:tls";
 import postgres from "postgres";
 import type { Config } from "./config.ts";
 import { getLogger } from "./log.ts";
+import { guardTypeFetch } from "./pg_type_fetch.ts";
 
 /** The pool: a postgres.js `sql` tag. */
 export type Sql = postgres.Sql;
@@ -42,6 +43,7 @@ export function connectDatabase(
     & Partial<Pick<Config, "connectTimeoutMs">>,
   { prepare = true }: { prepare?: boolean } = {},
 ): Sql {
+  guardTypeFetch(); // a failed type-catalog query must not end the process (see pg_type_fetch.ts)
   return postgres(config.databaseUrl, {
     max: config.postgresMaxConnections,
     // Covers TCP, TLS and the start-up handshake (until the server is ready for a query).
@@ -86,6 +88,7 @@ export async function ensureDatabase(
   const url = new URL(config.databaseUrl);
   const name = decodeURIComponent(url.pathname.slice(1)) || decodeURIComponent(url.username) || "postgres";
   const probe = async (target: URL, query: (sql: Sql) => Promise<unknown>) => {
+    guardTypeFetch(); // this pool's connection starts with the catalog query too
     const sql = postgres(target.toString(), {
       max: 1,
       connect_timeout: (config.connectTimeoutMs ?? 10_000) / 1000,

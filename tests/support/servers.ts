@@ -16,7 +16,7 @@ import postgres from "postgres";
 import { declareTopology } from "../../lib/broker/topology.ts";
 import { connectDatabase, type Sql } from "../../lib/database.ts";
 import { setupLogging } from "../../lib/log.ts";
-import type { Deadline } from "./wait.ts";
+import { Deadline } from "./wait.ts";
 
 export const POSTGRES_URL = Deno.env.get("TEST_POSTGRES_URL") ?? "postgres://postgres@127.0.0.1:5432/postgres";
 export const RABBITMQ_URL = Deno.env.get("TEST_RABBITMQ_URL") ?? "amqp://guest:guest@127.0.0.1:5672/";
@@ -78,6 +78,30 @@ export function testPool(url: string, max = 2): Sql {
     postgresSslMode: "disable",
     postgresSslRootCert: undefined,
   });
+}
+
+/**
+ * Holds the lock on `law`'s `vote_results` row (inserting it at 0 if missing)
+ * until disposed: a commit that counts a vote for it blocks meanwhile, so a
+ * test can keep a commit in flight for as long as it needs.
+ */
+export async function lockLaw(sql: postgres.Sql, law: string): Promise<AsyncDisposable> {
+  const locked = Promise.withResolvers<void>();
+  const release = Promise.withResolvers<void>();
+  const transaction = sql.begin(async (tx) => {
+    await tx`insert into vote_results (law_id) values (${law}) on conflict do nothing`;
+    await tx`select 1 from vote_results where law_id = ${law} for update`;
+    locked.resolve();
+    await release.promise;
+  });
+  transaction.catch(locked.reject);
+  await locked.promise;
+  return {
+    async [Symbol.asyncDispose]() {
+      release.resolve();
+      await transaction;
+    },
+  };
 }
 
 /** `vote_results` as `{law: [oui, non]}`. */
@@ -298,7 +322,11 @@ async function listRows(command: string, ...columns: string[]): Promise<string[]
 
 /** The broker's ids (`pid` column) of the AMQP connections that OS process `pid` holds. */
 export async function brokerConnectionsOf(pid: number, brokerPort = 5672): Promise<string[]> {
-  const ports = new Set(await tcpLocalPorts(pid, brokerPort));
+  return await brokerConnectionsFrom(new Set(await tcpLocalPorts(pid, brokerPort)));
+}
+
+/** The broker's ids of the AMQP connections whose client side is on one of local `ports` (e.g. a proxy's). */
+export async function brokerConnectionsFrom(ports: Set<number>): Promise<string[]> {
   if (ports.size === 0) return [];
   const rows = await listRows("list_connections", "pid", "peer_port");
   return rows.filter(([, port]) => ports.has(Number(port))).map(([id]) => id);
@@ -366,4 +394,40 @@ export async function untilQueueSettled(deadline: Deadline, queue: string, timeo
     },
   );
   return last!;
+}
+
+/**
+ * Runs `pg_ctlcluster` on the newest installed cluster `main` (as .ci/run finds it): a machine-wide
+ * fault, only with {@link FAULT_RESTARTS}.
+ */
+export async function pgctl(action: string, ...options: string[]): Promise<boolean> {
+  const versions: string[] = [];
+  for await (const entry of Deno.readDir("/etc/postgresql")) versions.push(entry.name);
+  const version = versions.sort((a, b) => Number(a) - Number(b)).at(-1) ?? "15";
+  const out = await new Deno.Command("pg_ctlcluster", {
+    args: ["--skip-systemctl-redirect", ...options, version, "main", action],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) console.error(`pg_ctlcluster ${action}: ${new TextDecoder().decode(out.stderr)}`);
+  return out.success;
+}
+
+/** Starts PostgreSQL if it is down and waits until it accepts connections (`pg_isready`). */
+export async function ensurePostgres(): Promise<void> {
+  const ready = async () =>
+    (await new Deno.Command("pg_isready", { args: ["-h", "127.0.0.1", "-q"] }).output()).success;
+  if (!(await ready())) await pgctl("start");
+  const deadline = new Deadline("PostgreSQL back", 60_000);
+  await deadline.until(ready, "PostgreSQL accepts connections", { intervalMs: 200 });
+}
+
+/** Starts RabbitMQ's app (and the node, if it is down) and waits until it serves (`await_startup`). */
+export async function ensureRabbitMQ(): Promise<void> {
+  try {
+    await rabbitmqctl("start_app");
+  } catch {
+    await new Deno.Command("rabbitmq-server", { args: ["-detached"] }).output();
+  }
+  await rabbitmqctl("await_startup", "--timeout", "120");
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { startService } from "../lib/service.ts";
-import { createTestDatabase, createTestQueue, results } from "./support/servers.ts";
+import { createTestDatabase, createTestQueue, lockLaw, results } from "./support/servers.ts";
 import { testConfig } from "./support/service.ts";
 import { seedVote } from "./support/votes.ts";
 import { waitForEvent, waitUntil } from "./support/wait.ts";
@@ -15,15 +15,14 @@ async function call(base: string, path: string, init: RequestInit = {}) {
   return { status: response.status, headers: response.headers, body: type.includes("json") ? JSON.parse(text) : text };
 }
 
-async function withService(
-  overrides: Record<string, string>,
-  fn: (ctx: {
-    base: string;
-    service: Awaited<ReturnType<typeof startService>>;
-    queue: Awaited<ReturnType<typeof createTestQueue>>;
-    db: Awaited<ReturnType<typeof createTestDatabase>>;
-  }) => Promise<void>,
-) {
+interface ServiceContext {
+  base: string;
+  service: Awaited<ReturnType<typeof startService>>;
+  queue: Awaited<ReturnType<typeof createTestQueue>>;
+  db: Awaited<ReturnType<typeof createTestDatabase>>;
+}
+
+async function withService(overrides: Record<string, string>, fn: (ctx: ServiceContext) => Promise<void>) {
   await using db = await createTestDatabase();
   await using queue = await createTestQueue();
   const service = await startService(testConfig(db, queue, overrides));
@@ -119,18 +118,33 @@ Deno.test("http: admin routes need the bearer token, and are off without ADMIN_T
   });
 });
 
+/**
+ * Holds a commit in flight (a vote for law HOLD waits on a row lock), so that the votes published next gather in
+ * the open batch: with group commit, a batch closes as soon as deliveries pause and no commit is running.
+ */
+async function holdCommit({ service, queue, db }: Pick<ServiceContext, "service" | "queue" | "db">) {
+  const lock = await lockLaw(db.sql, "HOLD");
+  await queue.publish([seedVote(9999, "HOLD", "oui")]);
+  await waitUntil(() => service.aggregator.status().inflight_batches === 1, "a commit is held on the row lock");
+  return lock;
+}
+
 Deno.test("http: POST /flush answers after the open batch is visible in vote_results", async () => {
   await withService(
     { ADMIN_TOKEN: TOKEN, BATCH_SIZE: "1000", BATCH_TIMEOUT_SECONDS: "600" },
-    async ({ base, service, queue, db }) => {
+    async (ctx) => {
+      const { base, service, queue, db } = ctx;
       const empty = await call(base, "/flush", { method: "POST", headers: auth });
       assert.deepEqual([empty.status, empty.body], [200, { flushed: 0 }]);
+      const held = await holdCommit(ctx);
       await queue.publish(Array.from({ length: 7 }, (_, i) => seedVote(i, "L9", "oui")));
       await waitUntil(() => service.aggregator.status().open_batch_messages === 7, "7 votes are batched");
-      assert.deepEqual(await results(db.sql), {});
-      const flushed = await call(base, "/flush", { method: "POST", headers: auth });
+      assert.deepEqual(await results(db.sql), {}, "nothing committed yet");
+      const flushing = call(base, "/flush", { method: "POST", headers: auth });
+      await held[Symbol.asyncDispose]();
+      const flushed = await flushing;
       assert.deepEqual([flushed.status, flushed.body], [200, { flushed: 7 }]);
-      assert.deepEqual(await results(db.sql), { L9: [7, 0] });
+      assert.deepEqual(await results(db.sql), { HOLD: [1, 0], L9: [7, 0] });
     },
   );
 });
@@ -138,11 +152,14 @@ Deno.test("http: POST /flush answers after the open batch is visible in vote_res
 Deno.test("http: pause stops consumption and keeps messages in the queue; resume counts them", async () => {
   await withService({ ADMIN_TOKEN: TOKEN, BATCH_SIZE: "1000", BATCH_TIMEOUT_SECONDS: "600" }, async (ctx) => {
     const { base, service, queue, db } = ctx;
+    const held = await holdCommit(ctx);
     await queue.publish([seedVote(1, "L1", "oui")]);
     await waitUntil(() => service.aggregator.status().open_batch_messages === 1, "1 vote is batched");
-    const paused = await call(base, "/pause", { method: "POST", headers: auth });
+    const pausing = call(base, "/pause", { method: "POST", headers: auth });
+    await held[Symbol.asyncDispose]();
+    const paused = await pausing;
     assert.deepEqual([paused.status, paused.body], [200, { state: "paused", flushed: 1 }]);
-    assert.deepEqual(await results(db.sql), { L1: [1, 0] }, "pause commits what is batched");
+    assert.deepEqual(await results(db.sql), { HOLD: [1, 0], L1: [1, 0] }, "pause commits what is batched");
     const again = await call(base, "/pause", { method: "POST", headers: auth });
     assert.deepEqual(again.body, { state: "paused", flushed: 0 }, "pause is idempotent");
 
@@ -158,10 +175,9 @@ Deno.test("http: pause stops consumption and keeps messages in the queue; resume
     assert.deepEqual([resumed.status, resumed.body], [200, { state: "running" }]);
     const twice = await call(base, "/resume", { method: "POST", headers: auth });
     assert.deepEqual(twice.body, { state: "running" }, "resume is idempotent");
-    await waitUntil(() => service.aggregator.status().open_batch_messages === 20, "20 votes are batched");
-    const flushed = await call(base, "/flush", { method: "POST", headers: auth });
-    assert.deepEqual(flushed.body, { flushed: 20 });
-    assert.deepEqual(await results(db.sql), { L1: [1, 20] });
+    await waitForEvent(service.aggregator, "acked", () => service.aggregator.totals.counted === 22);
+    assert.deepEqual(await results(db.sql), { HOLD: [1, 0], L1: [1, 20] });
+    assert.equal(await queue.count(), 0, "every message acknowledged");
   });
 });
 

@@ -17,7 +17,7 @@
  */
 
 import dotenv from "dotenv";
-import { buildUrl, redactUrl } from "./url.ts";
+import { buildUrl, parseOrigins, redactUrl } from "./url.ts";
 import { type Variable, type VariableName, VARIABLES } from "./variables.ts";
 
 /** Log levels as the seed names them (Python's logging levels). */
@@ -71,6 +71,14 @@ export interface Config {
   httpHost: string;
   /** Bearer token for POST /flush, /pause, /resume; without it those routes answer 403. */
   adminToken: string | undefined;
+  /** Token the results routes and page require; without it they are public (read-only). */
+  resultsToken: string | undefined;
+  /** Origins allowed to read the results routes from a browser (`["*"]`: any). @default [] (same origin) */
+  resultsCorsOrigins: string[];
+  /** Results stream clients at once. @default 2000 */
+  resultsMaxClients: number;
+  /** Heartbeat interval of the results stream. @default 15000 */
+  resultsHeartbeatMs: number;
   /** @default "INFO" */
   logLevel: LogLevel;
   /** @default "text" */
@@ -176,6 +184,18 @@ export function loadConfig(
     return value;
   };
 
+  const origins = (variable: VariableName): string[] => {
+    const list = parseOrigins(optional(variable) ?? "");
+    if (list === undefined) {
+      throw new ConfigError(
+        variable,
+        "must be * or origins like https://results.example.org, comma-separated",
+        text(variable),
+      );
+    }
+    return list;
+  };
+
   const tls = boolean("RABBITMQ_TLS");
   const rabbitmqUrl = url("RABBITMQ_URL", ["amqp", "amqps"]) ?? buildUrl(
     tls ? "amqps" : "amqp",
@@ -221,6 +241,10 @@ export function loadConfig(
     prometheusPort: integer("PROMETHEUS_PORT", 0, 65535),
     httpHost: name("HTTP_HOST", 255),
     adminToken: optional("ADMIN_TOKEN"),
+    resultsToken: optional("RESULTS_TOKEN"),
+    resultsCorsOrigins: origins("RESULTS_CORS_ORIGINS"),
+    resultsMaxClients: integer("RESULTS_MAX_CLIENTS", 1, 100_000),
+    resultsHeartbeatMs: seconds("RESULTS_HEARTBEAT_SECONDS", 1, 3600),
     logLevel: oneOf(
       "LOG_LEVEL",
       ["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -237,12 +261,10 @@ export function loadConfig(
       String(config.postgresMinConnections),
     );
   }
-  if (config.adminToken !== undefined && config.adminToken.length < 16) {
-    throw new ConfigError(
-      "ADMIN_TOKEN",
-      "must be at least 16 characters (try: openssl rand -hex 32)",
-      "<redacted>",
-    );
+  for (const [variable, token] of [["ADMIN_TOKEN", config.adminToken], ["RESULTS_TOKEN", config.resultsToken]]) {
+    if (token !== undefined && token.length < 16) {
+      throw new ConfigError(variable!, "must be at least 16 characters (try: openssl rand -hex 32)", "<redacted>");
+    }
   }
   return config;
 }

@@ -24,6 +24,7 @@ import type { Config } from "./config.ts";
 import { getLogger } from "./log.ts";
 import schema001 from "../sql/001_schema.sql" with { type: "text" };
 import seedContract002 from "../sql/002_seed_contract.sql" with { type: "text" };
+import resultsVersion003 from "../sql/003_results_version.sql" with { type: "text" };
 
 /** The pool: a postgres.js `sql` tag. */
 export type Sql = postgres.Sql;
@@ -39,6 +40,7 @@ export interface Migration {
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: "001_schema.sql", sql: schema001 },
   { version: 2, name: "002_seed_contract.sql", sql: seedContract002 },
+  { version: 3, name: "003_results_version.sql", sql: resultsVersion003 },
 ];
 
 const log = getLogger("database");
@@ -50,21 +52,26 @@ const MIGRATION_LOCK_KEY = 7_411_202_611;
  * Opens the pool (lazily: connections open on first use, up to the maximum).
  *
  * @param config the database part of the configuration
+ * @param applicationName what `pg_stat_activity` shows for its connections
+ * @param extra more postgres.js options (the results listener's hooks)
  */
 export function connectDatabase(
   config: Pick<
     Config,
     "databaseUrl" | "postgresMaxConnections" | "postgresSslMode" | "postgresSslRootCert"
   >,
+  applicationName = "vote-aggregator",
+  extra: postgres.Options<Record<string, postgres.PostgresType>> = {},
 ): Sql {
   return postgres(config.databaseUrl, {
+    ...extra,
     max: config.postgresMaxConnections,
     connect_timeout: 10,
     ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, new URL(config.databaseUrl).hostname),
     onnotice: () => {},
     // Plan each statement with its real arguments and the tables' current size: a generic plan cached
     // while vote_audit was small kept seq-scanning it in the duplicate lookup, O(rows) per batch.
-    connection: { application_name: "vote-aggregator", plan_cache_mode: "force_custom_plan" },
+    connection: { application_name: applicationName, plan_cache_mode: "force_custom_plan" },
   });
 }
 

@@ -22,6 +22,7 @@ import { serveControlPlane } from "./http.ts";
 import { getLogger } from "./log.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { Aggregator } from "./pipeline/aggregator.ts";
+import { type LiveResults, startLiveResults } from "./results/live.ts";
 import { VoteWriter } from "./writer.ts";
 
 const log = getLogger("service");
@@ -32,11 +33,14 @@ export interface Service {
   broker: BrokerSession;
   metrics: Metrics;
   sql: Sql;
+  /** The live results: hub, listening connection, routes. */
+  results: LiveResults;
   /** Where the control plane listens. */
   http: Deno.NetAddr;
   /**
    * Graceful stop: stop consuming, commit and acknowledge what is batched (at
-   * most `shutdownTimeoutMs`), close channel, connection, pool and server.
+   * most `shutdownTimeoutMs`), send the results streams the last totals and end
+   * them, close channel, connection, pool and server.
    *
    * @returns true when everything received was committed and acknowledged
    */
@@ -61,8 +65,15 @@ export async function startService(config: Config): Promise<Service> {
       { cause: error },
     );
   }
-  const applied = await migrate(sql);
-  if (applied.length) log.info("Applied migrations {applied}", { applied });
+  let results: LiveResults;
+  try {
+    const applied = await migrate(sql);
+    if (applied.length) log.info("Applied migrations {applied}", { applied });
+    results = await startLiveResults(config);
+  } catch (error) {
+    await sql.end({ timeout: 1 });
+    throw error;
+  }
 
   const writer = new VoteWriter(sql, {
     maxRetryAttempts: config.maxRetryAttempts,
@@ -122,9 +133,11 @@ export async function startService(config: Config): Promise<Service> {
       adminToken: config.adminToken,
       aggregator,
       metrics,
+      results: results.handle,
       onListen: (addr) => listening.resolve(addr),
     });
   } catch (error) {
+    await results.stop();
     await sql.end({ timeout: 1 });
     throw new Error(
       `Cannot serve HTTP on ${config.httpHost}:${config.prometheusPort} (PROMETHEUS_PORT): ${(error as Error).message}`,
@@ -137,6 +150,7 @@ export async function startService(config: Config): Promise<Service> {
     await broker.start();
   } catch (error) {
     await broker.close();
+    await results.stop();
     await server.shutdown();
     await sql.end({ timeout: 1 });
     throw error;
@@ -163,6 +177,8 @@ export async function startService(config: Config): Promise<Service> {
         { ms: config.shutdownTimeoutMs },
       );
     }
+    // Streams never end by themselves: they end here, after the last commit, before the server stops.
+    await results.stop();
     await broker.close();
     await sql.end({ timeout: 5 });
     await server.shutdown();
@@ -174,6 +190,7 @@ export async function startService(config: Config): Promise<Service> {
     broker,
     metrics,
     sql,
+    results,
     http,
     stop: () => stopping ??= stop(),
   };

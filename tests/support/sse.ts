@@ -101,7 +101,12 @@ export async function openStream(url: string, headers: Record<string, string> = 
     if (fields.data === undefined) {
       if (comment) client.comments++;
     } else {
-      const event = { event: fields.event ?? "message", id: fields.id, data: fields.data, receivedAt: performance.now() };
+      const event = {
+        event: fields.event ?? "message",
+        id: fields.id,
+        data: fields.data,
+        receivedAt: performance.now(),
+      };
       client.events.push(event);
       if (event.event === "snapshot" || event.event === "totals") {
         for (const law of JSON.parse(event.data).laws as StreamLaw[]) {

@@ -23,9 +23,13 @@ import { getLogger } from "./log.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { Aggregator } from "./pipeline/aggregator.ts";
 import { type LiveResults, startLiveResults } from "./results/live.ts";
+import { withTimeout } from "./timeout.ts";
 import { VoteWriter } from "./writer.ts";
 
 const log = getLogger("service");
+
+/** Longest wait for the HTTP server's open connections at shutdown. */
+const HTTP_SHUTDOWN_GRACE_MS = 2000;
 
 /** A running service. */
 export interface Service {
@@ -181,7 +185,13 @@ export async function startService(config: Config): Promise<Service> {
     await results.stop();
     await broker.close();
     await sql.end({ timeout: 5 });
-    await server.shutdown();
+    // A results client that reads nothing keeps its connection's last write pending forever, and
+    // shutdown() would wait for it: its stream was cut above, the process may go.
+    await withTimeout(server.shutdown(), HTTP_SHUTDOWN_GRACE_MS, "").catch(() =>
+      log.warn("HTTP connections still open {ms} ms after shutdown began (clients not reading); leaving them", {
+        ms: HTTP_SHUTDOWN_GRACE_MS,
+      })
+    );
     log.info("Stopped: {totals}", { totals: aggregator.totals });
     return complete;
   };

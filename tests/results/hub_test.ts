@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { HubFullError, ResultsHub } from "../../lib/results/hub.ts";
 import type { LawResult } from "../../lib/results/store.ts";
-import { parseNotification } from "../../lib/results/store.ts";
 
 const law = (id: string, oui: number, non: number, version: number): LawResult => ({
   law_id: id,
@@ -89,15 +88,5 @@ Deno.test("hub: heartbeats wake an idle client", async () => {
     assert.equal(decode(hub.next(client))!.text, ": heartbeat\n\n");
   } finally {
     hub.close();
-  }
-});
-
-Deno.test("store: notification payloads are law and version pairs; anything else is refused", () => {
-  assert.deepEqual(parseNotification('[["L\\"1",3],["L2",4]]'), [{ lawId: 'L"1', version: 3 }, {
-    lawId: "L2",
-    version: 4,
-  }]);
-  for (const bad of ["", "{}", "[1]", '[["L1"]]', '[["L1","3"]]', "not json"]) {
-    assert.equal(parseNotification(bad), undefined, bad);
   }
 });

@@ -141,3 +141,48 @@ export async function openStream(url: string, headers: Record<string, string> = 
   reading.catch(() => {});
   return client;
 }
+
+/** Stream clients that send their request and never read a byte, with the smallest receive buffers. */
+export interface NeverReading extends AsyncDisposable {
+  /** How many are connected (each sent its request). */
+  count: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens `count` streams on `url` that never read, from a python3 child (Deno cannot shrink a socket's
+ * receive buffer: with the kernel's default autotuning a loopback client absorbs tens of MB unread, and
+ * the server would never see backpressure). Each socket has `SO_RCVBUF` 4 KiB, set before connecting.
+ */
+export async function neverReadingClients(url: string, count: number): Promise<NeverReading> {
+  const { hostname, port, pathname } = new URL(url);
+  const script = `
+import socket, sys
+conns = []
+for _ in range(${count}):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((${JSON.stringify(hostname)}, ${Number(port)}))
+    s.sendall(b"GET ${pathname} HTTP/1.1\\r\\nHost: ${hostname}\\r\\n\\r\\n")
+    conns.append(s)
+print("connected", flush=True)
+sys.stdin.read()
+`;
+  const child = new Deno.Command("python3", {
+    args: ["-c", script],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  })
+    .spawn();
+  const reader = child.stdout.getReader();
+  const { value } = await reader.read();
+  if (!new TextDecoder().decode(value).includes("connected")) throw new Error("python3 clients did not connect");
+  reader.releaseLock();
+  const close = async () => {
+    await child.stdin.close().catch(() => {});
+    await child.status;
+    await child.stdout.cancel().catch(() => {});
+  };
+  return { count, close, [Symbol.asyncDispose]: close };
+}

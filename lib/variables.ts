@@ -88,10 +88,10 @@ export const VARIABLES = {
     doc: "Bearer token for POST /flush, /pause, /resume (unset: those answer 403)",
   },
   RESULTS_TOKEN: {
-    doc: "Token the results routes and page require (an embargo); unset: public, read-only",
+    doc: "Token the results routes and the page require (unset: public, read-only)",
   },
   RESULTS_CORS_ORIGINS: {
-    doc: "Origins allowed to read the results routes from a browser, comma-separated, or *",
+    doc: "Browser origins allowed to read the results (comma-separated, or *)",
   },
   RESULTS_MAX_CLIENTS: { default: "2000", doc: "Results stream clients at once; more get 503" },
   RESULTS_HEARTBEAT_SECONDS: { default: "15", doc: "Heartbeat comment interval on the results stream" },

@@ -25,6 +25,8 @@ export interface Options {
   skipCeiling: boolean;
   skipDrain: boolean;
   skipLatency: boolean;
+  /** Results stream subscribers of the subscribers phase; 0 skips it. */
+  subscribers: number;
   phaseTimeoutMs: number;
 }
 

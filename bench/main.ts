@@ -16,7 +16,10 @@
  *    maps to the vote indexes. With several batches committing at once the
  *    mapping is approximate to within a batch;
  * 4. peak RSS (VmHWM) of the service process, after the drain and, with
- *    `--backlog N`, while draining a backlog of N messages.
+ *    `--backlog N`, while draining a backlog of N messages;
+ * 5. subscribers: the drain with no results stream open and with
+ *    `--subscribers N` (default 1,000) open, and the commit → event latency
+ *    (`subscribers.ts`).
  *
  * Prints one markdown table and the command line that produced it. One file
  * per phase: `ceiling.ts`, `drain.ts`, `latency.ts`; `report.ts` prints.
@@ -31,6 +34,7 @@ import { ceiling } from "./ceiling.ts";
 import type { Options } from "./common.ts";
 import { drain } from "./drain.ts";
 import { latency } from "./latency.ts";
+import { subscribers } from "./subscribers.ts";
 import { describe, type Row, say, table } from "./report.ts";
 
 /** How the drain and latency phases start the service: as operators do. */
@@ -47,6 +51,7 @@ const USAGE = `Usage: deno task bench [options]
       --prefetch N     RABBITMQ_PREFETCH_COUNT for the service and the bare consumer (default: the service's)
       --inflight N     MAX_INFLIGHT_BATCHES for the service (default: the service's)
       --laws N         laws the votes are spread over (default 5)
+      --subscribers N  results stream subscribers while draining, against none (default 1000; 0 skips)
       --skip-ceiling, --skip-drain, --skip-latency
       --phase-timeout S  longest any phase may take, preloading included (default 900)
   -h, --help`;
@@ -62,6 +67,7 @@ function parseOptions(args: string[]): Options | undefined {
     "batch-size": { type: "string" },
     prefetch: { type: "string" },
     inflight: { type: "string" },
+    subscribers: { type: "string" },
     "skip-ceiling": { type: "boolean", default: false },
     "skip-drain": { type: "boolean", default: false },
     "skip-latency": { type: "boolean", default: false },
@@ -116,6 +122,7 @@ function parseOptions(args: string[]): Options | undefined {
     skipCeiling: values["skip-ceiling"],
     skipDrain: values["skip-drain"],
     skipLatency: values["skip-latency"],
+    subscribers: values.subscribers === "0" ? 0 : positive("subscribers", values.subscribers, 1000),
     phaseTimeoutMs: positive("phase-timeout", values["phase-timeout"], 900, false) * 1000,
   };
 }
@@ -186,6 +193,13 @@ async function main(args: string[]): Promise<number> {
   }
   if (!options.skipLatency) {
     for (const timeout of options.timeouts) await phase(`latency ${timeout}`, (s) => latency(options, timeout, s));
+  }
+  if (options.subscribers > 0) {
+    await phase("subscribers", async (s) => {
+      const [without, withThem] = await subscribers(options, s);
+      rows.push(without);
+      return withThem;
+    });
   }
   if (options.backlog > 0) {
     await phase("backlog", (s) => drain(options, options.backlog, "backlog (5 % dup, 1 % bad)", s));

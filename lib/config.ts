@@ -17,8 +17,10 @@
  */
 
 import dotenv from "dotenv";
-import { buildUrl, parseOrigins, redactUrl } from "./url.ts";
-import { type Variable, type VariableName, VARIABLES } from "./variables.ts";
+import { buildUrl } from "./url.ts";
+import { ConfigError, type EnvReader, valueReaders } from "./config_values.ts";
+
+export { ConfigError, type EnvReader };
 
 /** Log levels as the seed names them (Python's logging levels). */
 export type LogLevel = "DEBUG" | "INFO" | "WARNING" | "ERROR";
@@ -31,7 +33,7 @@ export type SslMode = "disable" | "prefer" | "require" | "verify-full";
 
 /** The service's whole configuration, resolved and validated. */
 export interface Config {
-  /** AMQP URL, from `RABBITMQ_URL` or built from the `RABBITMQ_*` parts. Holds the password: log {@link redactUrl}'s form only. */
+  /** AMQP URL, from `RABBITMQ_URL` or built from the `RABBITMQ_*` parts. Holds the password: log `redactUrl` (url.ts) form only. */
   rabbitmqUrl: string;
   /** Queue the votes are consumed from. @default "votes.aggregation" */
   rabbitmqQueue: string;
@@ -89,22 +91,6 @@ export interface Config {
   metricsMaxLaws: number;
 }
 
-/** A configuration value that breaks its rule; the message names the variable. */
-export class ConfigError extends Error {
-  /** The environment variable at fault. */
-  readonly variable: string;
-  constructor(variable: string, rule: string, value: string) {
-    super(
-      `Invalid ${variable}: ${rule}, current value is ${JSON.stringify(value)}`,
-    );
-    this.name = "ConfigError";
-    this.variable = variable;
-  }
-}
-
-/** Reads one environment variable; `undefined` when unset. */
-export type EnvReader = (name: string) => string | undefined;
-
 /**
  * Resolves and validates the configuration from `env`.
  *
@@ -115,86 +101,7 @@ export function loadConfig(
   env: Record<string, string | undefined> | EnvReader,
 ): Config {
   const read: EnvReader = typeof env === "function" ? env : (n) => env[n];
-  const raw = (name: VariableName): string | undefined => {
-    const value = read(name);
-    return value === undefined || value.trim() === "" ? (VARIABLES[name] as Variable).default : value.trim();
-  };
-  const text = (name: VariableName): string => raw(name) ?? "";
-  const optional = (name: VariableName) => raw(name);
-
-  const integer = (name: VariableName, min: number, max: number): number => {
-    const value = text(name);
-    const n = Number(value);
-    if (!/^\d+$/.test(value) || n < min || n > max) {
-      throw new ConfigError(name, `must be an integer from ${min} to ${max}`, value);
-    }
-    return n;
-  };
-  const seconds = (name: VariableName, min: number, max: number): number => {
-    const value = text(name);
-    const n = Number(value);
-    if (!/^\d+(\.\d+)?$/.test(value) || n < min || n > max) {
-      throw new ConfigError(
-        name,
-        `must be a number of seconds from ${min} to ${max}`,
-        value,
-      );
-    }
-    return Math.round(n * 1000);
-  };
-  const oneOf = <T extends string>(
-    name: VariableName,
-    allowed: readonly T[],
-    normalize: (s: string) => string = (s) => s.toLowerCase(),
-  ): T => {
-    const value = text(name);
-    const n = normalize(value) as T;
-    if (!allowed.includes(n)) {
-      throw new ConfigError(name, `must be one of ${allowed.join(", ")}`, value);
-    }
-    return n;
-  };
-  const boolean = (name: VariableName): boolean =>
-    ["true", "1", "yes", "on"].includes(
-      oneOf(name, ["true", "false", "1", "0", "yes", "no", "on", "off"]),
-    );
-  const url = (name: VariableName, schemes: string[]): string | undefined => {
-    const value = optional(name);
-    if (value === undefined) return undefined;
-    let parsed: URL;
-    try {
-      parsed = new URL(value);
-    } catch {
-      throw new ConfigError(name, `must be a URL (${schemes.join(" or ")})`, redactUrl(value));
-    }
-    if (!schemes.includes(parsed.protocol.slice(0, -1))) {
-      throw new ConfigError(
-        name,
-        `must start with ${schemes.map((s) => s + "://").join(" or ")}`,
-        redactUrl(value),
-      );
-    }
-    return value;
-  };
-  const name = (variable: VariableName, max: number): string => {
-    const value = text(variable);
-    if (value.length === 0 || value.length > max) {
-      throw new ConfigError(variable, `must be 1 to ${max} characters`, value);
-    }
-    return value;
-  };
-
-  const origins = (variable: VariableName): string[] => {
-    const list = parseOrigins(optional(variable) ?? "");
-    if (list === undefined) {
-      throw new ConfigError(
-        variable,
-        "must be * or origins like https://results.example.org, comma-separated",
-        text(variable),
-      );
-    }
-    return list;
-  };
+  const { text, optional, integer, seconds, oneOf, boolean, url, name, origins } = valueReaders(read);
 
   const tls = boolean("RABBITMQ_TLS");
   const rabbitmqUrl = url("RABBITMQ_URL", ["amqp", "amqps"]) ?? buildUrl(

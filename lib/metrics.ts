@@ -1,6 +1,8 @@
 /**
- * Metrics: the Prometheus registry. The seed's names and labels are kept
- * unchanged so existing dashboards keep working; the rest are new.
+ * Metrics: the Prometheus registry and every metric on it. The seed's names
+ * and labels are kept unchanged so existing dashboards keep working; the rest
+ * are new. The label values a metric may take are {@link ./metric_labels.ts}'s;
+ * what is counted when is the pipeline's telemetry (`pipeline/telemetry.ts`).
  *
  * @example
  * ```ts
@@ -15,7 +17,7 @@
 
 import client from "prom-client";
 import { STATE_NAMES } from "./pipeline/state.ts";
-import type { RejectReason } from "./vote.ts";
+import { ERROR_TYPES, POOL_STATES, REJECT_REASONS } from "./metric_labels.ts";
 
 /** The service's metrics, on their own registry. */
 export interface Metrics {
@@ -29,7 +31,7 @@ export interface Metrics {
   batchProcessingDuration: client.Gauge;
   /** Messages in all committed batches. */
   batchSizeProcessed: client.Counter;
-  /** Errors by type: one of {@link ERROR_TYPES}. */
+  /** Errors by type: one of `ERROR_TYPES` (metric_labels.ts). */
   aggregationErrors: client.Counter<"error_type">;
   // New.
   batchCommitSeconds: client.Histogram;
@@ -66,62 +68,6 @@ const TOTAL_SUFFIXED_GAUGES = [
   "nodejs_active_requests_total",
   "nodejs_active_resources_total",
 ];
-
-/** States of `db_pool_connections{state}`. */
-export const POOL_STATES = ["in_use", "max"] as const;
-
-/**
- * The `error_type` of `aggregation_errors_total` for each dead-letter reason: every rejected message is
- * counted there too, as the seed counted malformed messages. `json_decode` is the seed's own value for a
- * body that is not JSON; the seed had no finer reasons, so the other parse failures share `invalid_message`,
- * and a vote the database refuses (a poison message, isolated by splitting its batch) is `database_rejected`
- * — kept apart from `database`, which counts failed commit attempts. A Record, so that a reason added to
- * {@link RejectReason} does not compile until it has its error type here.
- */
-const REJECTION_ERROR_TYPES = {
-  oversized: "invalid_message",
-  invalid_json: "json_decode",
-  not_an_object: "invalid_message",
-  missing_field: "invalid_message",
-  invalid_field: "invalid_message",
-  unknown_choice: "invalid_message",
-  database_rejected: "database_rejected",
-} as const satisfies Record<RejectReason, string>;
-
-/** Every `reason` of `dead_lettered_total`: the {@link RejectReason} values. */
-export const REJECT_REASONS = Object.keys(REJECTION_ERROR_TYPES) as RejectReason[];
-
-/**
- * Every `error_type` of `aggregation_errors_total`: `database` (a failed commit attempt), `database_retry`
- * (a retry scheduled after one), `broker` (the broker connection lost), `dead_letter` (a dead-letter publish
- * failed; the message is redelivered), and the rejected messages' types (see {@link rejectionErrorType}).
- */
-export const ERROR_TYPES = [
-  "database",
-  "database_retry",
-  "broker",
-  "dead_letter",
-  "json_decode",
-  "invalid_message",
-  "database_rejected",
-] as const;
-
-/** A value of `aggregation_errors_total{error_type}`. */
-export type ErrorType = typeof ERROR_TYPES[number];
-
-/**
- * The `aggregation_errors_total` error type under which a rejected message is counted: the seed's
- * `json_decode` for a body that is not JSON, `invalid_message` for the other parse failures, and
- * `database_rejected` for a vote the database refuses.
- *
- * @example
- * ```ts
- * metrics.aggregationErrors.inc({ error_type: rejectionErrorType(rejection.reason) });
- * ```
- */
-export function rejectionErrorType(reason: RejectReason): ErrorType {
-  return REJECTION_ERROR_TYPES[reason];
-}
 
 /**
  * Creates the registry with every metric, and the default process metrics.

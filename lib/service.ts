@@ -17,7 +17,8 @@
 import type { Config } from "./config.ts";
 import { redactUrl } from "./url.ts";
 import { BrokerSession } from "./broker/session.ts";
-import { connectDatabase, ensureDatabase, migrate, type Sql, warmUp } from "./database.ts";
+import { connectDatabase, ensureDatabase, type Sql, warmUp } from "./database.ts";
+import { migrate } from "./migrations.ts";
 import { serveControlPlane } from "./http.ts";
 import { getLogger } from "./log.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";

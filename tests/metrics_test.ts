@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { createMetrics, ERROR_TYPES, REJECT_REASONS, rejectionErrorType } from "../lib/metrics.ts";
+import { ERROR_TYPES, REJECT_REASONS, rejectionErrorType } from "../lib/metric_labels.ts";
+import { createMetrics } from "../lib/metrics.ts";
 import { startService } from "../lib/service.ts";
 import { createTestDatabase, createTestQueue } from "./support/servers.ts";
 import { testConfig } from "./support/service.ts";

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import type postgres from "postgres";
-import { migrate } from "../lib/database.ts";
+import { migrate } from "../lib/migrations.ts";
 import { startService } from "../lib/service.ts";
 import { VoteWriter } from "../lib/writer.ts";
 import { createTestDatabase, createTestQueue, results, type TestDatabase, testPool } from "./support/servers.ts";

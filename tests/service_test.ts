@@ -6,7 +6,7 @@ import { createTestDatabase, createTestQueue, RABBITMQ_URL, results, testPool } 
 import { serviceEnv, spawnService, testConfig } from "./support/service.ts";
 import { seedVote, workerVote } from "./support/votes.ts";
 import { waitForEvent, waitUntil } from "./support/wait.ts";
-import { migrate } from "../lib/database.ts";
+import { migrate } from "../lib/migrations.ts";
 import { createMetrics } from "../lib/metrics.ts";
 import { startService } from "../lib/service.ts";
 import { VoteWriter } from "../lib/writer.ts";

@@ -12,7 +12,7 @@
  */
 
 import assert from "node:assert/strict";
-import { migrate } from "../lib/database.ts";
+import { migrate } from "../lib/migrations.ts";
 import { parseVote, type Vote } from "../lib/vote.ts";
 import { VoteWriter } from "../lib/writer.ts";
 import { createTestDatabase, testPool } from "./support/servers.ts";

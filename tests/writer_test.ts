@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { migrate } from "../lib/database.ts";
+import { migrate } from "../lib/migrations.ts";
 import type { Vote } from "../lib/vote.ts";
 import { RetryError, VoteWriter } from "../lib/writer.ts";
 import { createTestDatabase, results, testPool } from "./support/servers.ts";

@@ -12,11 +12,9 @@
  *    whose dead-letter copies were not all confirmed is not acknowledged.
  * 5. `acker.ts` — acknowledged in delivery order, one `multiple` ack a batch.
  *
- * `state.ts` holds the state (running, paused, degraded, draining) and why
- * consumption is paused; `telemetry.ts` the totals and metrics; `tracing.ts` a span per batch.
- *
- * `../service.ts` connects it: `new Aggregator({broker, writer, metrics, batchSize, batchTimeoutMs})`, and
- * the broker session hands every delivery to `receive`.
+ * Beside them: `state.ts` (running, paused, degraded, draining, and why consumption is paused), `telemetry.ts`
+ * (totals and metrics), `status.ts`, `readiness.ts`, `tracing.ts` (a span per batch). `../service.ts` builds
+ * it (`new Aggregator({broker, writer, metrics, batchSize, batchTimeoutMs})`) and hands it every delivery.
  *
  * @module
  */
@@ -28,12 +26,13 @@ import type { CommitPart } from "../writer.ts";
 import { TimeoutError, withTimeout } from "../timeout.ts";
 import { Acker, type Acknowledger } from "./acker.ts";
 import { type DeadLetterBroker, DeadLetters } from "./dead_letters.ts";
-import { type Batch, toMessage } from "./message.ts";
+import { type Batch, toMessage, votesOf } from "./message.ts";
 import { type Committed, OutageGuard, type Writer } from "./outage.ts";
 import { type Readiness, readinessOf } from "./readiness.ts";
 import { Scheduler } from "./scheduler.ts";
 import { type PipelineEvent, PipelineState, type StateName } from "./state.ts";
-import { type Status, Telemetry, type Totals } from "./telemetry.ts";
+import { type Status, statusOf } from "./status.ts";
+import { Telemetry, type Totals } from "./telemetry.ts";
 import { BatchTracer } from "./tracing.ts";
 
 export type { Readiness, Status, Totals, Writer };
@@ -66,10 +65,7 @@ export interface AggregatorOptions {
   metricsMaxLaws?: number;
 }
 
-/**
- * The pipeline; see the module documentation. Dispatches an `acked` event each
- * time committed batches are acknowledged (for tests and tools that wait on progress).
- */
+/** The pipeline (see the module doc); dispatches `acked` each time committed batches are acknowledged. */
 export class Aggregator extends EventTarget {
   readonly #broker: Broker;
   readonly #state = new PipelineState();
@@ -100,14 +96,9 @@ export class Aggregator extends EventTarget {
       batchTimeoutMs: options.batchTimeoutMs,
       maxInflightBatches: options.maxInflightBatches,
       onClose: (batch) => this.#acker.track(batch),
-      commit: async (batch) => {
+      commit: (batch) => {
         this.#tracer.started(batch);
-        try {
-          return await this.#outage.commit(votesOf(batch), batch.openedAt);
-        } catch (error) {
-          this.#tracer.failed(batch, error as Error);
-          throw error;
-        }
+        return this.#tracer.failing(batch, this.#outage.commit(votesOf(batch), batch.openedAt));
       },
       onCommitted: (batch, result) => this.#committed(batch, result),
       onError: (error) => log.error("Batch handling failed: {error}", { error }),
@@ -207,21 +198,15 @@ export class Aggregator extends EventTarget {
 
   /** Status for `/status`. */
   status(): Status {
-    const openedAt = this.#scheduler.openedAt;
-    const readiness = this.readiness();
-    return {
-      state: readiness.state,
-      ready: readiness.ready,
-      not_ready_reason: readiness.reason,
-      consuming: this.#broker.consuming,
-      open_batch_messages: this.#scheduler.openMessages,
-      open_batch_age_seconds: openedAt ? round3((performance.now() - openedAt) / 1000) : 0,
-      inflight_batches: this.#acker.length,
-      last_commit_at: this.#telemetry.lastCommitAt?.toISOString() ?? null,
-      broker_connected: this.#broker.connected,
-      database_failing: this.databaseFailing,
-      totals: { ...this.totals },
-    };
+    return statusOf({
+      readiness: this.readiness(),
+      broker: this.#broker,
+      openBatch: { messages: this.#scheduler.openMessages, openedAt: this.#scheduler.openedAt },
+      inflightBatches: this.#acker.length,
+      lastCommitAt: this.#telemetry.lastCommitAt,
+      databaseFailing: this.databaseFailing,
+      totals: this.totals,
+    });
   }
 
   /** Brings the gauges that describe the present up to date (called before each scrape). */
@@ -251,12 +236,7 @@ export class Aggregator extends EventTarget {
       return;
     }
     const { result, seconds } = committed;
-    try {
-      await this.#deadLetters.settle(batch, result);
-    } catch (error) {
-      this.#tracer.failed(batch, error as Error);
-      throw error;
-    }
+    await this.#tracer.failing(batch, this.#deadLetters.settle(batch, result));
     this.#telemetry.committed(batch, result, seconds);
     batch.committed = true;
     const settled = this.#acker.acknowledgeCommitted();
@@ -265,12 +245,4 @@ export class Aggregator extends EventTarget {
     this.refreshGauges();
     this.dispatchEvent(new Event("acked"));
   }
-}
-
-function votesOf(batch: Batch) {
-  return batch.messages.flatMap((m) => m.vote ? [m.vote] : []);
-}
-
-function round3(n: number): number {
-  return Math.round(n * 1000) / 1000;
 }

@@ -63,3 +63,8 @@ export function closeBatch(messages: Message[], trackHashes: boolean): Batch {
     acked: Promise.withResolvers<void>(),
   };
 }
+
+/** The votes of a batch (its messages that parsed), in delivery order. */
+export function votesOf(batch: Batch): Vote[] {
+  return batch.messages.flatMap((m) => m.vote ? [m.vote] : []);
+}

@@ -12,7 +12,8 @@
  */
 
 import { getLogger } from "../log.ts";
-import { type Metrics, rejectionErrorType } from "../metrics.ts";
+import { rejectionErrorType } from "../metric_labels.ts";
+import type { Metrics } from "../metrics.ts";
 import type { RejectReason } from "../vote.ts";
 import type { CommitPart, CommitResult } from "../writer.ts";
 import type { Batch } from "./message.ts";
@@ -31,24 +32,6 @@ export interface Totals {
   duplicates: number;
   redelivered: number;
   deadLettered: number;
-}
-
-/** What `/status` shows. */
-export interface Status {
-  state: StateName;
-  /** As `/readyz` answers it. */
-  ready: boolean;
-  /** Why not ready (the part and what is wrong); `null` when ready. */
-  not_ready_reason: string | null;
-  /** True while the broker delivers to this instance (false while paused, degraded or draining). */
-  consuming: boolean;
-  open_batch_messages: number;
-  open_batch_age_seconds: number;
-  inflight_batches: number;
-  last_commit_at: string | null;
-  broker_connected: boolean;
-  database_failing: boolean;
-  totals: Totals;
 }
 
 /** What the gauges show of the present. */

@@ -70,6 +70,16 @@ export class BatchTracer {
     });
   }
 
+  /** Awaits `step` of the batch's handling; if it throws, the span ends as {@link failed} and it rethrows. */
+  async failing<T>(batch: Batch, step: Promise<T>): Promise<T> {
+    try {
+      return await step;
+    } catch (error) {
+      this.failed(batch, error as Error);
+      throw error;
+    }
+  }
+
   #end(batch: Batch, describe: (span: Span) => void): void {
     const span = this.#spans.get(batch);
     if (!span) return;

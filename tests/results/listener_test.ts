@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { isDeepStrictEqual } from "node:util";
-import { migrate } from "../../lib/database.ts";
+import { migrate } from "../../lib/migrations.ts";
 import { ResultsHub } from "../../lib/results/hub.ts";
 import { LISTENER_APPLICATION_NAME, ResultsListener } from "../../lib/results/listener.ts";
 import { countVotes } from "../../lib/sql/count_votes.ts";

@@ -4,7 +4,7 @@
  * versions, chunked under PostgreSQL's 8,000-byte limit; and reading results.
  */
 import assert from "node:assert/strict";
-import { migrate } from "../../lib/database.ts";
+import { migrate } from "../../lib/migrations.ts";
 import {
   NOTIFY_CHUNK_LAWS,
   parseNotification,

@@ -14,7 +14,7 @@ import { V8_FLAGS } from "../../tools/permissions.ts";
 import { withTimeout } from "../../lib/timeout.ts";
 import { commandLine, descendants } from "./process.ts";
 import { RABBITMQ_URL } from "./servers.ts";
-import { delay, waitUntil } from "./wait.ts";
+import { Deadline, waitUntil } from "./wait.ts";
 
 /** Bearer token of the services the tests start (`ADMIN_TOKEN`). */
 export const ADMIN_TOKEN = "fault-suite-admin-token-0123456789";
@@ -195,20 +195,18 @@ export async function spawnService(env: Record<string, string>, options: SpawnOp
   }
 
   if (options.waitHealthy !== false) {
-    const deadline = Date.now() + (options.timeoutMs ?? 30_000);
-    for (;;) {
-      if (done) throw new Error(`the service exited with ${await exited} before serving HTTP:\n${output()}`);
-      try {
-        const response = await fetch(`${url}/healthz`);
-        await response.body?.cancel();
-        if (response.ok) break;
-      } catch { /* not listening yet */ }
-      if (Date.now() > deadline) {
+    const timeoutMs = options.timeoutMs ?? 30_000;
+    const healthy = async () => {
+      const response = await fetch(`${url}/healthz`); // refused until it listens: retried
+      await response.body?.cancel();
+      return response.ok;
+    };
+    await new Deadline("spawnService", timeoutMs).until(async () => done || await healthy(), "/healthz answers")
+      .catch(async () => {
         await service.stop("SIGKILL");
-        throw new Error(`the service did not answer /healthz within ${options.timeoutMs ?? 30_000} ms:\n${output()}`);
-      }
-      await delay(50);
-    }
+        throw new Error(`the service did not answer /healthz within ${timeoutMs} ms:\n${output()}`);
+      });
+    if (done) throw new Error(`the service exited with ${await exited} before serving HTTP:\n${output()}`);
   }
   return service;
 }

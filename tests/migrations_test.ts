@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { isDataError, migrate, MIGRATIONS } from "../lib/database.ts";
+import { isDataError } from "../lib/database.ts";
+import { migrate, MIGRATIONS } from "../lib/migrations.ts";
 import { VoteWriter } from "../lib/writer.ts";
 import { createTestDatabase, testPool } from "./support/servers.ts";
 

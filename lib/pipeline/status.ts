@@ -1,0 +1,60 @@
+/**
+ * The shape of `/status`: what an operator reads of one instance, gathered
+ * from the stages that know it. It computes nothing of its own and owns no
+ * state; readiness is `readiness.ts`'s, the totals `telemetry.ts`'s.
+ *
+ * @module
+ */
+
+import type { Readiness } from "./readiness.ts";
+import type { StateName } from "./state.ts";
+import type { Totals } from "./telemetry.ts";
+
+/** What `/status` shows. */
+export interface Status {
+  state: StateName;
+  /** As `/readyz` answers it. */
+  ready: boolean;
+  /** Why not ready (the part and what is wrong); `null` when ready. */
+  not_ready_reason: string | null;
+  /** True while the broker delivers to this instance (false while paused, degraded or draining). */
+  consuming: boolean;
+  open_batch_messages: number;
+  open_batch_age_seconds: number;
+  inflight_batches: number;
+  last_commit_at: string | null;
+  broker_connected: boolean;
+  database_failing: boolean;
+  totals: Totals;
+}
+
+/** The parts {@link statusOf} reads. */
+export interface StatusParts {
+  readiness: Readiness;
+  broker: { readonly connected: boolean; readonly consuming: boolean };
+  /** Messages in the open batch, and `performance.now()` at its first one (0 when empty). */
+  openBatch: { messages: number; openedAt: number };
+  /** Closed batches not yet acknowledged. */
+  inflightBatches: number;
+  lastCommitAt: Date | null;
+  databaseFailing: boolean;
+  totals: Totals;
+}
+
+/** `/status` from its parts. */
+export function statusOf(parts: StatusParts): Status {
+  const { openedAt } = parts.openBatch;
+  return {
+    state: parts.readiness.state,
+    ready: parts.readiness.ready,
+    not_ready_reason: parts.readiness.reason,
+    consuming: parts.broker.consuming,
+    open_batch_messages: parts.openBatch.messages,
+    open_batch_age_seconds: openedAt ? Math.round(performance.now() - openedAt) / 1000 : 0,
+    inflight_batches: parts.inflightBatches,
+    last_commit_at: parts.lastCommitAt?.toISOString() ?? null,
+    broker_connected: parts.broker.connected,
+    database_failing: parts.databaseFailing,
+    totals: { ...parts.totals },
+  };
+}

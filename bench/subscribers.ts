@@ -10,8 +10,9 @@
  * it hears each law's new version when its transaction commits; a measuring
  * subscriber's latency for that version is the time from there to the event
  * that brings it (or a later version of the law). 20 of the subscribers
- * measure; the others read and discard, so that the bench's own parsing does
- * not pass for the service's latency.
+ * measure; the others are held by a python3 child that reads and discards
+ * (tests/support/sse.ts `streamCrowd`), so that the bench's own reading and
+ * parsing does not pass for the service's latency.
  *
  * @module
  */
@@ -21,7 +22,7 @@ import { parseNotification, RESULTS_CHANNEL } from "../lib/results/store.ts";
 import { createTestDatabase, createTestQueue, results, testPool } from "../tests/support/servers.ts";
 import { peakRssMb } from "../tests/support/process.ts";
 import { admin, ADMIN_TOKEN, spawnService } from "../tests/support/service.ts";
-import { openStream, type SseClient } from "../tests/support/sse.ts";
+import { openStream, type SseClient, streamCrowd } from "../tests/support/sse.ts";
 import { generateVotes } from "../tools/publish.ts";
 import {
   benchEnv,
@@ -79,22 +80,9 @@ async function run(options: Options, count: number, signal: AbortSignal): Promis
 
   const url = `${service.url}/results/stream`;
   const measuring: SseClient[] = [];
-  const discarding: AbortController[] = [];
-  for (let i = 0; i < count; i++) {
-    signal.throwIfAborted();
-    if (i < MEASURING) {
-      measuring.push(await openStream(url));
-    } else {
-      const abort = new AbortController();
-      const response = await fetch(url, { signal: abort.signal });
-      if (response.status !== 200) throw new Error(`subscriber ${i}: ${response.status}`);
-      discarding.push(abort);
-      (async () => {
-        for await (const _ of response.body!) { /* read and discard */ }
-      })().catch(() => {});
-    }
-    if (i % 100 === 99) progress(`${label}: ${i + 1} streams open`);
-  }
+  for (let i = 0; i < Math.min(count, MEASURING); i++) measuring.push(await openStream(url));
+  await using _crowd = count > MEASURING ? await streamCrowd(url, count - MEASURING, true) : undefined;
+  progress(`${label}: ${count} streams open`, true);
 
   const resumedAt = performance.now();
   await admin(service, "/resume");
@@ -118,7 +106,6 @@ async function run(options: Options, count: number, signal: AbortSignal): Promis
   }
   const latencies = measuring.flatMap((client) => latenciesOf(client, committedAt));
   for (const client of measuring) await client.close();
-  for (const abort of discarding) abort.abort();
   await listening.end({ timeout: 1 });
   const code = await service.stopWithin(SHUTDOWN_GRACE_MS);
   const exact = isDeepStrictEqual(await results(db.sql), expected) && notes.length === 0 && code === 0;

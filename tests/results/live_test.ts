@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { isDeepStrictEqual } from "node:util";
 import { createTestDatabase, createTestQueue, results } from "../support/servers.ts";
 import { rssMbOf, serviceEnv, spawnService } from "../support/service.ts";
-import { neverReadingClients, openStream } from "../support/sse.ts";
+import { openStream, streamCrowd } from "../support/sse.ts";
 import { addResults, buildMix } from "../support/votes.ts";
 import { waitForEvent, waitUntil } from "../support/wait.ts";
 
@@ -18,7 +18,7 @@ Deno.test("results: clients that never read hold no memory in the service and sl
   const laws = 300;
   const warmUp = buildMix({ valid: 3000, laws, seed: 9 });
   await queue.publish(warmUp.bodies);
-  await using slow = await neverReadingClients(`${service.url}/results/stream`, 60);
+  await using slow = await streamCrowd(`${service.url}/results/stream`, 60, false);
   {
     assert.equal(slow.count, 60);
     await using fast = await openStream(`${service.url}/results/stream`);

@@ -142,29 +142,45 @@ export async function openStream(url: string, headers: Record<string, string> = 
   return client;
 }
 
-/** Stream clients that send their request and never read a byte, with the smallest receive buffers. */
-export interface NeverReading extends AsyncDisposable {
+/** Stream clients held by a python3 child: connected, and either never reading or reading and discarding. */
+export interface StreamCrowd extends AsyncDisposable {
   /** How many are connected (each sent its request). */
   count: number;
   close(): Promise<void>;
 }
 
 /**
- * Opens `count` streams on `url` that never read, from a python3 child (Deno cannot shrink a socket's
- * receive buffer: with the kernel's default autotuning a loopback client absorbs tens of MB unread, and
- * the server would never see backpressure). Each socket has `SO_RCVBUF` 4 KiB, set before connecting.
+ * Opens `count` streams on `url` from a python3 child, outside this process (so that holding them costs
+ * this process nothing). `reading: false`: they never read, each socket with `SO_RCVBUF` 4 KiB set before
+ * connecting (Deno cannot shrink a receive buffer: with the kernel's autotuning a loopback client absorbs
+ * tens of MB unread, and the server would never see backpressure). `reading: true`: they read and discard.
  */
-export async function neverReadingClients(url: string, count: number): Promise<NeverReading> {
+export async function streamCrowd(url: string, count: number, reading: boolean): Promise<StreamCrowd> {
   const { hostname, port, pathname } = new URL(url);
   const script = `
-import socket, sys
+import selectors, socket, sys, threading
 conns = []
 for _ in range(${count}):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    if not ${reading ? "True" : "False"}:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect((${JSON.stringify(hostname)}, ${Number(port)}))
     s.sendall(b"GET ${pathname} HTTP/1.1\\r\\nHost: ${hostname}\\r\\n\\r\\n")
     conns.append(s)
+def drain():
+    sel = selectors.DefaultSelector()
+    for s in conns:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+    while True:
+        for key, _ in sel.select():
+            try:
+                if not key.fileobj.recv(65536):
+                    sel.unregister(key.fileobj)
+            except OSError:
+                sel.unregister(key.fileobj)
+if ${reading ? "True" : "False"}:
+    threading.Thread(target=drain, daemon=True).start()
 print("connected", flush=True)
 sys.stdin.read()
 `;

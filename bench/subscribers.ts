@@ -20,7 +20,7 @@
 import { isDeepStrictEqual } from "node:util";
 import { parseNotification, RESULTS_CHANNEL } from "../lib/results/store.ts";
 import { createTestDatabase, createTestQueue, results, testPool } from "../tests/support/servers.ts";
-import { peakRssMb } from "../tests/support/process.ts";
+import { cpuSeconds, peakRssMb } from "../tests/support/process.ts";
 import { admin, ADMIN_TOKEN, spawnService } from "../tests/support/service.ts";
 import { openStream, type SseClient, streamCrowd } from "../tests/support/sse.ts";
 import { generateVotes } from "../tools/publish.ts";
@@ -84,6 +84,7 @@ async function run(options: Options, count: number, signal: AbortSignal): Promis
   await using _crowd = count > MEASURING ? await streamCrowd(url, count - MEASURING, true) : undefined;
   progress(`${label}: ${count} streams open`, true);
 
+  const cpuBefore = cpuSeconds(service.pid) ?? 0;
   const resumedAt = performance.now();
   await admin(service, "/resume");
   let visible = 0;
@@ -97,6 +98,7 @@ async function run(options: Options, count: number, signal: AbortSignal): Promis
     if (visible < votes.valid) await sleep(20, signal);
   }
   const seconds = (performance.now() - resumedAt) / 1000;
+  const cpu = (cpuSeconds(service.pid) ?? 0) - cpuBefore;
   const expected = expectedResults(votes);
   const notes: string[] = [];
   for (const client of measuring) {
@@ -129,6 +131,9 @@ async function run(options: Options, count: number, signal: AbortSignal): Promis
     rssMb: peakRss,
     exact,
     notes: [
+      `${label}: the service used ${cpu.toFixed(2)} s of CPU during the drain (${
+        (cpu / seconds * 100).toFixed(0)
+      } % of one core)`,
       ...(count
         ? [
           `${label}: latency from each commit (the bench's own LISTEN) to the event bringing it, ${MEASURING} measuring subscribers, ${latencies.length} samples`,

@@ -13,15 +13,7 @@
  * client costs the same few bytes however far behind it is, and it never
  * slows a publish. A client that reconnects with `Last-Event-ID` of this epoch
  * starts at that position (it gets what it missed, as one `totals` event);
- * any other starts with a `snapshot`.
- *
- * @example
- * ```ts
- * import { ResultsHub } from "./hub.ts";
- * const hub = new ResultsHub({ maxClients: 1000, heartbeatMs: 15_000 });
- * hub.publish(laws);            // accepted where the version is newer
- * const client = hub.connect(request.headers.get("last-event-id"));
- * ```
+ * any other starts with a `snapshot`. Usage: lib/results/live.ts, routes.ts.
  *
  * @module
  */
@@ -34,6 +26,11 @@ export interface HubOptions {
   maxClients: number;
   /** A comment line this often, so proxies keep the stream open and clients see it is alive. */
   heartbeatMs: number;
+  /**
+   * Least time between two wakes of the clients: commits closer together go out as one event, so a
+   * client's writes per second stay bounded whatever the commit rate. @default 0
+   */
+  minIntervalMs?: number;
   /** Told the number of clients when it changes (a gauge). */
   onClients?: (count: number) => void;
 }
@@ -65,7 +62,11 @@ export class StreamClient {
     return (this.#wake ??= Promise.withResolvers()).promise;
   }
 
+  /** Set by a stream that takes events as they come: called at each wake instead of {@link changed}. */
+  send: (() => void) | undefined;
+
   wake(): void {
+    if (this.send) return this.send();
     const wake = this.#wake;
     this.#wake = undefined;
     wake?.resolve();
@@ -90,6 +91,10 @@ export class ResultsHub {
   #emptied: PromiseWithResolvers<void> | undefined;
   /** The last change, encoded once for every client that was up to date before it. */
   #last: { from: number; seq: number; bytes: Uint8Array } | undefined;
+  /** Sequence at the last wake, and when it was. */
+  #wokenAt = 0;
+  #lastWake = -Infinity;
+  #wakeTimer: ReturnType<typeof setTimeout> | undefined;
   #timer: ReturnType<typeof setInterval>;
   readonly #options: HubOptions;
 
@@ -119,19 +124,37 @@ export class ResultsHub {
   }
 
   /**
-   * Takes the laws whose version is newer than the hub's, as one change, and wakes every client.
+   * Takes the laws whose version is newer than the hub's, as one change, and wakes every client: at
+   * once, or {@link HubOptions.minIntervalMs} after the last wake (changes meanwhile go out together).
    *
    * @returns the laws accepted
    */
   publish(results: readonly LawResult[]): LawResult[] {
     const newer = results.filter((r) => r.version > this.version(r.law_id));
     if (newer.length === 0 || this.#closed) return [];
-    const from = this.#seq;
     const seq = ++this.#seq;
     for (const result of newer) this.#laws.set(result.law_id, { result, seq });
-    this.#last = { from, seq, bytes: this.#event("totals", seq, newer) };
-    for (const client of this.#clients) client.wake();
+    const wait = this.#lastWake + (this.#options.minIntervalMs ?? 0) - performance.now();
+    if (wait <= 0) this.#wakeAll();
+    else this.#wakeTimer ??= setTimeout(() => this.#wakeAll(), wait);
     return newer;
+  }
+
+  /** Encodes the changes since the last wake once, for every client that was up to date then, and wakes all. */
+  #wakeAll(): void {
+    clearTimeout(this.#wakeTimer);
+    this.#wakeTimer = undefined;
+    this.#lastWake = performance.now();
+    if (this.#seq === this.#wokenAt) return;
+    const from = this.#wokenAt;
+    this.#wokenAt = this.#seq;
+    this.#last = { from, seq: this.#seq, bytes: this.#event("totals", this.#seq, this.#changedSince(from)) };
+    for (const client of this.#clients) client.wake();
+  }
+
+  #changedSince(seq: number): LawResult[] {
+    return [...this.#laws.values()].filter((s) => s.seq > seq).map((s) => s.result)
+      .sort((a, b) => a.law_id < b.law_id ? -1 : 1);
   }
 
   /**
@@ -153,6 +176,7 @@ export class ResultsHub {
   /** Forgets a client (its stream ended or was cancelled). */
   disconnect(client: StreamClient): void {
     client.closed = true;
+    client.send = undefined;
     client.wake();
     if (this.#clients.delete(client)) this.#options.onClients?.(this.#clients.size);
     if (this.#clients.size === 0) this.#emptied?.resolve();
@@ -180,8 +204,7 @@ export class ResultsHub {
       client.at = this.#seq;
       client.heartbeatDue = false;
       if (last && last.from === from && last.seq === this.#seq) return last.bytes;
-      const changed = [...this.#laws.values()].filter((s) => s.seq > from).map((s) => s.result);
-      return this.#event("totals", this.#seq, changed.sort((a, b) => a.law_id < b.law_id ? -1 : 1));
+      return this.#event("totals", this.#seq, this.#changedSince(from));
     }
     if (client.heartbeatDue) {
       client.heartbeatDue = false;
@@ -194,6 +217,7 @@ export class ResultsHub {
   close(): void {
     this.#closed = true;
     clearInterval(this.#timer);
+    clearTimeout(this.#wakeTimer);
     for (const client of this.#clients) {
       client.closed = true;
       client.wake();

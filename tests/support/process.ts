@@ -49,3 +49,15 @@ export function peakRssMb(pid: number): number | undefined {
     return undefined;
   }
 }
+
+/** CPU time (user + system) `pid` has used, in seconds, or undefined once it is gone. */
+export function cpuSeconds(pid: number): number | undefined {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // Fields 14 and 15 (utime, stime), counted after the parenthesized command; in clock ticks (100 a second).
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return undefined;
+  }
+}

@@ -64,6 +64,7 @@ export async function startLiveResults(
   const hub = new ResultsHub({
     maxClients: config.resultsMaxClients,
     heartbeatMs: config.resultsHeartbeatMs,
+    minIntervalMs: EVENT_INTERVAL_MS,
     onClients,
   });
   const listener = new ResultsListener({ config, hub });

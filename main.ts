@@ -3,9 +3,16 @@
  * per-law totals to PostgreSQL, and serves its control plane over HTTP.
  *
  * Reads `.env` and the environment (see `lib/config.ts`), starts the service,
- * and on SIGINT or SIGTERM drains it: exit 0 when everything received was
- * committed and acknowledged, 1 otherwise (what was not is redelivered), 2 on a
- * bad configuration.
+ * and on SIGINT or SIGTERM stops it, in any phase. Exit codes:
+ *
+ * - 0: stopped with nothing left in flight — a signal during start-up
+ *   (connecting, migrating: nothing was consumed), or a drain that committed
+ *   and acknowledged everything received;
+ * - 1: the start failed, or the drain did not finish within
+ *   `SHUTDOWN_TIMEOUT_SECONDS` (plus 5 s per closing step), or a second signal
+ *   stopped it at once after it began consuming (what was not acknowledged is
+ *   redelivered);
+ * - 2: a bad configuration.
  *
  * @module
  */
@@ -13,7 +20,14 @@
 import { loadConfigOrExit } from "./lib/cli.ts";
 import { getLogger, setupLogging } from "./lib/log.ts";
 import { deniedEndpoints } from "./lib/permissions.ts";
-import { startService } from "./lib/service.ts";
+import { AbortedError } from "./lib/retry.ts";
+import { type Service, type StartPhase, startService } from "./lib/service.ts";
+import { delay, withTimeout } from "./lib/timeout.ts";
+
+/** Longest start-up may take to unwind after a signal before the process exits anyway. */
+const STARTUP_UNWIND_MS = 5000;
+/** Longest the closing steps may add to `SHUTDOWN_TIMEOUT_SECONDS` (broker, pool, HTTP server: 5 s each). */
+const CLOSE_GRACE_MS = 16_000;
 
 async function main(): Promise<number> {
   const config = await loadConfigOrExit("vote-aggregator");
@@ -26,20 +40,50 @@ async function main(): Promise<number> {
   await setupLogging(config.logLevel, config.logFormat);
   const log = getLogger("main");
 
+  // Listening before anything else: a signal in any phase is honoured.
+  const stopping = new AbortController();
   const signal = Promise.withResolvers<string>();
+  let phase: StartPhase | "consuming" | "draining" = "connecting to PostgreSQL";
   for (const name of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(name, () => signal.resolve(name));
+    Deno.addSignalListener(name, () => {
+      if (!stopping.signal.aborted) {
+        stopping.abort();
+        return signal.resolve(name);
+      }
+      const code = phase === "consuming" || phase === "draining" ? 1 : 0;
+      log.error("{signal} again while {phase}: exiting now with {code}", { signal: name, phase, code });
+      Deno.exit(code);
+    });
   }
 
-  let service;
+  const onPhase = (next: StartPhase) => log.info("Start-up: {phase}", { phase: phase = next });
+  const starting = startService(config, { signal: stopping.signal, onPhase });
+  starting.catch(() => {}); // handled below, or abandoned after STARTUP_UNWIND_MS
+  let service: Service;
   try {
-    service = await startService(config);
+    const unwound = signal.promise.then(() => delay(STARTUP_UNWIND_MS)).then(() => undefined);
+    const started = await Promise.race([starting, unwound]);
+    if (started === undefined) {
+      log.warn("Start-up did not unwind within {ms} ms of the signal; exiting", { ms: STARTUP_UNWIND_MS });
+      return 0;
+    }
+    service = started;
   } catch (error) {
+    if (error instanceof AbortedError) {
+      log.info("Stopped on {signal} while {phase}: nothing was consumed", { signal: await signal.promise, phase });
+      return 0;
+    }
     log.error("{message}", { message: (error as Error).message });
     return 1;
   }
+  phase = "consuming";
   log.info("Stopping on {signal}", { signal: await signal.promise });
-  return (await service.stop()) ? 0 : 1;
+  phase = "draining";
+  const bound = config.shutdownTimeoutMs + CLOSE_GRACE_MS;
+  return await withTimeout(service.stop(), bound, "").then((complete) => complete ? 0 : 1, () => {
+    log.error("The stop did not finish within {ms} ms; exiting", { ms: bound });
+    return 1;
+  });
 }
 
 Deno.exit(await main());

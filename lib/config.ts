@@ -89,6 +89,10 @@ export interface Config {
   shutdownTimeoutMs: number;
   /** Distinct laws with series of their own in the per-law metrics; the rest share `law_id="other"`. @default 1000 */
   metricsMaxLaws: number;
+  /** Longest wait for TCP, TLS and the handshake of one connection attempt (broker or database). @default 10000 */
+  connectTimeoutMs: number;
+  /** Largest body read as a vote; a larger one is dead-lettered as `oversized`, only its first bytes kept. @default 16384 */
+  maxMessageBytes: number;
 }
 
 /**
@@ -160,6 +164,8 @@ export function loadConfig(
     logFormat: oneOf("LOG_FORMAT", ["text", "json"]),
     shutdownTimeoutMs: seconds("SHUTDOWN_TIMEOUT_SECONDS", 0, 3600),
     metricsMaxLaws: integer("METRICS_MAX_LAWS", 1, 100_000),
+    connectTimeoutMs: seconds("CONNECT_TIMEOUT_SECONDS", 0.1, 3600),
+    maxMessageBytes: integer("MAX_MESSAGE_BYTES", 256, 1024 * 1024),
   };
   if (config.postgresMinConnections > config.postgresMaxConnections) {
     throw new ConfigError(

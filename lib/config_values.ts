@@ -8,7 +8,7 @@
  * @module
  */
 
-import { parseOrigins, redactUrl } from "./url.ts";
+import { parseOrigins, redactUrl, undecodablePart } from "./url.ts";
 import { type Variable, type VariableName, VARIABLES } from "./variables.ts";
 
 /** A configuration value that breaks its rule; the message names the variable. */
@@ -90,6 +90,11 @@ export function valueReaders(read: EnvReader) {
         `must start with ${schemes.map((s) => s + "://").join(" or ")}`,
         redactUrl(value),
       );
+    }
+    const part = undecodablePart(parsed);
+    if (part !== undefined) {
+      const rule = `its ${part} holds a % that is not percent-encoding: percent-encode it (% as %25)`;
+      throw new ConfigError(name, rule, redactUrl(value));
     }
     return value;
   };

@@ -21,6 +21,7 @@ import { checkServerIdentity } from "node:tls";
 import postgres from "postgres";
 import type { Config } from "./config.ts";
 import { getLogger } from "./log.ts";
+import { guardTypeFetch } from "./pg_type_fetch.ts";
 
 /** The pool: a postgres.js `sql` tag. */
 export type Sql = postgres.Sql;
@@ -35,17 +36,21 @@ const log = getLogger("database");
  * @param extra more postgres.js options (the results listener's hooks)
  */
 export function connectDatabase(
-  config: Pick<
-    Config,
-    "databaseUrl" | "postgresMaxConnections" | "postgresSslMode" | "postgresSslRootCert"
-  >,
+  config:
+    & Pick<
+      Config,
+      "databaseUrl" | "postgresMaxConnections" | "postgresSslMode" | "postgresSslRootCert"
+    >
+    & Partial<Pick<Config, "connectTimeoutMs">>,
   applicationName = "vote-aggregator",
   extra: postgres.Options<Record<string, postgres.PostgresType>> = {},
 ): Sql {
+  guardTypeFetch(); // a failed type-catalog query must not end the process (see pg_type_fetch.ts)
   return postgres(config.databaseUrl, {
     ...extra,
     max: config.postgresMaxConnections,
-    connect_timeout: 10,
+    // Covers TCP, TLS and the start-up handshake (until the server is ready for a query).
+    connect_timeout: (config.connectTimeoutMs ?? 10_000) / 1000,
     ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, new URL(config.databaseUrl).hostname),
     onnotice: () => {},
     // Plan each statement with its real arguments and the tables' current size: a generic plan cached
@@ -69,17 +74,21 @@ export async function warmUp(sql: Sql, count: number): Promise<void> {
  * database on the same server as the same role. Concurrent starts are fine: one creates it.
  *
  * @returns true when it created the database
+ * @throws the connection's error when the server cannot be reached (refused, timed out)
  * @throws when it is missing and this role may not create it; the message gives the `createdb` command
  */
 export async function ensureDatabase(
-  config: Pick<Config, "databaseUrl" | "postgresSslMode" | "postgresSslRootCert">,
+  config:
+    & Pick<Config, "databaseUrl" | "postgresSslMode" | "postgresSslRootCert">
+    & Partial<Pick<Config, "connectTimeoutMs">>,
 ): Promise<boolean> {
   const url = new URL(config.databaseUrl);
   const name = decodeURIComponent(url.pathname.slice(1)) || decodeURIComponent(url.username) || "postgres";
   const probe = async (target: URL, query: (sql: Sql) => Promise<unknown>) => {
+    guardTypeFetch(); // this pool's connection starts with the catalog query too
     const sql = postgres(target.toString(), {
       max: 1,
-      connect_timeout: 10,
+      connect_timeout: (config.connectTimeoutMs ?? 10_000) / 1000,
       ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, target.hostname),
       onnotice: () => {},
       connection: { application_name: "vote-aggregator" },
@@ -94,8 +103,10 @@ export async function ensureDatabase(
     await probe(url, (sql) => sql`select 1`);
     return false;
   } catch (error) {
-    // 3D000: the database does not exist. Anything else (server down, wrong password) is for the caller to report.
-    if (!(error instanceof postgres.PostgresError) || error.code !== "3D000") return false;
+    // 3D000: the database does not exist. A refusal (wrong password) is for the caller to report; the server
+    // unreachable or silent is thrown, for the caller to retry.
+    if (!(error instanceof postgres.PostgresError)) throw error;
+    if (error.code !== "3D000") return false;
   }
   const maintenance = new URL(url);
   maintenance.pathname = "/postgres";

@@ -14,7 +14,8 @@
  * The results routes (`/`, `/results`, `/results/{law_id}`, `/results/stream`) are
  * lib/results/routes.ts's, with their own token (`RESULTS_TOKEN`) and CORS.
  *
- * Admin routes need `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant
+ * A malformed request (a Host or target that is not a URL) answers 400 on every
+ * route, with no internals. Admin routes need `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant
  * time); without `ADMIN_TOKEN` they answer 403.
  *
  * @example
@@ -120,7 +121,9 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
       return json(500, { error: "internal error" });
     },
   }, async (request) => {
-    const url = new URL(request.url);
+    const url = urlOf(request);
+    // A Host or target that does not make a URL (`Host: a b`) is the client's error, on every route.
+    if (url === undefined) return json(400, { error: "malformed request: its Host or target is not a valid URL" });
     const path = url.pathname;
     const results = options.results?.(request, url);
     if (results) return await results;
@@ -149,6 +152,15 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
       throw error;
     }
   });
+}
+
+/** The request's path, or undefined when its Host or target do not make a URL. */
+function urlOf(request: Request): URL | undefined {
+  try {
+    return new URL(request.url);
+  } catch {
+    return undefined;
+  }
 }
 
 async function bodyTooLarge(request: Request): Promise<boolean> {

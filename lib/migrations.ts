@@ -39,7 +39,7 @@ export const MIGRATIONS: readonly Migration[] = [
 ];
 
 // Arbitrary but fixed: every instance of this service locks the same key while migrating.
-const MIGRATION_LOCK_KEY = 7_411_202_611;
+export const MIGRATION_LOCK_KEY = 7_411_202_611;
 
 /**
  * Applies the migrations not yet applied, in order, in one transaction holding

@@ -38,6 +38,8 @@ export interface RetryOptions {
   onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
   /** Checked before each attempt: once true, {@link retry} throws an {@link AbortedError}. */
   aborted?: () => boolean;
+  /** Once aborted, the attempt under way and the wait are abandoned: {@link retry} throws an {@link AbortedError}. */
+  signal?: AbortSignal;
 }
 
 /** The attempts ran out; `cause` is the last error. */
@@ -51,7 +53,7 @@ export class RetryError extends Error {
   }
 }
 
-/** {@link RetryOptions.aborted} said stop. */
+/** {@link RetryOptions.aborted} or {@link RetryOptions.signal} said stop. */
 export class AbortedError extends Error {
   constructor() {
     super("Retrying was abandoned");
@@ -85,16 +87,36 @@ export async function retry<T>(attempt: () => Promise<T>, options: RetryOptions 
   if (!(maxAttempts >= 1)) {
     throw new RangeError(`Cannot retry as 'maxAttempts' must be at least 1: current value is ${maxAttempts}`);
   }
+  const { signal } = options;
   for (let n = 1;; n++) {
-    if (options.aborted?.()) throw new AbortedError();
+    if (options.aborted?.() || signal?.aborted) throw new AbortedError();
     try {
-      return await attempt();
+      return await abortable(attempt(), signal);
     } catch (error) {
-      if (!shouldRetry(error)) throw error;
+      if (error instanceof AbortedError || !shouldRetry(error)) throw error;
       if (n >= maxAttempts) throw new RetryError(n, error);
       const ms = backoffDelay(n, options);
       options.onRetry?.(error, n, ms);
-      await delay(ms);
+      await delay(ms, signal);
     }
   }
+}
+
+/**
+ * `promise`, or an {@link AbortedError} as soon as `signal` aborts (at once if it already has). The
+ * promise itself goes on: only the wait for it ends.
+ */
+export function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  if (signal.aborted) {
+    promise.catch(() => {});
+    return Promise.reject(new AbortedError());
+  }
+  let onAbort = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(new AbortedError());
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  promise.catch(() => {});
+  return Promise.race([promise, aborted]).finally(() => signal.removeEventListener("abort", onAbort));
 }

@@ -16,21 +16,21 @@
 
 import type { Config } from "./config.ts";
 import { redactUrl } from "./url.ts";
+import { MAX_COPIED_HEADER_BYTES } from "./broker/dead_letter.ts";
 import { BrokerSession } from "./broker/session.ts";
-import { connectDatabase, ensureDatabase, type Sql, warmUp } from "./database.ts";
+import type { Sql } from "./database.ts";
 import { migrate } from "./migrations.ts";
 import { serveControlPlane } from "./http.ts";
 import { getLogger } from "./log.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { Aggregator } from "./pipeline/aggregator.ts";
 import { type LiveResults, startLiveResults } from "./results/live.ts";
+import { abortable, AbortedError } from "./retry.ts";
+import { openDatabase, STARTUP_ATTEMPTS } from "./startup.ts";
 import { withTimeout } from "./timeout.ts";
 import { VoteWriter } from "./writer.ts";
 
 const log = getLogger("service");
-
-/** Longest wait for the HTTP server's open connections at shutdown. */
-const HTTP_SHUTDOWN_GRACE_MS = 2000;
 
 /** A running service. */
 export interface Service {
@@ -52,31 +52,47 @@ export interface Service {
   stop(): Promise<boolean>;
 }
 
+/** What start-up is doing, as told to {@link StartOptions.onPhase}. */
+export type StartPhase = "connecting to PostgreSQL" | "migrating" | "connecting to RabbitMQ";
+
+/** Options of {@link startService}. */
+export interface StartOptions {
+  /** Once aborted, start-up stops wherever it is, closes what it opened and throws an `AbortedError`. */
+  signal?: AbortSignal;
+  /** Told as each phase begins. */
+  onPhase?: (phase: StartPhase) => void;
+}
+
+/** Bytes of unacknowledged messages (bodies and headers) above which the start warns. */
+const IN_FLIGHT_WARNING_BYTES = 256 * 2 ** 20;
+
+/** Longest wait for each closing step of a stop (broker, pool, HTTP server), so that a silent peer cannot hold it. */
+const CLOSE_TIMEOUT_MS = 5000;
+
 /**
  * Starts the service. Fails (and closes what it opened) when the database or
- * the broker cannot be reached at start.
+ * the broker cannot be reached at start ({@link ./startup.ts}: every attempt
+ * timed out, retried with backoff), or when `options.signal` aborts.
  */
-export async function startService(config: Config): Promise<Service> {
+export async function startService(config: Config, options: StartOptions = {}): Promise<Service> {
+  const { signal } = options;
   const metrics = createMetrics();
-  await ensureDatabase(config);
-  const sql = connectDatabase(config);
+  options.onPhase?.("connecting to PostgreSQL");
+  const sql = await openDatabase(config, signal);
+  options.onPhase?.("migrating");
   try {
-    await warmUp(sql, config.postgresMinConnections);
+    // A migration abandoned here is rolled back: its transaction ends with the pool.
+    const applied = await abortable(migrate(sql), signal);
+    if (applied.length) log.info("Applied migrations {applied}", { applied });
   } catch (error) {
-    await sql.end({ timeout: 1 });
-    throw new Error(
-      `Cannot connect to PostgreSQL at ${redactUrl(config.databaseUrl)}: ${(error as Error).message}. ` +
-        "Is it running, does the database exist, and are POSTGRES_HOST/POSTGRES_DB/POSTGRES_USER right?",
-      { cause: error },
-    );
+    await sql.end({ timeout: 0 });
+    throw error;
   }
   let results: LiveResults;
   try {
-    const applied = await migrate(sql);
-    if (applied.length) log.info("Applied migrations {applied}", { applied });
-    results = await startLiveResults(config);
+    results = await abortable(startLiveResults(config), signal);
   } catch (error) {
-    await sql.end({ timeout: 1 });
+    await sql.end({ timeout: 0 });
     throw error;
   }
 
@@ -104,6 +120,8 @@ export async function startService(config: Config): Promise<Service> {
     queueType: config.rabbitmqQueueType,
     deliveryLimit: config.rabbitmqDeliveryLimit,
     caFile: config.rabbitmqCaFile,
+    connect: { timeoutMs: config.connectTimeoutMs, initialMaxRetries: STARTUP_ATTEMPTS - 1 },
+    maxMessageBytes: config.maxMessageBytes,
     onDelivery: (delivery) => aggregator.receive(delivery),
     onSessionChange: (connected) => {
       if (connected && ++sessions > 1) metrics.brokerReconnects.inc();
@@ -129,6 +147,14 @@ export async function startService(config: Config): Promise<Service> {
     );
   }
 
+  const inFlightBytes = config.rabbitmqPrefetchCount * (config.maxMessageBytes + MAX_COPIED_HEADER_BYTES);
+  if (inFlightBytes > IN_FLIGHT_WARNING_BYTES) {
+    log.warn(
+      "RABBITMQ_PREFETCH_COUNT ({prefetch}) × MAX_MESSAGE_BYTES ({max}) lets up to {mb} MB of messages wait for acknowledgement: lower one of them to bound memory.",
+      { prefetch: config.rabbitmqPrefetchCount, max: config.maxMessageBytes, mb: Math.round(inFlightBytes / 2 ** 20) },
+    );
+  }
+
   const listening = Promise.withResolvers<Deno.NetAddr>();
   let server: Deno.HttpServer<Deno.NetAddr>;
   try {
@@ -151,12 +177,14 @@ export async function startService(config: Config): Promise<Service> {
   }
   const http = await listening.promise;
 
+  options.onPhase?.("connecting to RabbitMQ");
   try {
-    await broker.start();
+    await broker.start(signal);
+    if (signal?.aborted) throw new AbortedError();
   } catch (error) {
-    await broker.close();
+    await bounded(broker.close(), "closing the broker connection");
     await results.stop();
-    await server.shutdown();
+    await bounded(server.shutdown(), "closing the HTTP server");
     await sql.end({ timeout: 1 });
     throw error;
   }
@@ -182,17 +210,12 @@ export async function startService(config: Config): Promise<Service> {
         { ms: config.shutdownTimeoutMs },
       );
     }
-    // Streams never end by themselves: they end here, after the last commit, before the server stops.
+    // Streams never end by themselves: they end here, after the last commit, before the server stops
+    // (a client that reads nothing keeps its connection's last write pending: the bounded wait below).
     await results.stop();
-    await broker.close();
-    await sql.end({ timeout: 5 });
-    // A results client that reads nothing keeps its connection's last write pending forever, and
-    // shutdown() would wait for it: its stream was cut above, the process may go.
-    await withTimeout(server.shutdown(), HTTP_SHUTDOWN_GRACE_MS, "").catch(() =>
-      log.warn("HTTP connections still open {ms} ms after shutdown began (clients not reading); leaving them", {
-        ms: HTTP_SHUTDOWN_GRACE_MS,
-      })
-    );
+    await bounded(broker.close(), "closing the broker connection");
+    await sql.end({ timeout: CLOSE_TIMEOUT_MS / 1000 });
+    await bounded(server.shutdown(), "closing the HTTP server");
     log.info("Stopped: {totals}", { totals: aggregator.totals });
     return complete;
   };
@@ -205,4 +228,13 @@ export async function startService(config: Config): Promise<Service> {
     http,
     stop: () => stopping ??= stop(),
   };
+}
+
+/** Waits for `step` at most {@link CLOSE_TIMEOUT_MS}; a step that fails or hangs is logged and left behind. */
+async function bounded(step: Promise<unknown>, what: string): Promise<void> {
+  try {
+    await withTimeout(step, CLOSE_TIMEOUT_MS, `timed out after ${CLOSE_TIMEOUT_MS} ms ${what}`);
+  } catch (error) {
+    log.warn("Stopping: {error}", { error: (error as Error).message });
+  }
 }

@@ -67,3 +67,32 @@ export function parseOrigins(value: string): string[] | undefined {
   });
   return valid ? list : undefined;
 }
+
+/**
+ * The user and password of `url`, percent-decoded as UTF-8 (how {@link buildUrl} encodes them, and how
+ * postgres.js reads them). amqplib decodes them as Latin-1 (`unescape`), which garbles any non-ASCII
+ * character: the broker's credentials are therefore passed to it decoded, from here.
+ *
+ * @throws {URIError} when a `%` in them is not percent-encoding (the configuration refuses such URLs)
+ */
+export function urlCredentials(url: string): { user: string; password: string } {
+  const parsed = new URL(url);
+  return { user: decodeURIComponent(parsed.username), password: decodeURIComponent(parsed.password) };
+}
+
+/**
+ * Which part of `url` (user, password or path) holds a `%` that is not percent-encoding of UTF-8
+ * (`pa%ss`), or undefined when every part decodes. Such a part cannot be read without ambiguity
+ * (`%41` would be an `A`): it must be written percent-encoded (`%` as `%25`).
+ */
+export function undecodablePart(url: URL): "user" | "password" | "path" | undefined {
+  const parts = { user: url.username, password: url.password, path: url.pathname } as const;
+  for (const [name, value] of Object.entries(parts)) {
+    try {
+      decodeURIComponent(value);
+    } catch {
+      return name as keyof typeof parts;
+    }
+  }
+  return undefined;
+}

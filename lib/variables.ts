@@ -105,6 +105,14 @@ export const VARIABLES = {
     default: "30",
     doc: "Longest wait for the last commit on SIGTERM/SIGINT",
   },
+  CONNECT_TIMEOUT_SECONDS: {
+    default: "10",
+    doc: "Longest wait for TCP, TLS and the handshake of one broker or database connection attempt",
+  },
+  MAX_MESSAGE_BYTES: {
+    default: "16384",
+    doc: "Largest message body read as a vote; larger ones are dead-lettered as oversized, truncated",
+  },
 } as const satisfies Record<string, Variable>;
 
 /** Name of a variable the service reads. */

@@ -77,7 +77,7 @@ export type ParseResult =
   | { ok: true; vote: Vote }
   | { ok: false; rejection: Rejection };
 
-/** Largest body accepted; a vote is a few hundred bytes. */
+/** Default largest body accepted (`MAX_MESSAGE_BYTES`); a vote is a few hundred bytes. */
 export const MAX_BODY_BYTES = 16 * 1024;
 
 const HASH = /^[0-9a-fA-F]{64}$/;
@@ -85,16 +85,23 @@ const HASH = /^[0-9a-fA-F]{64}$/;
 const ISO_TIMESTAMP = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$/;
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
+/** Options of {@link parseVote}. */
+export interface ParseOptions {
+  /** Largest body accepted (`MAX_MESSAGE_BYTES`). @default MAX_BODY_BYTES */
+  maxBytes?: number;
+  /** The body's size as received, when `body` is only its first bytes. @default body.byteLength */
+  size?: number;
+}
+
 /**
- * Parses and validates one message body.
+ * Parses and validates one message body. An oversized one is judged by its size alone, before anything is decoded.
  *
  * @param body the raw message body
  * @returns the vote, or why it is rejected
  */
-export function parseVote(body: Uint8Array): ParseResult {
-  if (body.byteLength > MAX_BODY_BYTES) {
-    return reject("oversized", `body is ${body.byteLength} bytes, the limit is ${MAX_BODY_BYTES}`);
-  }
+export function parseVote(body: Uint8Array, options: ParseOptions = {}): ParseResult {
+  const { maxBytes = MAX_BODY_BYTES, size = body.byteLength } = options;
+  if (size > maxBytes) return reject("oversized", `body is ${size} bytes, the limit is ${maxBytes}`);
   let message: unknown;
   try {
     message = JSON.parse(decoder.decode(body));

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ConfigError, envWithDotenv, loadConfig } from "../lib/config.ts";
-import { redactUrl } from "../lib/url.ts";
+import { redactUrl, urlCredentials } from "../lib/url.ts";
 import { VARIABLE_NAMES } from "../lib/variables.ts";
 
 function configError(env: Record<string, string>): ConfigError {
@@ -95,6 +95,12 @@ for (
     ["RESULTS_HEARTBEAT_SECONDS", "0.5", "number of seconds from 1"],
     ["RESULTS_CORS_ORIGINS", "https://a.example/path", "must be * or origins"],
     ["RESULTS_CORS_ORIGINS", "ftp://a.example", "must be * or origins"],
+    ["DATABASE_URL", "postgres://u:pa%ss@host/db", "percent-encode it (% as %25)"],
+    ["DATABASE_URL", "postgres://u%zz:p@host/db", "its user holds a %"],
+    ["DATABASE_URL", "postgres://u:p@host/db%e9", "its path holds a %"],
+    ["RABBITMQ_URL", "amqp://u:pa%ss@host/", "its password holds a % that is not percent-encoding"],
+    ["CONNECT_TIMEOUT_SECONDS", "0", "number of seconds from 0.1"],
+    ["MAX_MESSAGE_BYTES", "10", "integer from 256"],
   ] as const
 ) {
   Deno.test(`config: ${variable}=${JSON.stringify(value)} stops the start naming the variable`, () => {
@@ -105,6 +111,30 @@ for (
     assert.equal(error.message.includes("\n"), false);
   });
 }
+
+Deno.test("config: a percent-encoded % or UTF-8 password is read as written, a raw % never reaches a client", () => {
+  assert.equal(
+    loadConfig({ DATABASE_URL: "postgres://u:pa%25ss@host/db" }).databaseUrl,
+    "postgres://u:pa%25ss@host/db",
+  );
+  const url = loadConfig({ RABBITMQ_PASSWORD: "pa%ss-é" }).rabbitmqUrl;
+  assert.deepEqual(urlCredentials(url), { user: "guest", password: "pa%ss-é" });
+  assert.ok(!configError({ DATABASE_URL: "postgres://u:hunter2%@db/x" }).message.includes("hunter2"));
+});
+
+Deno.test("config: a % in DATABASE_URL's password stops main.ts with exit 2 and one line naming DATABASE_URL", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--quiet", "--allow-env", "--allow-read=.env", new URL("../main.ts", import.meta.url).pathname],
+    env: { DATABASE_URL: "postgres://u:pa%ss@127.0.0.1:1/db", PROMETHEUS_PORT: "0" },
+    cwd: await Deno.makeTempDir({ prefix: "h12_config_" }),
+    clearEnv: true,
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr).trim();
+  assert.equal(out.code, 2, stderr);
+  assert.equal(stderr.split("\n").length, 1, stderr);
+  assert.match(stderr, /^vote-aggregator: Invalid DATABASE_URL: .*percent-encode/);
+  assert.ok(!stderr.includes("pa%ss"), stderr);
+});
 
 Deno.test("config: errors and redacted URLs never show secrets", () => {
   assert.ok(!configError({ DATABASE_URL: "mysql://u:hunter2@db/x" }).message.includes("hunter2"));

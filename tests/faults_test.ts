@@ -35,7 +35,10 @@ import {
   closeBrokerConnection,
   createTestDatabase,
   createTestQueue,
+  ensurePostgres,
+  ensureRabbitMQ,
   FAULT_RESTARTS,
+  pgctl,
   queueInfo,
   rabbitmqctl,
   results,
@@ -306,16 +309,6 @@ faultCase(
   { restarts: true },
 );
 
-/** Starts RabbitMQ's app (and the node, if it is down) and waits until it serves. */
-async function ensureRabbitMQ(): Promise<void> {
-  try {
-    await rabbitmqctl("start_app");
-  } catch {
-    await new Deno.Command("rabbitmq-server", { args: ["-detached"] }).output();
-  }
-  await rabbitmqctl("await_startup", "--timeout", "120");
-}
-
 // ---------------------------------------------------------------------------
 // 2. Database faults
 
@@ -460,29 +453,6 @@ faultCase(
   },
   { restarts: true },
 );
-
-/** Runs `pg_ctlcluster` on the newest installed cluster `main` (as .ci/run finds it). */
-async function pgctl(action: string, ...options: string[]): Promise<boolean> {
-  const versions: string[] = [];
-  for await (const entry of Deno.readDir("/etc/postgresql")) versions.push(entry.name);
-  const version = versions.sort((a, b) => Number(a) - Number(b)).at(-1) ?? "15";
-  const out = await new Deno.Command("pg_ctlcluster", {
-    args: ["--skip-systemctl-redirect", ...options, version, "main", action],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!out.success) console.error(`pg_ctlcluster ${action}: ${new TextDecoder().decode(out.stderr)}`);
-  return out.success;
-}
-
-/** Starts PostgreSQL if it is down and waits until it accepts connections. */
-async function ensurePostgres(): Promise<void> {
-  const ready = async () =>
-    (await new Deno.Command("pg_isready", { args: ["-h", "127.0.0.1", "-q"] }).output()).success;
-  if (!(await ready())) await pgctl("start");
-  const deadline = new Deadline("PostgreSQL back", 60_000);
-  await deadline.until(ready, "PostgreSQL accepts connections", { intervalMs: 200 });
-}
 
 // ---------------------------------------------------------------------------
 // 3. Crashes

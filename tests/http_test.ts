@@ -177,3 +177,49 @@ Deno.test("http: pause survives a broker reconnect", async () => {
     assert.equal((await queue.channel.checkQueue(queue.name)).consumerCount, 1);
   });
 });
+
+/** Sends `request` as it is over TCP (fetch would refuse a bad Host) and returns the whole answer. */
+async function rawRequest(port: number, request: string): Promise<{ status: number; text: string }> {
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(new TextEncoder().encode(request));
+  const text = new TextDecoder().decode(await new Response(conn.readable).arrayBuffer());
+  return { status: Number(text.match(/^HTTP\/1\.1 (\d{3})/)?.[1]), text };
+}
+
+Deno.test("http: a malformed request (bad Host, bad target, bad header) answers 400 on every route, without internals", async () => {
+  await withService({ ADMIN_TOKEN: TOKEN }, async ({ service }) => {
+    const port = service.http.port;
+    const routes = ["/metrics", "/healthz", "/readyz", "/status", "/flush", "/pause", "/resume", "/nope"];
+    for (const path of routes) {
+      for (const method of ["GET", "POST"]) {
+        const { status, text } = await rawRequest(
+          port,
+          `${method} ${path} HTTP/1.1\r\nHost: a b\r\nAuthorization: Bearer ${TOKEN}\r\nConnection: close\r\n\r\n`,
+        );
+        assert.equal(status, 400, `${method} ${path} with Host "a b": ${text}`);
+        assert.doesNotMatch(text, /at |\.ts:|TypeError|Invalid URL/, `${method} ${path} leaks internals: ${text}`);
+      }
+    }
+    const malformed = [
+      "GET /healthz HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n",
+      "GET /healthz HTTP/1.1\r\nHost: a\u0001b\r\nConnection: close\r\n\r\n",
+      "GET healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+      "GET /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\nConnection: close\r\n\r\n",
+      "GET /healthz HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\nConnection: close\r\n\r\n",
+      "NOT A REQUEST\r\n\r\n",
+    ];
+    for (const request of malformed) {
+      const { status, text } = await rawRequest(port, request);
+      assert.equal(status, 400, `${JSON.stringify(request)}: ${text}`);
+      assert.doesNotMatch(
+        text,
+        /at |\.ts:|TypeError|Invalid URL/,
+        `${JSON.stringify(request)} leaks internals: ${text}`,
+      );
+    }
+    // Still serving, and the control plane's state untouched: nothing was paused.
+    const { status } = await rawRequest(port, "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    assert.equal(status, 200);
+    assert.equal(service.aggregator.state, "running");
+  });
+});

@@ -148,3 +148,13 @@ Deno.test("parseVote: a timestamp without an offset is UTC (Z appended); one wit
   assert.equal(timestampOf("2026-03-01T12:00:00+0100"), "2026-03-01T12:00:00+0100");
   assert.equal(timestampOf("2026-03-01T12:00-05"), "2026-03-01T12:00-05");
 });
+
+Deno.test("vote: the size limit is MAX_MESSAGE_BYTES, judged on the size as received before decoding", () => {
+  const big = encode({ vote_hash: "a".repeat(64), law_id: "L1", choice: "oui", metadata: "x".repeat(20_000) });
+  assert.equal(parseVote(big).ok, false);
+  assert.equal(parseVote(big, { maxBytes: 32 * 1024 }).ok, true);
+  // Only the first bytes were kept of a 10 MB body: its size decides, nothing is decoded.
+  const cut = parseVote(encode("{"), { maxBytes: 1024, size: 10_485_760 });
+  assert.deepEqual(cut.ok ? undefined : cut.rejection.reason, "oversized");
+  assert.match(cut.ok ? "" : cut.rejection.detail, /10485760 bytes, the limit is 1024/);
+});

@@ -29,6 +29,7 @@ import { createHash } from "node:crypto";
 import { loadConfigOrExit, orExit, parseFlags, UsageError } from "../lib/cli.ts";
 import { redactUrl } from "../lib/url.ts";
 import { VARIABLES } from "../lib/variables.ts";
+import { brokerSocketOptions } from "../lib/broker/connect.ts";
 import { declareTopology, type QueueOptions } from "../lib/broker/topology.ts";
 import { seededRandom } from "../tests/support/random.ts";
 
@@ -519,8 +520,10 @@ async function main(args: string[]): Promise<number> {
 
   let connection: ChannelModel;
   try {
-    const ca = config.rabbitmqCaFile ? { ca: [await Deno.readTextFile(config.rabbitmqCaFile)] } : {};
-    connection = await amqp.connect(config.rabbitmqUrl, ca);
+    connection = await amqp.connect(
+      config.rabbitmqUrl,
+      brokerSocketOptions(config.rabbitmqUrl, config.rabbitmqCaFile, config.connectTimeoutMs),
+    );
   } catch (error) {
     console.error(
       `publish: Cannot connect to RabbitMQ at ${redactUrl(config.rabbitmqUrl)}: ${(error as Error).message}. ` +

@@ -1,6 +1,8 @@
 /**
  * Connecting: one recovering amqplib connection with the service's backoff,
- * and logs that say what is happening to it.
+ * a deadline on every attempt, and logs that say what is happening to it; and
+ * the socket options (credentials, CA, deadline) every AMQP client of this
+ * project connects with ({@link brokerSocketOptions}, also used by `tools/publish.ts`).
  *
  * It does not own what happens on a connection once it is open (`session.ts`).
  *
@@ -9,8 +11,11 @@
 
 import amqp from "amqplib";
 import type { ChannelModel, RecoveringChannelModel } from "amqplib";
-import { redactUrl } from "../url.ts";
+import { redactUrl, urlCredentials } from "../url.ts";
 import { getLogger } from "../log.ts";
+import { abortable, AbortedError } from "../retry.ts";
+import { STARTUP_ATTEMPTS, STARTUP_BACKOFF } from "../startup.ts";
+import { withTimeout } from "../timeout.ts";
 
 const log = getLogger("broker");
 
@@ -19,8 +24,12 @@ export interface ConnectOptions {
   url: string;
   /** PEM CA bundle path for amqps://. */
   caFile?: string;
-  /** Attempts at the first connection before it fails. @default 5 */
+  /** Longest wait for TCP, TLS, the AMQP handshake, and then the setup, of one attempt. @default 10000 */
+  timeoutMs?: number;
+  /** Retries of the first connection before it fails. @default STARTUP_ATTEMPTS - 1 */
   initialMaxRetries?: number;
+  /** Once aborted, the first connection stops being attempted: {@link connectRecovering} throws an {@link AbortedError}. */
+  signal?: AbortSignal;
   /** Sets up each new connection (channel, topology, consumer); a throw makes recovery try again. */
   setup: (model: ChannelModel) => Promise<void>;
   /** Told when an open connection is lost. */
@@ -28,30 +37,64 @@ export interface ConnectOptions {
 }
 
 /**
+ * The broker's credentials from `url`, decoded as UTF-8. amqplib would decode the URL's user and password
+ * as Latin-1, so that a non-ASCII password (percent-encoded UTF-8, as the configuration builds it) is refused.
+ * No user and no password means guest/guest, as amqplib has it.
+ */
+export function brokerCredentials(url: string): ReturnType<typeof amqp.credentials.plain> {
+  const { user, password } = urlCredentials(url);
+  return user === "" && password === ""
+    ? amqp.credentials.plain("guest", "guest")
+    : amqp.credentials.plain(user, password);
+}
+
+/**
+ * amqplib's socket options for `url`: the decoded credentials, the CA bundle for amqps://, and a
+ * deadline (ms) on the TCP connection, TLS and the AMQP handshake (amqplib lifts it once open).
+ */
+export function brokerSocketOptions(url: string, caFile: string | undefined, timeoutMs: number) {
+  return {
+    credentials: brokerCredentials(url),
+    timeout: timeoutMs,
+    ...(caFile ? { ca: [Deno.readTextFileSync(caFile)] } : {}),
+  };
+}
+
+/**
  * Connects with amqplib's recovery (exponential backoff with jitter, capped at
  * 30 s, for ever once connected) and resolves on the first connection.
  *
  * @throws when the first connection fails `initialMaxRetries` times; the message says what to check
+ * @throws {AbortedError} when `signal` aborts first (the connection is closed)
  */
 export async function connectRecovering(options: ConnectOptions): Promise<RecoveringChannelModel> {
-  const { url, caFile } = options;
-  const socketOptions = caFile ? { ca: [Deno.readTextFileSync(caFile)] } : {};
+  const { url, caFile, timeoutMs = 10_000 } = options;
   let attempts = 0;
   const connection = await amqp.connect(url, {
-    ...socketOptions,
+    ...brokerSocketOptions(url, caFile, timeoutMs),
     recovery: {
-      initialDelay: 500,
-      maxDelay: 30_000,
-      factor: 2,
-      jitter: 0.5,
+      // The start-up policy (lib/startup.ts), for the first connection and every reconnect.
+      initialDelay: STARTUP_BACKOFF.minDelayMs,
+      maxDelay: STARTUP_BACKOFF.maxDelayMs,
+      factor: STARTUP_BACKOFF.multiplier,
+      jitter: STARTUP_BACKOFF.jitter,
       maxRetries: Infinity,
-      initialMaxRetries: options.initialMaxRetries ?? 5,
+      initialMaxRetries: options.initialMaxRetries ?? STARTUP_ATTEMPTS - 1,
       waitForConnect: false,
-      setup: options.setup,
+      // A broker that opens the connection but never answers a channel or a declaration must not wedge it either.
+      setup: (model: ChannelModel) =>
+        withTimeout(
+          options.setup(model),
+          timeoutMs,
+          `timed out after ${timeoutMs} ms setting up the channel and topology (CONNECT_TIMEOUT_SECONDS)`,
+        ),
     },
   });
   connection.on("connect-failed", (error: Error) => {
-    log.warn("Cannot connect to RabbitMQ at {url}: {error}", { url: redactUrl(url), error: error.message });
+    log.warn("Cannot connect to RabbitMQ at {url}: {error}", {
+      url: redactUrl(url),
+      error: describe(error, timeoutMs),
+    });
   });
   connection.on("disconnect", options.onDisconnect);
   connection.on("error", (error: Error) => log.warn("Broker connection error: {error}", { error: error.message }));
@@ -60,14 +103,25 @@ export async function connectRecovering(options: ConnectOptions): Promise<Recove
     log.info("Reconnecting to RabbitMQ in {delay} ms (attempt {attempt})", { delay, attempt });
   });
   try {
-    await connection.waitForConnect();
+    await abortable(connection.waitForConnect(), options.signal);
   } catch (error) {
+    if (error instanceof AbortedError) {
+      await withTimeout(connection.close(), 1000, "close").catch(() => {});
+      throw error;
+    }
     throw new Error(
       `Cannot connect to RabbitMQ at ${redactUrl(url)} after ${attempts + 1} attempt(s): ${
-        (error as Error).message
+        describe(error as Error, timeoutMs)
       }. Is it running, and are RABBITMQ_HOST/RABBITMQ_PORT/RABBITMQ_USER right?`,
       { cause: error },
     );
   }
   return connection;
+}
+
+/** amqplib's `connect ETIMEDOUT` (its socket deadline) said as what it is. */
+function describe(error: Error, timeoutMs: number): string {
+  return error.message === "connect ETIMEDOUT"
+    ? `timed out after ${timeoutMs} ms waiting for the TCP connection, TLS or the AMQP handshake (CONNECT_TIMEOUT_SECONDS)`
+    : error.message;
 }

@@ -4,7 +4,9 @@
  * acknowledged.
  *
  * A copy keeps the body and the headers of the original and adds the reason
- * (`x-reject-reason`, `x-reject-detail`) and `x-original-queue`. It is
+ * (`x-reject-reason`, `x-reject-detail`) and `x-original-queue`; of a body over
+ * `MAX_MESSAGE_BYTES` only the first bytes are kept (`x-reject-body-truncated`
+ * says its size), of headers over 16 KiB none (`x-reject-headers-dropped`). It is
  * published persistent and `mandatory` on a confirm channel: a copy the broker
  * cannot route (the DLQ or its binding is gone) comes back as a return before
  * its confirm, and the publish then fails instead of vanishing.
@@ -34,6 +36,8 @@ export const REJECT_REASON_HEADER = "x-reject-reason";
 export const REJECT_DETAIL_HEADER = "x-reject-detail";
 /** Tells a returned (unroutable) copy apart from the others. */
 const DEAD_LETTER_ID_HEADER = "x-dead-letter-id";
+/** Says that the original's body was over the limit and is cut in the copy: its size and what is kept. */
+export const BODY_TRUNCATED_HEADER = "x-reject-body-truncated";
 /** Says that the original's headers were too large to copy, and how large they were. */
 export const HEADERS_DROPPED_HEADER = "x-reject-headers-dropped";
 /** Longest `x-reject-detail`, in characters. */
@@ -83,6 +87,9 @@ export class DeadLetterPublisher {
             ...copiedHeaders(delivery.headers),
             [REJECT_REASON_HEADER]: rejection.reason,
             [REJECT_DETAIL_HEADER]: [...rejection.detail].slice(0, MAX_DETAIL_CHARS).join(""),
+            ...(delivery.size > delivery.body.byteLength
+              ? { [BODY_TRUNCATED_HEADER]: `${delivery.size} bytes; the first ${delivery.body.byteLength} kept` }
+              : {}),
             "x-original-queue": this.#queue,
             [DEAD_LETTER_ID_HEADER]: id,
           },

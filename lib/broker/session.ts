@@ -2,19 +2,17 @@
  * The broker session: the RabbitMQ connection, its channel, and the consumer
  * of the vote queue, kept alive across failures.
  *
- * - Reconnects by itself (amqplib's recovery: exponential backoff with jitter,
- *   capped at 30 s), re-declares the topology and consumes again, unless paused.
- *   Any channel error or a consumer cancelled by the server is turned into a
- *   reconnect, so there is one recovery path.
- * - Every delivery carries the number of the session (connection) it came on.
- *   Delivery tags mean nothing on another channel, so acknowledgements for a
- *   session that is gone are dropped: those messages are redelivered, and the
+ * - Reconnects by itself (amqplib's recovery: exponential backoff with jitter, capped at 30 s), re-declares the
+ *   topology and consumes again, unless paused. Any channel error or a consumer cancelled by the server is turned
+ *   into a reconnect, so there is one recovery path.
+ * - Every delivery carries the number of the session (connection) it came on. Delivery tags mean nothing on another
+ *   channel, so acknowledgements for a session that is gone are dropped: those messages are redelivered, and the
  *   writer's deduplication makes the copies no-ops.
- * - Paused or not is one flag, set by the pipeline and kept across reconnects;
- *   why it is paused is the pipeline's business (`../pipeline/state.ts`).
+ * - Paused or not is one flag, set by the pipeline and kept across reconnects; why it is paused is the pipeline's
+ *   business (`../pipeline/state.ts`).
  *
- * It does not own what is declared (`topology.ts`), what a dead-letter copy is
- * (`dead_letter.ts`), nor the reconnect backoff (`connect.ts`).
+ * It does not own what is declared (`topology.ts`), what a dead-letter copy is (`dead_letter.ts`), nor the reconnect
+ * backoff (`connect.ts`).
  *
  * @example
  * ```ts
@@ -28,8 +26,9 @@
 
 import type { ChannelModel, ConfirmChannel, ConsumeMessage, RecoveringChannelModel } from "amqplib";
 import { getLogger } from "../log.ts";
-import type { Rejection } from "../vote.ts";
-import { connectRecovering } from "./connect.ts";
+import { MAX_BODY_BYTES, type Rejection } from "../vote.ts";
+import { type ConnectOptions, connectRecovering } from "./connect.ts";
+import { limitContent } from "./content_limit.ts";
 import { DeadLetterPublisher } from "./dead_letter.ts";
 import { type Delivery, toDelivery } from "./delivery.ts";
 import { declareOrAdopt, type QueueOptions, warnAdopted } from "./topology.ts";
@@ -49,8 +48,10 @@ export interface BrokerSessionOptions extends QueueOptions {
   onDelivery: (delivery: Delivery) => void;
   /** Told when a session opens (consuming or not) and when it is lost. */
   onSessionChange?: (connected: boolean) => void;
-  /** Attempts at the first connection before {@link BrokerSession.start} fails. @default 5 */
-  initialMaxRetries?: number;
+  /** The first connection's retries and each attempt's deadline (see `connect.ts`). */
+  connect?: Pick<ConnectOptions, "initialMaxRetries" | "timeoutMs">;
+  /** Largest body kept whole (`MAX_MESSAGE_BYTES`); of a larger one only this many first bytes. @default MAX_BODY_BYTES */
+  maxMessageBytes?: number;
 }
 
 /** The session with the broker; see the module documentation. */
@@ -87,12 +88,13 @@ export class BrokerSession {
     return this.#consumerTag !== undefined;
   }
 
-  /** Connects, declares the topology and starts consuming (unless paused). Resolves on the first connection. */
-  async start(): Promise<void> {
+  /** Connects, declares the topology and consumes (unless paused); resolves on the first connection, or rejects once `signal` aborts. */
+  async start(signal?: AbortSignal): Promise<void> {
     this.#connection = await connectRecovering({
       url: this.#options.url,
       caFile: this.#options.caFile,
-      initialMaxRetries: this.#options.initialMaxRetries,
+      ...this.#options.connect,
+      signal,
       setup: (model) => this.#setup(model),
       onDisconnect: (error) => this.#lost(error),
     });
@@ -172,6 +174,7 @@ export class BrokerSession {
 
   async #openChannel(model: ChannelModel): Promise<ConfirmChannel> {
     const channel = await model.createConfirmChannel();
+    limitContent(channel, this.#options.maxMessageBytes ?? MAX_BODY_BYTES);
     // A channel error is followed by 'close', where it is handled; without a listener it would be thrown.
     channel.on("error", (error: Error) => log.warn("Broker channel error: {error}", { error: error.message }));
     this.#deadLetters.watch(channel);
@@ -232,7 +235,7 @@ export class BrokerSession {
         this.#model?.close().catch(() => {});
         return;
       }
-      onDelivery(toDelivery(message, session));
+      onDelivery(toDelivery(message, session, this.#options.maxMessageBytes ?? MAX_BODY_BYTES));
     }, { noAck: false });
     this.#consumerTag = reply.consumerTag;
   }

@@ -40,7 +40,7 @@ export type DeadLetterer = (message: Message, rejection: Rejection) => Promise<b
 
 /** Parses `delivery`; a message that is not a vote has its dead-letter copy sent at once. */
 export function toMessage(delivery: Delivery, deadLetter: DeadLetterer): Message {
-  const parsed = parseVote(delivery.body);
+  const parsed = parseVote(delivery.body, { maxBytes: delivery.maxBytes, size: delivery.size });
   const message: Message = { delivery };
   if (parsed.ok) {
     message.vote = parsed.vote;

@@ -44,8 +44,11 @@ function gatedWriter() {
 let tag = 0;
 function delivery(hashChar: string, choice: string): Delivery {
   const body = JSON.stringify({ vote_hash: hashChar.repeat(64), law_id: "L1", choice });
+  const bytes = new TextEncoder().encode(body);
   return {
-    body: new TextEncoder().encode(body),
+    body: bytes,
+    size: bytes.byteLength,
+    maxBytes: 16 * 1024,
     tag: ++tag,
     session: 1,
     receivedAt: performance.now(),

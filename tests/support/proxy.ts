@@ -1,9 +1,11 @@
 /**
  * A TCP proxy a test can cut and restore, to make the broker or the database
- * unreachable for one service process and nobody else.
+ * unreachable for one service process and nobody else, or slow (added latency).
  *
  * @module
  */
+
+import { delay } from "../../lib/timeout.ts";
 
 /** How a {@link TcpProxy} makes its target unreachable. */
 export type CutMode =
@@ -26,6 +28,7 @@ export class TcpProxy implements AsyncDisposable {
   #mode: CutMode | undefined;
   #disposed = false;
   #stalled: PromiseWithResolvers<void> = Promise.withResolvers();
+  #latencyMs = 0;
 
   constructor(targetPort: number, targetHost = "127.0.0.1") {
     this.#target = { hostname: targetHost, port: targetPort };
@@ -42,6 +45,22 @@ export class TcpProxy implements AsyncDisposable {
   /** Connections being forwarded now. */
   get open(): number {
     return this.#pairs.size;
+  }
+
+  /** Local ports of the proxy's own connections to the target (what the target sees as its peers' ports). */
+  get upstreamPorts(): number[] {
+    return [...this.#pairs].flatMap((pair) => pair.upstream ? [(pair.upstream.localAddr as Deno.NetAddr).port] : []);
+  }
+
+  /** Milliseconds each chunk of data waits before it is forwarded, either way (0: none). */
+  get latencyMs(): number {
+    return this.#latencyMs;
+  }
+
+  /** Adds `ms` of latency to every chunk forwarded from now on, either way (a slow link or server); 0 removes it. */
+  setLatency(ms: number): void {
+    if (!(ms >= 0)) throw new RangeError(`Cannot set latency as 'ms' must be 0 or more: current value is ${ms}`);
+    this.#latencyMs = ms;
   }
 
   /** Makes the target unreachable (see {@link CutMode}) until {@link restore}. */
@@ -113,7 +132,11 @@ export class TcpProxy implements AsyncDisposable {
       return;
     }
     const gate = () => this.#mode === "stall" ? this.#stalled.promise : undefined;
-    await Promise.all([pump(pair.client, pair.upstream, gate), pump(pair.upstream, pair.client, gate)]);
+    const latency = () => this.#latencyMs;
+    await Promise.all([
+      pump(pair.client, pair.upstream, gate, latency),
+      pump(pair.upstream, pair.client, gate, latency),
+    ]);
   }
 }
 
@@ -123,12 +146,18 @@ interface Pair {
   done: Promise<void>;
 }
 
-async function pump(from: Deno.TcpConn, to: Deno.TcpConn, gate: () => Promise<void> | undefined): Promise<void> {
+async function pump(
+  from: Deno.TcpConn,
+  to: Deno.TcpConn,
+  gate: () => Promise<void> | undefined,
+  latency: () => number,
+): Promise<void> {
   const buffer = new Uint8Array(64 * 1024);
   try {
     for (;;) {
       const n = await from.read(buffer);
       if (n === null) break;
+      if (latency() > 0) await delay(latency()); // slowed: every chunk waits, so each round trip takes twice that
       for (let wait = gate(); wait; wait = gate()) await wait; // stalled: hold the data until restored
       for (let written = 0; written < n;) written += await to.write(buffer.subarray(written, n));
     }

@@ -16,7 +16,7 @@ import postgres from "postgres";
 import { declareTopology } from "../../lib/broker/topology.ts";
 import { connectDatabase, type Sql } from "../../lib/database.ts";
 import { setupLogging } from "../../lib/log.ts";
-import type { Deadline } from "./wait.ts";
+import { Deadline } from "./wait.ts";
 
 export const POSTGRES_URL = Deno.env.get("TEST_POSTGRES_URL") ?? "postgres://postgres@127.0.0.1:5432/postgres";
 export const RABBITMQ_URL = Deno.env.get("TEST_RABBITMQ_URL") ?? "amqp://guest:guest@127.0.0.1:5672/";
@@ -283,7 +283,11 @@ async function listRows(command: string, ...columns: string[]): Promise<string[]
 
 /** The broker's ids (`pid` column) of the AMQP connections that OS process `pid` holds. */
 export async function brokerConnectionsOf(pid: number, brokerPort = 5672): Promise<string[]> {
-  const ports = new Set(await tcpLocalPorts(pid, brokerPort));
+  return await brokerConnectionsFrom(new Set(await tcpLocalPorts(pid, brokerPort)));
+}
+
+/** The broker's ids of the AMQP connections whose client side is on one of local `ports` (e.g. a proxy's). */
+export async function brokerConnectionsFrom(ports: Set<number>): Promise<string[]> {
   if (ports.size === 0) return [];
   const rows = await listRows("list_connections", "pid", "peer_port");
   return rows.filter(([, port]) => ports.has(Number(port))).map(([id]) => id);
@@ -343,4 +347,40 @@ export async function untilQueueSettled(deadline: Deadline, queue: string, timeo
     },
   );
   return last!;
+}
+
+/**
+ * Runs `pg_ctlcluster` on the newest installed cluster `main` (as .ci/run finds it): a machine-wide
+ * fault, only with {@link FAULT_RESTARTS}.
+ */
+export async function pgctl(action: string, ...options: string[]): Promise<boolean> {
+  const versions: string[] = [];
+  for await (const entry of Deno.readDir("/etc/postgresql")) versions.push(entry.name);
+  const version = versions.sort((a, b) => Number(a) - Number(b)).at(-1) ?? "15";
+  const out = await new Deno.Command("pg_ctlcluster", {
+    args: ["--skip-systemctl-redirect", ...options, version, "main", action],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) console.error(`pg_ctlcluster ${action}: ${new TextDecoder().decode(out.stderr)}`);
+  return out.success;
+}
+
+/** Starts PostgreSQL if it is down and waits until it accepts connections (`pg_isready`). */
+export async function ensurePostgres(): Promise<void> {
+  const ready = async () =>
+    (await new Deno.Command("pg_isready", { args: ["-h", "127.0.0.1", "-q"] }).output()).success;
+  if (!(await ready())) await pgctl("start");
+  const deadline = new Deadline("PostgreSQL back", 60_000);
+  await deadline.until(ready, "PostgreSQL accepts connections", { intervalMs: 200 });
+}
+
+/** Starts RabbitMQ's app (and the node, if it is down) and waits until it serves (`await_startup`). */
+export async function ensureRabbitMQ(): Promise<void> {
+  try {
+    await rabbitmqctl("start_app");
+  } catch {
+    await new Deno.Command("rabbitmq-server", { args: ["-detached"] }).output();
+  }
+  await rabbitmqctl("await_startup", "--timeout", "120");
 }

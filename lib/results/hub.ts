@@ -31,8 +31,6 @@ export interface HubOptions {
    * client's writes per second stay bounded whatever the commit rate. @default 0
    */
   minIntervalMs?: number;
-  /** Told the number of clients when it changes (a gauge). */
-  onClients?: (count: number) => void;
 }
 
 interface LawState {
@@ -169,7 +167,6 @@ export class ResultsHub {
     }
     const client = new StreamClient(this.#resumePoint(lastEventId));
     this.#clients.add(client);
-    this.#options.onClients?.(this.#clients.size);
     return client;
   }
 
@@ -178,7 +175,7 @@ export class ResultsHub {
     client.closed = true;
     client.send = undefined;
     client.wake();
-    if (this.#clients.delete(client)) this.#options.onClients?.(this.#clients.size);
+    this.#clients.delete(client);
     if (this.#clients.size === 0) this.#emptied?.resolve();
   }
 

@@ -57,15 +57,11 @@ export type LiveResultsConfig = Pick<
 >;
 
 /** Starts listening and loads every law; resolves once the hub holds the table. */
-export async function startLiveResults(
-  config: LiveResultsConfig,
-  onClients?: (count: number) => void,
-): Promise<LiveResults> {
+export async function startLiveResults(config: LiveResultsConfig): Promise<LiveResults> {
   const hub = new ResultsHub({
     maxClients: config.resultsMaxClients,
     heartbeatMs: config.resultsHeartbeatMs,
     minIntervalMs: EVENT_INTERVAL_MS,
-    onClients,
   });
   const listener = new ResultsListener({ config, hub });
   try {

@@ -26,11 +26,6 @@ export interface HubOptions {
   maxClients: number;
   /** A comment line this often, so proxies keep the stream open and clients see it is alive. */
   heartbeatMs: number;
-  /**
-   * Least time between two wakes of the clients: commits closer together go out as one event, so a
-   * client's writes per second stay bounded whatever the commit rate. @default 0
-   */
-  minIntervalMs?: number;
 }
 
 interface LawState {
@@ -60,11 +55,7 @@ export class StreamClient {
     return (this.#wake ??= Promise.withResolvers()).promise;
   }
 
-  /** Set by a stream that takes events as they come: called at each wake instead of {@link changed}. */
-  send: (() => void) | undefined;
-
   wake(): void {
-    if (this.send) return this.send();
     const wake = this.#wake;
     this.#wake = undefined;
     wake?.resolve();
@@ -89,10 +80,8 @@ export class ResultsHub {
   #emptied: PromiseWithResolvers<void> | undefined;
   /** The last change, encoded once for every client that was up to date before it. */
   #last: { from: number; seq: number; bytes: Uint8Array } | undefined;
-  /** Sequence at the last wake, and when it was. */
+  /** Sequence at the last wake. */
   #wokenAt = 0;
-  #lastWake = -Infinity;
-  #wakeTimer: ReturnType<typeof setTimeout> | undefined;
   #timer: ReturnType<typeof setInterval>;
   readonly #options: HubOptions;
 
@@ -122,8 +111,7 @@ export class ResultsHub {
   }
 
   /**
-   * Takes the laws whose version is newer than the hub's, as one change, and wakes every client: at
-   * once, or {@link HubOptions.minIntervalMs} after the last wake (changes meanwhile go out together).
+   * Takes the laws whose version is newer than the hub's, as one change, and wakes every client.
    *
    * @returns the laws accepted
    */
@@ -132,17 +120,12 @@ export class ResultsHub {
     if (newer.length === 0 || this.#closed) return [];
     const seq = ++this.#seq;
     for (const result of newer) this.#laws.set(result.law_id, { result, seq });
-    const wait = this.#lastWake + (this.#options.minIntervalMs ?? 0) - performance.now();
-    if (wait <= 0) this.#wakeAll();
-    else this.#wakeTimer ??= setTimeout(() => this.#wakeAll(), wait);
+    this.#wakeAll();
     return newer;
   }
 
   /** Encodes the changes since the last wake once, for every client that was up to date then, and wakes all. */
   #wakeAll(): void {
-    clearTimeout(this.#wakeTimer);
-    this.#wakeTimer = undefined;
-    this.#lastWake = performance.now();
     if (this.#seq === this.#wokenAt) return;
     const from = this.#wokenAt;
     this.#wokenAt = this.#seq;
@@ -173,7 +156,6 @@ export class ResultsHub {
   /** Forgets a client (its stream ended or was cancelled). */
   disconnect(client: StreamClient): void {
     client.closed = true;
-    client.send = undefined;
     client.wake();
     this.#clients.delete(client);
     if (this.#clients.size === 0) this.#emptied?.resolve();
@@ -214,7 +196,6 @@ export class ResultsHub {
   close(): void {
     this.#closed = true;
     clearInterval(this.#timer);
-    clearTimeout(this.#wakeTimer);
     for (const client of this.#clients) {
       client.closed = true;
       client.wake();

@@ -148,27 +148,29 @@ export class ResultsListener {
 
   /** One reader at a time: notifications that arrive while it reads are read together next. */
   #drain(): Promise<void> {
-    this.#reading ??= (async () => {
-      try {
-        while (!this.#ending && (this.#resync || this.#wanted.size > 0)) {
-          const all = this.#resync;
-          const laws = [...this.#wanted.keys()];
-          this.#resync = false;
-          this.#wanted.clear();
-          try {
-            const published = this.#hub.publish(await readResults(this.sql, all ? undefined : laws));
-            if (all && published.length) log.info("Results: resynchronised {n} laws", { n: published.length });
-          } catch (error) {
-            // Read again on the next notification or reconnect; a lost connection brings a resync.
-            if (all) this.#resync = true;
-            else for (const law of laws) this.#wanted.set(law, this.#wanted.get(law) ?? 1);
-            throw error;
-          }
+    if (this.#reading) return this.#reading;
+    const reading = (async () => {
+      while (!this.#ending && (this.#resync || this.#wanted.size > 0)) {
+        const all = this.#resync;
+        const laws = [...this.#wanted.keys()];
+        this.#resync = false;
+        this.#wanted.clear();
+        try {
+          const published = this.#hub.publish(await readResults(this.sql, all ? undefined : laws));
+          if (all && published.length) log.info("Results: resynchronised {n} laws", { n: published.length });
+        } catch (error) {
+          // Read again on the next notification or reconnect; a lost connection brings a resync.
+          if (all) this.#resync = true;
+          else for (const law of laws) this.#wanted.set(law, this.#wanted.get(law) ?? 1);
+          throw error;
         }
-      } finally {
-        this.#reading = undefined;
       }
-    })();
-    return this.#reading;
+    })().finally(() => {
+      // Asynchronous even when nothing was to read: a finally inside the body would run before the
+      // assignment below and leave a settled promise as "reading", and no read would ever start again.
+      if (this.#reading === reading) this.#reading = undefined;
+    });
+    this.#reading = reading;
+    return reading;
   }
 }

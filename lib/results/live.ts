@@ -24,12 +24,6 @@ import { type ResultsHandler, resultsRoutes } from "./routes.ts";
 
 const log = getLogger("results");
 
-/**
- * Least time between two events to a client: at most 10 writes a second per client, however many
- * instances commit how often (each write costs the service some 20 µs per client: bench/subscribers.ts).
- */
-const EVENT_INTERVAL_MS = 100;
-
 /** How long streams get to send their last event at shutdown before they are cut. */
 const STREAM_END_GRACE_MS = 2000;
 
@@ -61,7 +55,6 @@ export async function startLiveResults(config: LiveResultsConfig): Promise<LiveR
   const hub = new ResultsHub({
     maxClients: config.resultsMaxClients,
     heartbeatMs: config.resultsHeartbeatMs,
-    minIntervalMs: EVENT_INTERVAL_MS,
   });
   const listener = new ResultsListener({ config, hub });
   try {

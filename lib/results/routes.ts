@@ -138,8 +138,6 @@ export function resultsRoutes(options: ResultsRoutesOptions): ResultsHandler {
       if (!(error instanceof HubFullError)) throw error;
       return json(503, { error: error.message }, { "retry-after": retryAfter, ...headers });
     }
-    // Pushed from the hub's wake while the response can take more (at most one event queued), pulled when
-    // it wants more: a client that does not read holds one event at most, and a wake costs no promise.
     const body = new ReadableStream<Uint8Array>({
       start(controller) {
         client.abort = () => {
@@ -147,24 +145,22 @@ export function resultsRoutes(options: ResultsRoutesOptions): ResultsHandler {
             controller.error(new Error("the service is stopping"));
           } catch { /* already ended */ }
         };
-        client.send = () => {
-          try {
-            if (!(controller.desiredSize! > 0)) return;
-            const chunk = hub.next(client);
-            if (chunk) controller.enqueue(chunk);
-            else if (client.closed) {
-              hub.disconnect(client);
-              controller.close();
-            }
-          } catch {
-            hub.disconnect(client); // the stream ended meanwhile (cancelled by the client, cut at shutdown)
-          }
-        };
       },
-      pull: () => client.send?.(),
+      // Called only when the response wants more: a client that does not read holds one event at most.
+      async pull(controller) {
+        for (;;) {
+          const chunk = hub.next(client);
+          if (chunk) return controller.enqueue(chunk);
+          if (client.closed) {
+            hub.disconnect(client);
+            return controller.close();
+          }
+          await client.changed();
+        }
+      },
       // Deno cancels the body when the client goes away.
       cancel: () => hub.disconnect(client),
-    }, { highWaterMark: 1 });
+    }, { highWaterMark: 0 });
     return new Response(body, { headers: streamHeaders });
   };
 

@@ -90,25 +90,3 @@ Deno.test("hub: heartbeats wake an idle client", async () => {
     hub.close();
   }
 });
-
-Deno.test("hub: changes closer than minIntervalMs reach a client as one event, the first at once", async () => {
-  const hub = new ResultsHub({ maxClients: 2, heartbeatMs: 60_000, minIntervalMs: 80 });
-  try {
-    const client = hub.connect(null);
-    hub.next(client); // the snapshot
-    const first = client.changed();
-    hub.publish([law("A", 1, 0, 1)]);
-    await first; // woken at once: nothing came before
-    assert.deepEqual(decode(hub.next(client))!.laws, [law("A", 1, 0, 1)]);
-    const second = client.changed();
-    const started = performance.now();
-    hub.publish([law("A", 2, 0, 2)]);
-    hub.publish([law("B", 0, 1, 1)]);
-    await second;
-    assert.ok(performance.now() - started >= 60, "the next wake waits for the interval");
-    assert.deepEqual(decode(hub.next(client))!.laws, [law("A", 2, 0, 2), law("B", 0, 1, 1)], "one event for both");
-    assert.equal(hub.next(client), undefined);
-  } finally {
-    hub.close();
-  }
-});

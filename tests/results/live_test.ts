@@ -46,7 +46,7 @@ Deno.test("results: clients that never read hold no memory in the service and sl
     const after = await rssMbOf(service);
     const events = fast.events.length;
     assert.deepEqual(await results(db.sql), expected);
-    assert.ok(events > 100, `the fast client was sent ${events} events`);
+    assert.ok(events > 20, `the fast client was sent ${events} events`);
     // The pipeline alone grows RSS by ~35 MB over such a drain (measured with no stream client). Were
     // the 60 clients owed their events in memory, that would be 60 × several MB on top: hundreds of MB.
     assert.ok(after - before < 80, `RSS ${before.toFixed(0)} → ${after.toFixed(0)} MB with 60 clients not reading`);

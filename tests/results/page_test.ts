@@ -52,8 +52,9 @@ Deno.test({
       "the page shows the published votes' totals",
       60_000,
       100,
-    ).catch((error) => {
-      throw new Error(`${error.message}; page shows ${JSON.stringify(onPage())}`);
+    ).catch(async (error) => {
+      const table = JSON.stringify(await results(db.sql));
+      throw new Error(`${error.message}; the page shows ${JSON.stringify(onPage())}, vote_results ${table}`);
     });
     assert.deepEqual(onPage(), await results(db.sql), "the page equals vote_results");
     for (const [law, oui, non, text, label] of shown) {

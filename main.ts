@@ -14,10 +14,16 @@
  *   redelivered);
  * - 2: a bad configuration.
  *
+ * `vote-aggregator verify …` and `vote-aggregator dead-letters …` run the
+ * operator's tools instead (lib/audit/command.ts, lib/dead_letters/command.ts),
+ * under the same permission set.
+ *
  * @module
  */
 
+import { verifyCommand } from "./lib/audit/command.ts";
 import { loadConfigOrExit } from "./lib/cli.ts";
+import { deadLettersCommand } from "./lib/dead_letters/command.ts";
 import { getLogger, setupLogging } from "./lib/log.ts";
 import { deniedEndpoints } from "./lib/permissions.ts";
 import { AbortedError } from "./lib/retry.ts";
@@ -29,7 +35,16 @@ const STARTUP_UNWIND_MS = 5000;
 /** Longest the closing steps may add to `SHUTDOWN_TIMEOUT_SECONDS` (broker, pool, HTTP server: 5 s each). */
 const CLOSE_GRACE_MS = 16_000;
 
+const SUBCOMMANDS: Record<string, (args: string[], program: string) => Promise<number>> = {
+  verify: verifyCommand,
+  "dead-letters": deadLettersCommand,
+};
+
 async function main(): Promise<number> {
+  const [subcommand, ...args] = Deno.args;
+  if (subcommand !== undefined && Object.hasOwn(SUBCOMMANDS, subcommand)) {
+    return await SUBCOMMANDS[subcommand](args, `vote-aggregator ${subcommand}`);
+  }
   const config = await loadConfigOrExit("vote-aggregator");
   // Fail at once, naming the host, rather than as "getaddrinfo EPERM" from inside a client's retries.
   const denied = deniedEndpoints(config);

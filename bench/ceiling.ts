@@ -7,6 +7,7 @@
  */
 
 import amqp from "amqplib";
+import { cpuSeconds } from "../tests/support/process.ts";
 import { createTestQueue, RABBITMQ_URL } from "../tests/support/servers.ts";
 import { generateVotes } from "../tools/publish.ts";
 import { type Options, preload } from "./common.ts";
@@ -28,6 +29,7 @@ export async function ceiling(options: Options, n: number, signal: AbortSignal):
     let received = 0;
     let parsed = 0;
     const start = performance.now();
+    const cpuStart = cpuSeconds(Deno.pid)!;
     await channel.consume(queue.name, (message) => {
       if (message === null) return done.reject(new Error("the broker cancelled the bare consumer"));
       if (JSON.parse(decoder.decode(message.content)).vote_hash) parsed += 1;
@@ -39,6 +41,7 @@ export async function ceiling(options: Options, n: number, signal: AbortSignal):
     const abort = () => done.reject(signal.reason);
     signal.addEventListener("abort", abort, { once: true });
     const end = await done.promise.finally(() => signal.removeEventListener("abort", abort));
+    const consumerUs = (cpuSeconds(Deno.pid)! - cpuStart) / n * 1e6;
     const seconds = (end - start) / 1000;
     say(
       `${label}: ${n} messages in ${seconds.toFixed(2)} s (${
@@ -46,7 +49,7 @@ export async function ceiling(options: Options, n: number, signal: AbortSignal):
       }/s), acknowledging every ${ackEvery}`,
     );
     if (parsed !== n) throw new Error(`the bare consumer parsed ${parsed} votes of ${n}`);
-    return { phase: "ceiling (bare amqplib consumer)", n, seconds, rate: n / seconds, notes: [] };
+    return { phase: "ceiling (bare amqplib consumer)", n, seconds, rate: n / seconds, consumerUs, notes: [] };
   } finally {
     await connection.close().catch(() => {});
   }

@@ -5,8 +5,9 @@
  * @module
  */
 
+import { isDeepStrictEqual } from "node:util";
 import type postgres from "postgres";
-import { RABBITMQ_URL, type TestQueue } from "../tests/support/servers.ts";
+import { RABBITMQ_URL, results, type TestQueue } from "../tests/support/servers.ts";
 import { freePort } from "../tests/support/service.ts";
 import { type GeneratedVotes, publishVotes } from "../tools/publish.ts";
 import { progress, say } from "./report.ts";
@@ -18,6 +19,9 @@ export interface Options {
   seconds: number;
   timeouts: string[];
   backlog: number;
+  /** Messages of the election-sized run (0: skipped), published in chunks of `chunk`. */
+  election: number;
+  chunk: number;
   laws: number;
   batchSize: number;
   prefetch: number;
@@ -27,6 +31,10 @@ export interface Options {
   skipLatency: boolean;
   /** Results stream subscribers of the subscribers phase; 0 skips it. */
   subscribers: number;
+  /** Also run the ledger's cost phase (ledger.ts). */
+  ledger: boolean;
+  /** Votes of the recount phase's database; 0 skips it (recount.ts). */
+  recount: number;
   phaseTimeoutMs: number;
 }
 
@@ -101,4 +109,31 @@ export function benchEnv(
 /** The generator's expected totals in the shape of the tests' `results()`: `{law: [oui, non]}`. */
 export function expectedResults(votes: GeneratedVotes): Record<string, [number, number]> {
   return Object.fromEntries(Object.entries(votes.expected).map(([law, t]) => [law, [t.oui, t.non]]));
+}
+
+/**
+ * What is not exact after a drain of `votes` (empty when all is): `vote_results` against the generator's
+ * totals, `duplicate_attempts` against the attempts sent, the DLQ against the malformed messages, and
+ * nothing left in the queue.
+ */
+export async function exactnessNotes(
+  db: { sql: postgres.Sql },
+  queue: TestQueue,
+  votes: GeneratedVotes,
+): Promise<string[]> {
+  const notes: string[] = [];
+  const actual = await results(db.sql);
+  const expected = expectedResults(votes);
+  if (!isDeepStrictEqual(actual, expected)) {
+    notes.push(`vote_results ${JSON.stringify(actual)} but expected ${JSON.stringify(expected)}`);
+  }
+  const [{ duplicates }] = await db.sql`select count(*)::int as duplicates from duplicate_attempts`;
+  if (duplicates !== votes.duplicates) {
+    notes.push(`duplicate_attempts has ${duplicates} rows, ${votes.duplicates} sent`);
+  }
+  const deadLettered = await queue.count(queue.dlq);
+  if (deadLettered !== votes.malformed) notes.push(`the DLQ holds ${deadLettered} messages, ${votes.malformed} sent`);
+  const left = await queue.count();
+  if (left !== 0) notes.push(`${left} messages left unacknowledged in the queue`);
+  return notes;
 }

@@ -9,15 +9,14 @@
  * @module
  */
 
-import { isDeepStrictEqual } from "node:util";
-import { createTestDatabase, createTestQueue, results } from "../tests/support/servers.ts";
-import { peakRssMb } from "../tests/support/process.ts";
+import { createTestDatabase, createTestQueue } from "../tests/support/servers.ts";
+import { cpuSeconds, peakRssMb, pidsNamed, treeCpuSeconds } from "../tests/support/process.ts";
 import { spawnService } from "../tests/support/service.ts";
 import { generateVotes } from "../tools/publish.ts";
 import {
   benchEnv,
   DUPLICATE_FRACTION,
-  expectedResults,
+  exactnessNotes,
   MALFORMED_FRACTION,
   type Options,
   preload,
@@ -42,13 +41,25 @@ export async function drain(options: Options, n: number, label: string, signal: 
 
   await using service = await spawnService(benchEnv(options, db, queue), { viaStartTask: true, waitHealthy: false });
   let firstVisibleAt: number | undefined;
+  // CPU from the first vote visible on (start-up excluded): the service's, its PostgreSQL backends', the broker's.
+  let cpuAtFirst: { service: number; postgres: number; broker: number; visible: number } | undefined;
+  let backends: number[] = [];
+  const brokers = pidsNamed("beam.smp");
+  const brokerCpu = () => brokers.reduce((sum, pid) => sum + (cpuSeconds(pid) ?? 0), 0);
+  const postgresCpu = () => backends.reduce((sum, pid) => sum + (cpuSeconds(pid) ?? 0), 0);
   let visible = 0;
   let peakRss = 0;
   while (visible < votes.valid) {
     signal.throwIfAborted();
     visible = await visibleVotes(db.sql);
     const now = performance.now();
-    if (visible > 0) firstVisibleAt ??= now;
+    if (visible > 0 && cpuAtFirst === undefined) {
+      firstVisibleAt = now;
+      backends = (await db.sql<{ pid: number }[]>`
+        select pid from pg_stat_activity
+        where datname = current_database() and application_name = 'vote-aggregator'`).map((r) => r.pid);
+      cpuAtFirst = { service: treeCpuSeconds(service.pid), postgres: postgresCpu(), broker: brokerCpu(), visible };
+    }
     peakRss = Math.max(peakRss, peakRssMb(service.pid) ?? 0);
     const rate = visible / Math.max(0.001, (now - service.startedAt) / 1000);
     progress(
@@ -63,23 +74,16 @@ export async function drain(options: Options, n: number, label: string, signal: 
     await sleep(20, signal);
   }
   const lastVisibleAt = performance.now();
+  const cpu = { service: treeCpuSeconds(service.pid), postgres: postgresCpu(), broker: brokerCpu() };
+  // Messages handled since the first vote visible, counted from the votes (the mix's proportion).
+  const messagesSinceFirst = (votes.valid - (cpuAtFirst?.visible ?? 0)) * n / votes.valid;
+  const perMessageUs = (seconds: number) => seconds / messagesSinceFirst * 1e6;
   peakRss = Math.max(peakRss, peakRssMb(service.pid) ?? 0);
   const code = await service.stopWithin(SHUTDOWN_GRACE_MS);
 
-  const notes: string[] = [];
-  const actual = await results(db.sql);
-  const expected = expectedResults(votes);
-  if (!isDeepStrictEqual(actual, expected)) {
-    notes.push(`vote_results ${JSON.stringify(actual)} but expected ${JSON.stringify(expected)}`);
-  }
-  const [{ duplicates }] = await db.sql`select count(*)::int as duplicates from duplicate_attempts`;
-  if (duplicates !== votes.duplicates) {
-    notes.push(`duplicate_attempts has ${duplicates} rows, ${votes.duplicates} sent`);
-  }
-  const deadLettered = await queue.count(queue.dlq);
-  if (deadLettered !== votes.malformed) notes.push(`the DLQ holds ${deadLettered} messages, ${votes.malformed} sent`);
-  const left = await queue.count();
-  if (left !== 0) notes.push(`${left} messages left unacknowledged in the queue`);
+  const notes = await exactnessNotes(db, queue, votes);
+  const [{ meanBatch }] = await db.sql<{ meanBatch: number }[]>`
+    select avg(batch_size)::float8 as "meanBatch" from aggregation_stats`;
   if (code !== 0) notes.push(`exit code ${code} after SIGTERM:\n${service.output().slice(-4000)}`);
   const seconds = (lastVisibleAt - service.startedAt) / 1000;
   const steady = (lastVisibleAt - (firstVisibleAt ?? lastVisibleAt)) / 1000;
@@ -97,8 +101,18 @@ export async function drain(options: Options, n: number, label: string, signal: 
     seconds,
     rate: n / seconds,
     rssMb: peakRss,
+    consumerUs: cpuAtFirst && perMessageUs(cpu.service - cpuAtFirst.service),
+    postgresUs: cpuAtFirst && perMessageUs(cpu.postgres - cpuAtFirst.postgres),
+    meanBatch,
     exact: notes.length === 0,
     notes: [
+      `${label}: CPU per message from the first vote visible: service ${
+        cpuAtFirst ? perMessageUs(cpu.service - cpuAtFirst.service).toFixed(1) : "?"
+      } µs, its ${backends.length} PostgreSQL backends ${
+        cpuAtFirst ? perMessageUs(cpu.postgres - cpuAtFirst.postgres).toFixed(1) : "?"
+      } µs, RabbitMQ ${
+        cpuAtFirst && brokers.length ? perMessageUs(cpu.broker - cpuAtFirst.broker).toFixed(1) : "?"
+      } µs (the broker's whole process: other users' traffic included)`,
       `${label}: ${votes.valid} valid, ${votes.duplicates} duplicate, ${votes.malformed} malformed; startup (spawn → first vote visible) ${
         ((firstVisibleAt! - service.startedAt) / 1000).toFixed(2)
       } s`,

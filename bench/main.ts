@@ -33,8 +33,11 @@ import { VARIABLES } from "../lib/variables.ts";
 import { ceiling } from "./ceiling.ts";
 import type { Options } from "./common.ts";
 import { drain } from "./drain.ts";
+import { election } from "./election.ts";
 import { latency } from "./latency.ts";
 import { subscribers } from "./subscribers.ts";
+import { ledgerCost } from "./ledger.ts";
+import { recountRate } from "./recount.ts";
 import { describe, type Row, say, table } from "./report.ts";
 
 /** How the drain and latency phases start the service: as operators do. */
@@ -47,12 +50,17 @@ const USAGE = `Usage: deno task bench [options]
       --seconds S      latency phase: how long to publish (default 30)
       --timeouts LIST  latency phase: BATCH_TIMEOUT_SECONDS values, comma-separated (default 1.0,0.1)
       --backlog N      also drain a backlog of N messages and report its peak RSS (default: skipped)
+      --election N     also drain N messages published in chunks while draining, e.g. 8000000 with --laws 20:
+                       not for CI, nor for a shared machine (default: skipped; see election.ts)
+      --chunk N        election: messages per chunk; the next is published once the queue holds less (default 500000)
       --batch-size N   BATCH_SIZE for the service (default: the service's default)
       --prefetch N     RABBITMQ_PREFETCH_COUNT for the service and the bare consumer (default: the service's)
       --inflight N     MAX_INFLIGHT_BATCHES for the service (default: the service's)
       --laws N         laws the votes are spread over (default 5)
       --subscribers N  results stream subscribers while draining, against none (default 1000; 0 skips)
       --skip-ceiling, --skip-drain, --skip-latency
+      --recount N      also time verify on a database of N counted votes built for it (recount.ts)
+      --ledger         also measure the batch ledger's cost: N votes committed with and without it (ledger.ts)
       --phase-timeout S  longest any phase may take, preloading included (default 900)
   -h, --help`;
 
@@ -63,6 +71,8 @@ function parseOptions(args: string[]): Options | undefined {
     seconds: { type: "string" },
     timeouts: { type: "string" },
     backlog: { type: "string" },
+    election: { type: "string" },
+    chunk: { type: "string" },
     laws: { type: "string" },
     "batch-size": { type: "string" },
     prefetch: { type: "string" },
@@ -71,6 +81,8 @@ function parseOptions(args: string[]): Options | undefined {
     "skip-ceiling": { type: "boolean", default: false },
     "skip-drain": { type: "boolean", default: false },
     "skip-latency": { type: "boolean", default: false },
+    ledger: { type: "boolean", default: false },
+    recount: { type: "string" },
     "phase-timeout": { type: "string" },
     help: { type: "boolean", short: "h", default: false },
   });
@@ -115,6 +127,8 @@ function parseOptions(args: string[]): Options | undefined {
     seconds: positive("seconds", values.seconds, 30, false),
     timeouts,
     backlog: values.backlog === undefined ? 0 : positive("backlog", values.backlog, 0),
+    election: values.election === undefined ? 0 : positive("election", values.election, 0),
+    chunk: positive("chunk", values.chunk, 500_000),
     laws: positive("laws", values.laws, 5),
     batchSize: config.batchSize,
     prefetch: config.rabbitmqPrefetchCount,
@@ -123,6 +137,8 @@ function parseOptions(args: string[]): Options | undefined {
     skipDrain: values["skip-drain"],
     skipLatency: values["skip-latency"],
     subscribers: values.subscribers === "0" ? 0 : positive("subscribers", values.subscribers, 1000),
+    ledger: values.ledger,
+    recount: values.recount === undefined ? 0 : positive("recount", values.recount, 0),
     phaseTimeoutMs: positive("phase-timeout", values["phase-timeout"], 900, false) * 1000,
   };
 }
@@ -201,9 +217,19 @@ async function main(args: string[]): Promise<number> {
       return withThem;
     });
   }
+  if (options.ledger) {
+    // Four rows from one phase: the first three pushed here, the last by phase().
+    await phase("ledger cost", async (s) => {
+      const measured = await ledgerCost(options, options.n, s);
+      rows.push(...measured.slice(0, -1));
+      return measured[measured.length - 1];
+    });
+  }
+  if (options.recount > 0) await phase("recount", (s) => recountRate(options, options.recount, s));
   if (options.backlog > 0) {
     await phase("backlog", (s) => drain(options, options.backlog, "backlog (5 % dup, 1 % bad)", s));
   }
+  if (options.election > 0) await phase("election", (s) => election(options, s));
 
   const ceilingRate = rows.find((r) => r.phase.startsWith("ceiling") && r.rate)?.rate;
   const command = ["deno", "task", "bench", ...args].join(" ");

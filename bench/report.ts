@@ -15,6 +15,12 @@ export interface Row {
   p99?: number;
   max?: number;
   rssMb?: number;
+  /** CPU (user + system) per message, in µs, of the consumer (the service, or the bare consumer) and of
+   * the service's PostgreSQL backends, from the first vote visible to the last. */
+  consumerUs?: number;
+  postgresUs?: number;
+  /** Mean votes per batch (`aggregation_stats`). */
+  meanBatch?: number;
   /** Undefined when the phase has nothing to check (the ceiling). */
   exact?: boolean;
   notes: string[];
@@ -54,8 +60,9 @@ export function table(rows: Row[], ceilingRate: number | undefined): string {
   const fixed = (n: number | undefined, digits = 0) =>
     n === undefined ? "—" : n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
   const lines = [
-    "| phase | N | seconds | votes/s | ratio to ceiling | p50 ms | p99 ms | max ms | peak RSS MB | exact |",
-    "|---|--:|--:|--:|--:|--:|--:|--:|--:|:-:|",
+    "| phase | N | seconds | votes/s | ratio to ceiling | p50 ms | p99 ms | max ms | peak RSS MB | " +
+    "consumer CPU µs/msg | PostgreSQL CPU µs/msg | mean batch | exact |",
+    "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|",
   ];
   for (const r of rows) {
     const ratio = r.rate !== undefined && ceilingRate && r.p50 === undefined && !r.phase.startsWith("ceiling")
@@ -65,7 +72,9 @@ export function table(rows: Row[], ceilingRate: number | undefined): string {
     lines.push(
       `| ${r.phase} | ${fixed(r.n)} | ${fixed(r.seconds, 2)} | ${fixed(r.rate)} | ${ratio} | ${fixed(r.p50)} | ${
         fixed(r.p99)
-      } | ${fixed(r.max)} | ${fixed(r.rssMb)} | ${exact} |`,
+      } | ${fixed(r.max)} | ${fixed(r.rssMb)} | ${fixed(r.consumerUs, 1)} | ${fixed(r.postgresUs, 1)} | ${
+        fixed(r.meanBatch)
+      } | ${exact} |`,
     );
   }
   return lines.join("\n");

@@ -57,7 +57,7 @@ export interface Config {
   postgresSslRootCert: string | undefined;
   /** A batch closes when it holds this many messages. @default 1000 */
   batchSize: number;
-  /** ...or this long after its first message arrived. @default 1000 (`BATCH_TIMEOUT_SECONDS=1.0`) */
+  /** ...or this long after its first message at the latest (sooner once deliveries pause). @default 1000 (`BATCH_TIMEOUT_SECONDS=1.0`) */
   batchTimeoutMs: number;
   /** Closed batches committing at once; acknowledgements stay in delivery order. @default 1 */
   maxInflightBatches: number;

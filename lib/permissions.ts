@@ -67,10 +67,12 @@ export function endpoints(config: PermissionConfig): Endpoint[] {
  *
  * main.ts calls it before connecting: without it a denied host surfaces from
  * node's DNS shim as `getaddrinfo EPERM <host>`, and the broker client retries
- * that for seconds as if the broker were down.
+ * that for seconds as if the broker were down. `only` limits it to some
+ * endpoints (the operator's tools reach one server each).
  */
-export function deniedEndpoints(config: PermissionConfig): string[] {
+export function deniedEndpoints(config: PermissionConfig, only?: readonly Endpoint["what"][]): string[] {
   return endpoints(config)
+    .filter(({ what }) => only === undefined || only.includes(what))
     .filter(({ address }) => Deno.permissions.querySync({ name: "net", host: address }).state !== "granted")
     .map(({ what, address, variables }) =>
       `not permitted to ${

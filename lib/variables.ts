@@ -64,7 +64,7 @@ export const VARIABLES = {
   BATCH_SIZE: { default: "1000", doc: "Messages per batch (one transaction)" },
   BATCH_TIMEOUT_SECONDS: {
     default: "1.0",
-    doc: "A batch commits at most this long after its first message",
+    doc: "Longest a batch waits; it commits sooner once deliveries pause",
   },
   MAX_INFLIGHT_BATCHES: {
     default: "1",

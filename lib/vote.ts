@@ -82,7 +82,9 @@ export const MAX_BODY_BYTES = 16 * 1024;
 
 const HASH = /^[0-9a-fA-F]{64}$/;
 // Date, optional time with optional fraction and zone: what PostgreSQL's timestamptz input takes unambiguously.
-const ISO_TIMESTAMP = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$/;
+// One match gives every part: year, month, day, hour, minute, second, zone, offset hours and minutes.
+const ISO_TIMESTAMP =
+  /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,6})?)?(Z|[+-](\d{2})(?::?(\d{2}))?)?)?$/;
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** Options of {@link parseVote}. */
@@ -183,28 +185,31 @@ function normalizeTimestamp(value: unknown): string | null | undefined {
     if (!Number.isFinite(value) || value < 0 || value > 253402300799) return undefined;
     return new Date(value * 1000).toISOString();
   }
-  if (typeof value !== "string" || !ISO_TIMESTAMP.test(value) || !offsetStorable(value)) return undefined;
-  const [year, month, day] = value.slice(0, 10).split("-").map(Number);
+  if (typeof value !== "string") return undefined;
+  const parts = ISO_TIMESTAMP.exec(value);
+  if (parts === null) return undefined;
+  const [, y, mo, d, h, mi, sec, zone, offsetHours, offsetMinutes] = parts;
+  // An offset PostgreSQL can store: at most 15:59.
+  if (offsetHours !== undefined && (Number(offsetHours) > 15 || Number(offsetMinutes ?? 0) > 59)) return undefined;
+  const year = Number(y), month = Number(mo), day = Number(d);
+  // Date.UTC reads years 0 to 99 as 1900 to 1999: those, like year 0, are refused.
   const date = new Date(Date.UTC(year, month - 1, day));
   const validDate = year >= 1 && date.getUTCFullYear() === year &&
     date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
-  const [hour = 0, minute = 0, second = 0] = value.length > 10
-    ? value.slice(11, 19).split(":").map((part) => Number.parseInt(part, 10))
-    : [];
+  const hour = h === undefined ? 0 : Number(h);
+  const minute = mi === undefined ? 0 : Number(mi);
+  const second = sec === undefined ? 0 : Number(sec);
   if (!(validDate && hour < 24 && minute < 60 && second < 60)) return undefined;
   // Without an offset PostgreSQL would read the text in the session's TimeZone: it is UTC.
-  if (value.length === 10) return `${value}T00:00:00Z`;
-  return /(?:Z|[+-]\d{2}(?::?\d{2})?)$/.test(value.slice(16)) ? value : `${value}Z`;
+  if (h === undefined) return `${value}T00:00:00Z`;
+  return zone === undefined ? `${value}Z` : value;
 }
 
-/**
- * Why `text` cannot be stored in a `VARCHAR(max)` column of a UTF-8
- * database, or `undefined` when it can. Lengths count code points, as
- * PostgreSQL does.
- */
 function textProblem(text: string, min: number, max: number): string | undefined {
   if (!text.isWellFormed()) return "holds a lone UTF-16 surrogate (not valid Unicode)";
   if (text.includes("\0")) return "holds a NUL character, which PostgreSQL text cannot store";
+  // A text no longer than `max` UTF-16 units has at most `max` code points, and a non-empty one at least 1.
+  if (text.length <= max && text.length >= min && min <= 1) return undefined;
   // Counting stops past the limit: a 16 KiB body cannot make this slow, but there is no need to count it all.
   let length = 0;
   for (const _ of text) if (++length > max) break;
@@ -215,12 +220,6 @@ function textProblem(text: string, min: number, max: number): string | undefined
 }
 
 /** PostgreSQL refuses zone offsets beyond ±15:59 ("time zone displacement out of range"). */
-function offsetStorable(value: string): boolean {
-  const offset = /[+-](\d{2}):?(\d{2})?$/.exec(value.slice(10));
-  if (!offset) return true;
-  return Number(offset[1]) <= 15 && Number(offset[2] ?? 0) <= 59;
-}
-
 function reject(reason: RejectReason, detail: string): { ok: false; rejection: Rejection } {
   return { ok: false, rejection: { reason, detail } };
 }

@@ -62,8 +62,10 @@ export interface VoteWriterOptions {
    * would otherwise hang it forever, and the retry budget would never apply). @default 30000
    */
   commitTimeoutMs?: number;
-  /** Written to `aggregation_stats.instance`. */
+  /** Written to `aggregation_stats.instance` and `vote_ledger.instance`. */
   instance?: string;
+  /** Append each batch to the batch ledger. @default true (false only for the benchmark's comparison) */
+  ledger?: boolean;
   /** Called before each retry, for logs and metrics. */
   onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
   /**
@@ -83,6 +85,7 @@ export class VoteWriter {
   readonly #retryDelayMs: number;
   readonly #commitTimeoutMs: number;
   readonly #instance: string;
+  readonly #ledger: boolean;
   readonly #onRetry: VoteWriterOptions["onRetry"];
   readonly #onLateCommit: VoteWriterOptions["onLateCommit"];
 
@@ -92,6 +95,7 @@ export class VoteWriter {
     this.#retryDelayMs = options.retryDelayMs ?? 1000;
     this.#commitTimeoutMs = options.commitTimeoutMs ?? 30_000;
     this.#instance = options.instance ?? `pid-${Deno.pid}`;
+    this.#ledger = options.ledger ?? true;
     this.#onRetry = options.onRetry;
     this.#onLateCommit = options.onLateCommit;
   }
@@ -169,7 +173,11 @@ export class VoteWriter {
   }
 
   async #commitOnce(votes: Vote[], batchAgeMs: number): Promise<CommitPart> {
-    const { laws, skipped } = await countVotes(this.#sql, votes, { batchAgeMs, instance: this.#instance });
+    const { laws, skipped } = await countVotes(this.#sql, votes, {
+      batchAgeMs,
+      instance: this.#instance,
+      ledger: this.#ledger,
+    });
     const duplicates = skipped.length === 0
       ? 0
       : await recordDuplicates(this.#sql, skipped.map((ord) => votes[ord - 1]));

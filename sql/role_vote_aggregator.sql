@@ -13,8 +13,24 @@
 --   increments per-law totals (INSERT … ON CONFLICT DO UPDATE) vote_results: SELECT, INSERT, UPDATE
 --   records each duplicate attempt once (ON CONFLICT reads it) duplicate_attempts: SELECT, INSERT
 --   records batch statistics                                   aggregation_stats: INSERT
+--   tags each counted vote with its batch                      vote_audit: UPDATE of batch_id
+--   appends the batch to the ledger (004), moving the head     vote_ledger: INSERT (and SELECT, which
+--     row on by one (UPDATE … RETURNING needs SELECT)            INSERT … RETURNING needs); ledger_head:
+--                                                                SELECT, UPDATE
 --   their ids                                                  USAGE on these tables' sequences
--- It cannot delete or rewrite a vote, truncate a table, change the schema, or read or write anything else.
+-- It cannot delete or rewrite a vote, truncate a table, change the schema, or read or write anything else;
+-- it may append to vote_ledger but never update or delete a ledger row.
+--
+-- Everyone else: this script only shapes this role. An operator removes UPDATE and DELETE on the audit
+-- trail and the ledger from every other role (the owner's own privileges are revoked too; the owner can
+-- grant them back, so keep the owner's password offline and publish `verify --digest`):
+--   REVOKE UPDATE, DELETE, TRUNCATE ON vote_audit, vote_ledger FROM PUBLIC;
+--   REVOKE UPDATE, DELETE, TRUNCATE ON vote_audit, vote_ledger FROM <every other role>;
+--   REVOKE UPDATE, DELETE, TRUNCATE ON vote_audit, vote_ledger FROM <owner>;   -- optional, see above
+-- (the service's own column grant on vote_audit stays) and checks with
+--   SELECT grantee, table_name, privilege_type FROM information_schema.role_table_grants
+--   WHERE table_name IN ('vote_audit', 'vote_ledger', 'vote_results') AND privilege_type IN ('UPDATE', 'DELETE');
+-- vote_ledger's triggers refuse UPDATE, DELETE and TRUNCATE even to its owner.
 
 DO $$
 BEGIN
@@ -30,10 +46,12 @@ REVOKE CREATE ON SCHEMA public FROM vote_aggregator;
 GRANT USAGE ON SCHEMA public TO vote_aggregator;
 
 GRANT SELECT ON schema_migrations TO vote_aggregator;
-GRANT SELECT, INSERT, UPDATE (status, "timestamp", citizen_id) ON vote_audit TO vote_aggregator;
+GRANT SELECT, INSERT, UPDATE (status, "timestamp", citizen_id, batch_id) ON vote_audit TO vote_aggregator;
 GRANT SELECT, INSERT, UPDATE ON vote_results TO vote_aggregator;
 GRANT SELECT, INSERT ON duplicate_attempts TO vote_aggregator;
 GRANT INSERT ON aggregation_stats TO vote_aggregator;
+GRANT SELECT, INSERT ON vote_ledger TO vote_aggregator;
+GRANT SELECT, UPDATE ON ledger_head TO vote_aggregator;
 -- The seed's vote_results has an id sequence too.
 DO $$
 DECLARE

@@ -57,8 +57,8 @@ Deno.test("schema: the seed's tables and views answer the seed's queries", async
     // Partial indexes: a counted vote's row enters vote_audit_counted_key only, a worker's 'validated' row the other.
     assert.deepEqual(
       indexes.map((r) => r.indexname),
-      ["vote_audit_counted_key", "vote_audit_validated_hash"],
-      "one index per audit insert",
+      ["vote_audit_batch", "vote_audit_counted_key", "vote_audit_validated_hash"],
+      "one B-tree index per audit insert (and the batch's BRIN summary)",
     );
   } finally {
     await sql.end({ timeout: 1 });
@@ -93,6 +93,8 @@ Deno.test("role: vote_aggregator can run the service and nothing more", async ()
     });
     const result = await writer.commit([v(1, "oui"), v(2, "non"), v(1, "non"), v(2, "non")]);
     assert.deepEqual([result.counted, result.duplicates, result.redelivered], [2, 1, 1]);
+    const ledger = await role`select seq, votes from vote_ledger`;
+    assert.deepEqual(ledger.map((r) => [Number(r.seq), r.votes]), [[1, 2]], "the role appends to the ledger");
 
     for (
       const forbidden of [
@@ -103,6 +105,10 @@ Deno.test("role: vote_aggregator can run the service and nothing more", async ()
         role`create table evil (id int)`,
         role`select * from aggregation_stats`,
         role`delete from duplicate_attempts`,
+        role`delete from vote_ledger`,
+        role`update vote_ledger set votes = 1`,
+        role`truncate vote_ledger`,
+        role`delete from ledger_head`,
       ]
     ) {
       await assert.rejects(forbidden, (e: { code?: string }) => e.code === "42501");
@@ -110,5 +116,29 @@ Deno.test("role: vote_aggregator can run the service and nothing more", async ()
   } finally {
     await role.end({ timeout: 1 });
     await owner.end({ timeout: 1 });
+  }
+});
+
+Deno.test("schema: vote_audit's hash check (005, without the regex's counted repetition) refuses what 001's did", async () => {
+  await using db = await createTestDatabase();
+  const sql = testPool(db.url);
+  try {
+    await migrate(sql);
+    const [{ def }] = await db.sql`
+      select pg_get_constraintdef(oid) as def from pg_constraint where conname = 'vote_audit_vote_hash_check'`;
+    assert.doesNotMatch(def, /\{64\}/, "the cheap form is in place");
+    const insert = (hash: string) =>
+      db.sql`insert into vote_audit (vote_hash, law_id, choice, status) values (${hash}, 'L1', 'oui', 'aggregated')`;
+    const good = "0123456789abcdef".repeat(4);
+    await insert(good);
+    for (const bad of [good.toUpperCase(), good.slice(1), `${good.slice(1)}g`, `${good.slice(1)}\n`, ""]) {
+      await assert.rejects(
+        insert(bad),
+        (e: { code?: string }) => e.code === "23514",
+        `refused: ${JSON.stringify(bad)}`,
+      );
+    }
+  } finally {
+    await sql.end({ timeout: 1 });
   }
 });

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { REJECT_DETAIL_HEADER, REJECT_REASON_HEADER } from "../lib/broker/dead_letter.ts";
 import { BrokerSession } from "../lib/broker/session.ts";
 import { Aggregator, type Broker } from "../lib/pipeline/aggregator.ts";
-import { createTestDatabase, createTestQueue, RABBITMQ_URL, results, testPool } from "./support/servers.ts";
+import { createTestDatabase, createTestQueue, lockLaw, RABBITMQ_URL, results, testPool } from "./support/servers.ts";
 import { serviceEnv, spawnService, testConfig } from "./support/service.ts";
 import { seedVote, workerVote } from "./support/votes.ts";
 import { waitForEvent, waitUntil } from "./support/wait.ts";
@@ -56,18 +56,25 @@ Deno.test("service: a mixed stream is counted exactly; malformed messages end in
   for (const m of dead) assert.ok(String(m.properties.headers?.[REJECT_DETAIL_HEADER]).length > 5);
 });
 
-Deno.test("service: a batch with a single vote closes on time", async () => {
+Deno.test("service: a batch gathering behind a commit in flight closes at BATCH_TIMEOUT_SECONDS", async () => {
   await using db = await createTestDatabase();
   await using queue = await createTestQueue();
   const service = await startService(testConfig(db, queue, { BATCH_SIZE: "1000", BATCH_TIMEOUT_SECONDS: "0.3" }));
   try {
-    const published = performance.now();
-    await queue.publish([seedVote(1, "L1", "oui")]);
-    await waitForEvent(service.aggregator, "acked", () => service.aggregator.totals.counted === 1);
-    const elapsed = performance.now() - published;
-    assert.ok(elapsed >= 290, `committed after ${elapsed} ms, before the batch timeout`);
-    assert.ok(elapsed < 1500, `committed after ${elapsed} ms`);
-    assert.deepEqual(await results(db.sql), { L1: [1, 0] });
+    {
+      await using _lock = await lockLaw(db.sql, "L1");
+      await queue.publish([seedVote(1, "L1", "oui")]);
+      await waitUntil(() => service.aggregator.status().inflight_batches === 1, "the first vote's commit is blocked");
+      const published = performance.now();
+      await queue.publish([seedVote(2, "L1", "oui")]);
+      await waitUntil(() => service.aggregator.status().inflight_batches === 2, "the second batch closed", 5000, 5);
+      const elapsed = performance.now() - published;
+      assert.ok(elapsed >= 290, `closed after ${elapsed} ms, before the batch timeout`);
+      assert.ok(elapsed < 1500, `closed after ${elapsed} ms`);
+      assert.equal(service.aggregator.totals.counted, 0, "nothing committed while the row is locked");
+    }
+    await waitForEvent(service.aggregator, "acked", () => service.aggregator.totals.counted === 2);
+    assert.deepEqual(await results(db.sql), { L1: [2, 0] });
   } finally {
     await service.stop();
   }
@@ -79,12 +86,19 @@ Deno.test("service: shutdown commits and acknowledges what is batched", async ()
   const service = await startService(testConfig(db, queue, { BATCH_SIZE: "1000", BATCH_TIMEOUT_SECONDS: "600" }));
   let stopped = false;
   try {
+    const lock = await lockLaw(db.sql, "L1");
+    // The first vote's commit waits on the lock; the next ten gather behind it until the shutdown.
+    await queue.publish([seedVote(100, "L1", "oui")]);
+    await waitUntil(() => service.aggregator.status().inflight_batches === 1, "the first commit is blocked");
     await queue.publish(Array.from({ length: 10 }, (_, i) => seedVote(i, "L1", "non")));
     await waitUntil(() => service.aggregator.status().open_batch_messages === 10, "10 votes are batched");
-    assert.deepEqual(await results(db.sql), {}, "nothing committed before the shutdown");
-    assert.equal(await service.stop(), true);
+    const stopping = service.stop();
+    await waitUntil(() => service.aggregator.state === "draining", "draining");
+    assert.equal(service.aggregator.totals.counted, 0, "nothing committed before the shutdown");
+    await lock[Symbol.asyncDispose]();
+    assert.equal(await stopping, true);
     stopped = true;
-    assert.deepEqual(await results(db.sql), { L1: [0, 10] });
+    assert.deepEqual(await results(db.sql), { L1: [1, 10] });
     assert.equal(await queue.count(), 0, "acknowledged before the connection closed");
   } finally {
     if (!stopped) await service.stop();

@@ -4,7 +4,7 @@
  * acknowledged.
  *
  * A copy keeps the body and the headers of the original and adds the reason
- * (`x-reject-reason`, `x-reject-detail`) and `x-original-queue`; of a body over
+ * (`x-reject-reason`, `x-reject-detail`), the time (`x-reject-time`) and `x-original-queue`; of a body over
  * `MAX_MESSAGE_BYTES` only the first bytes are kept (`x-reject-body-truncated`
  * says its size), of headers over 16 KiB none (`x-reject-headers-dropped`). It is
  * published persistent and `mandatory` on a confirm channel: a copy the broker
@@ -34,8 +34,12 @@ import { deadLetterNames } from "./topology.ts";
 /** Header names a dead-lettered message carries. */
 export const REJECT_REASON_HEADER = "x-reject-reason";
 export const REJECT_DETAIL_HEADER = "x-reject-detail";
+/** When the copy was made (ISO 8601), for the dead-letter tools' oldest and newest. */
+export const REJECT_TIME_HEADER = "x-reject-time";
+/** The vote queue the original came from. */
+export const ORIGINAL_QUEUE_HEADER = "x-original-queue";
 /** Tells a returned (unroutable) copy apart from the others. */
-const DEAD_LETTER_ID_HEADER = "x-dead-letter-id";
+export const DEAD_LETTER_ID_HEADER = "x-dead-letter-id";
 /** Says that the original's body was over the limit and is cut in the copy: its size and what is kept. */
 export const BODY_TRUNCATED_HEADER = "x-reject-body-truncated";
 /** Says that the original's headers were too large to copy, and how large they were. */
@@ -87,10 +91,11 @@ export class DeadLetterPublisher {
             ...copiedHeaders(delivery.headers),
             [REJECT_REASON_HEADER]: rejection.reason,
             [REJECT_DETAIL_HEADER]: [...rejection.detail].slice(0, MAX_DETAIL_CHARS).join(""),
+            [REJECT_TIME_HEADER]: new Date().toISOString(),
             ...(delivery.size > delivery.body.byteLength
               ? { [BODY_TRUNCATED_HEADER]: `${delivery.size} bytes; the first ${delivery.body.byteLength} kept` }
               : {}),
-            "x-original-queue": this.#queue,
+            [ORIGINAL_QUEUE_HEADER]: this.#queue,
             [DEAD_LETTER_ID_HEADER]: id,
           },
         },

@@ -128,7 +128,7 @@ export class Aggregator extends EventTarget {
 
   /** Takes one message from the broker. Never throws: a bad message is dead-lettered. */
   receive(delivery: Delivery): void {
-    const message = toMessage(delivery, (m, rejection) => this.#deadLetters.send(m, rejection));
+    const message = toMessage(delivery, this.#deadLetters.send);
     if (message.rejection) {
       log.debug("Rejected message {tag}: {reason} ({detail})", { tag: delivery.tag, ...message.rejection });
     }

@@ -40,8 +40,11 @@ export class DeadLetters {
     this.#telemetry = telemetry;
   }
 
-  /** Sends the copy of `message`; resolves with whether the broker confirmed it stored. Never rejects. */
-  send(message: Message, rejection: Rejection): Promise<boolean> {
+  /**
+   * Sends the copy of `message`; resolves with whether the broker confirmed it stored. Never rejects.
+   * Bound, so that it is passed as it is (no closure per delivery).
+   */
+  readonly send = (message: Message, rejection: Rejection): Promise<boolean> => {
     this.#telemetry.rejected(rejection.reason);
     return this.#broker.deadLetter(message.delivery, rejection).then(
       () => {
@@ -54,7 +57,7 @@ export class DeadLetters {
         return false;
       },
     );
-  }
+  };
 
   /**
    * After `batch` committed: dead-letters the votes the database refused, waits

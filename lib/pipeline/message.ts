@@ -55,7 +55,7 @@ export function toMessage(delivery: Delivery, deadLetter: DeadLetterer): Message
 export function closeBatch(messages: Message[], trackHashes: boolean): Batch {
   return {
     messages,
-    hashes: trackHashes ? messages.flatMap((m) => m.vote ? [m.vote.hash] : []) : [],
+    hashes: trackHashes ? hashesOf(messages) : [],
     openedAt: messages[0].delivery.receivedAt,
     closedAt: performance.now(),
     committed: false,
@@ -66,5 +66,13 @@ export function closeBatch(messages: Message[], trackHashes: boolean): Batch {
 
 /** The votes of a batch (its messages that parsed), in delivery order. */
 export function votesOf(batch: Batch): Vote[] {
-  return batch.messages.flatMap((m) => m.vote ? [m.vote] : []);
+  const votes: Vote[] = [];
+  for (const m of batch.messages) if (m.vote) votes.push(m.vote);
+  return votes;
+}
+
+function hashesOf(messages: Message[]): string[] {
+  const hashes: string[] = [];
+  for (const m of messages) if (m.vote) hashes.push(m.vote.hash);
+  return hashes;
 }

@@ -1,8 +1,15 @@
 /**
  * Scheduling: when a batch closes, and when it is committed.
  *
- * - A batch closes at `batchSize` messages or `batchTimeoutMs` after its first
- *   message (`batcher.ts`), or when asked (`/flush`, pause, drain).
+ * - Group commit: a batch closes as soon as no more deliveries are arriving
+ *   (checked one macrotask after the first delivery of a burst) and a
+ *   committing slot is free, once it is as old as the last commit took; while
+ *   every slot is busy it keeps gathering, and when a commit ends what
+ *   gathered meanwhile closes. At a low rate a vote waits about one commit;
+ *   under load batches fill up.
+ * - A batch also closes at `batchSize` messages or `batchTimeoutMs` after its
+ *   first message (`batcher.ts`), the upper bound, or when asked (`/flush`,
+ *   pause, drain).
  * - Closed batches commit up to `maxInflightBatches` at a time, oldest first.
  *   First copy wins: a batch sharing a vote hash with one still committing
  *   waits, or the later copy could commit first.
@@ -20,8 +27,10 @@ import { type Batch, closeBatch, type Message } from "./message.ts";
 export interface SchedulerOptions<R> {
   /** Messages that close a batch. */
   batchSize: number;
-  /** Milliseconds after its first message that a batch closes. */
+  /** Milliseconds after its first message that a batch closes at the latest. */
   batchTimeoutMs: number;
+  /** Close a batch when deliveries pause and a slot is free (group commit), not only at size or time. @default true */
+  closeWhenIdle?: boolean;
   /** Closed batches committing at once. @default 1 */
   maxInflightBatches?: number;
   /** Told of each batch as it closes, in delivery order. */
@@ -44,10 +53,16 @@ export class Scheduler<R> {
   /** Vote hashes in committing batches, with how many of those hold each. */
   readonly #committingHashes = new Map<string, number>();
   #committing = 0;
+  readonly #closeWhenIdle: boolean;
+  /** The pending check that closes the open batch once the current burst of deliveries is over. */
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Milliseconds the last commit took: the youngest a batch commits at, once deliveries pause. */
+  #lastCommitMs = 0;
 
   constructor(options: SchedulerOptions<R>) {
     this.#options = options;
     this.#maxInflight = options.maxInflightBatches ?? 1;
+    this.#closeWhenIdle = options.closeWhenIdle ?? true;
     this.#batcher = new Batcher<Message>({
       size: options.batchSize,
       timeoutMs: options.batchTimeoutMs,
@@ -73,6 +88,8 @@ export class Scheduler<R> {
   /** Adds a message to the open batch. */
   add(message: Message): void {
     this.#batcher.add(message);
+    // One timer a burst, not one a message: deliveries that arrive together are handled in one task.
+    if (this.#closeWhenIdle && this.#idleTimer === undefined && this.#batcher.length > 0) this.#armIdleCheck();
   }
 
   /**
@@ -84,7 +101,33 @@ export class Scheduler<R> {
     return this.#batcher.close();
   }
 
+  #armIdleCheck(delayMs = 0): void {
+    this.#idleTimer = setTimeout(this.#onIdle, delayMs);
+  }
+
+  /** One macrotask after the first delivery of a burst: the burst is over. */
+  readonly #onIdle = (): void => {
+    this.#idleTimer = undefined;
+    this.#closeIfSlotFree();
+  };
+
+  /**
+   * Group commit: the open batch commits now if nothing is ahead of it and it is at least as old as the
+   * last commit took; a younger one waits for the rest of that time. At a steady rate a batch is that
+   * old anyway (it gathered during the commit before); when deliveries come in bursts with gaps (a
+   * backlog read by a busy broker) it gathers what one commit costs, instead of committing each burst.
+   * A lone vote waits for one short commit's duration at most.
+   */
+  #closeIfSlotFree(): void {
+    if (this.#waiting.length > 0 || this.#committing >= this.#maxInflight || this.#batcher.length === 0) return;
+    const wait = this.#lastCommitMs - (performance.now() - this.#batcher.openedAt);
+    if (wait > 0) this.#armIdleCheck(wait);
+    else this.#batcher.close();
+  }
+
   #closed(messages: Message[]): void {
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
     const batch = closeBatch(messages, this.#maxInflight > 1);
     this.#options.onClose(batch);
     this.#waiting.push(batch);
@@ -105,9 +148,11 @@ export class Scheduler<R> {
 
   async #run(batch: Batch): Promise<void> {
     let result: R;
+    const started = performance.now();
     try {
       result = await this.#options.commit(batch);
     } finally {
+      this.#lastCommitMs = performance.now() - started;
       this.#release(batch);
     }
     await this.#options.onCommitted(batch, result);
@@ -122,5 +167,8 @@ export class Scheduler<R> {
     }
     this.#committing -= 1;
     this.#pump();
+    // What gathered while every slot was busy commits now (see #closeIfSlotFree), unless a burst is being
+    // delivered: then the pending idle check decides once it is over.
+    if (this.#closeWhenIdle && this.#idleTimer === undefined) this.#closeIfSlotFree();
   }
 }

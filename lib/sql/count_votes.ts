@@ -9,9 +9,11 @@
  * never deadlock), and one `aggregation_stats` row is written. It says which
  * votes it did not count; why (a redelivery, or a duplicate attempt) is
  * {@link ./record_duplicates.ts}'s question. Retrying it after an ambiguous
- * failure counts nothing twice. Each changed law's `version` goes up by one and
- * the changes are notified on `vote_results_changed` for the live results
- * (delivered on commit only).
+ * failure counts nothing twice. A batch that counted votes tags their audit rows
+ * with its batch id and appends its row to the batch ledger
+ * ({@link ./append_ledger.ts}), in the same statement. Each changed law's
+ * `version` goes up by one and the changes are notified on
+ * `vote_results_changed` for the live results (delivered on commit only).
  *
  * @module
  */
@@ -19,6 +21,7 @@
 import type { Sql } from "../database.ts";
 import type { Vote } from "../vote.ts";
 import { NOTIFY_CHUNK_LAWS, RESULTS_CHANNEL } from "../results/store.ts";
+import { appendLedger, newBatchId } from "./append_ledger.ts";
 import { toColumns } from "./vote_columns.ts";
 
 /** A law's totals after a commit, and what this commit added. */
@@ -36,6 +39,8 @@ export interface CountedVotes {
   laws: LawTotals[];
   /** Positions (1-based) of the votes not counted: later copies in the batch, or hashes counted before. */
   skipped: number[];
+  /** The batch's `vote_ledger.seq`; null when it counted nothing (or the ledger was left alone). */
+  ledgerSeq: number | null;
 }
 
 /** What {@link countVotes} writes to `aggregation_stats`. */
@@ -44,6 +49,8 @@ export interface CountStats {
   batchAgeMs: number;
   /** `aggregation_stats.instance`. */
   instance: string;
+  /** Append to the batch ledger. @default true (false only for the benchmark's comparison) */
+  ledger?: boolean;
 }
 
 interface LawRow {
@@ -59,9 +66,18 @@ interface LawRow {
  *
  * @throws a data error (see `isDataError`) when the database refuses one of the votes: nothing is counted
  */
-export async function countVotes(sql: Sql, votes: Vote[], { batchAgeMs, instance }: CountStats): Promise<CountedVotes> {
+export async function countVotes(
+  sql: Sql,
+  votes: Vote[],
+  { batchAgeMs, instance, ledger }: CountStats,
+): Promise<CountedVotes> {
   const columns = toColumns(votes);
-  const [{ laws, skipped }] = await sql<{ laws: LawRow[]; skipped: number[] }[]>`
+  // One id per attempt: a retry after a late commit counts nothing, so appends nothing.
+  const batchId = newBatchId();
+  const tag = ledger === false ? null : batchId;
+  const [{ laws, skipped, ledger_seq }] = await sql<
+    { laws: LawRow[]; skipped: number[]; ledger_seq: string | null }[]
+  >`
     with batch as (
       select * from unnest(
         ${sql.array(columns.hash)}::text[], ${sql.array(columns.citizenId)}::text[],
@@ -91,15 +107,15 @@ export async function countVotes(sql: Sql, votes: Vote[], { batchAgeMs, instance
     ),
     adopted as (
       update vote_audit a
-      set status = 'aggregated', "timestamp" = w.ts, citizen_id = w.citizen_id
+      set status = 'aggregated', "timestamp" = w.ts, citizen_id = w.citizen_id, batch_id = ${tag}::uuid
       from waiting w
       where a.vote_hash = w.vote_hash and a.status = 'validated' and a.id = w.id
       returning a.vote_hash, a.law_id, w.choice
     ),
     -- Counted once per hash: vote_audit_counted_key is unique over the 'aggregated' rows.
     inserted as (
-      insert into vote_audit (vote_hash, citizen_id, law_id, vote, choice, status, "timestamp")
-      select vote_hash, citizen_id, law_id, choice, choice, 'aggregated', ts from firsts f
+      insert into vote_audit (vote_hash, citizen_id, law_id, vote, choice, status, "timestamp", batch_id)
+      select vote_hash, citizen_id, law_id, choice, choice, 'aggregated', ts, ${tag}::uuid from firsts f
       where not exists (select 1 from waiting w where w.vote_hash = f.vote_hash)
       order by vote_hash
       on conflict (vote_hash) where status = 'aggregated' do nothing
@@ -140,8 +156,10 @@ export async function countVotes(sql: Sql, votes: Vote[], { batchAgeMs, instance
                                      votes_processed, processing_duration_ms)
       select ${votes.length}, n, ${batchAgeMs}, ${instance}, n, ${Math.round(batchAgeMs)}
       from (select count(*) as n from counted) c
-    )
+    ),
+    ${appendLedger(sql, { batchId, instance, enabled: ledger })}
     select
+      (select seq from ledger_row) as ledger_seq,
       coalesce((
         select json_agg(json_build_object(
                  'law_id', u.law_id, 'oui_count', u.oui_count, 'non_count', u.non_count,
@@ -163,5 +181,6 @@ export async function countVotes(sql: Sql, votes: Vote[], { batchAgeMs, instance
       nonAdded: r.non_added,
     })),
     skipped,
+    ledgerSeq: ledger_seq === null ? null : Number(ledger_seq),
   };
 }

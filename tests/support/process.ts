@@ -1,6 +1,6 @@
 /**
  * Processes seen from outside: descendants of a process, their command lines
- * and peak memory, from `/proc` (the benchmark and the permission tests find
+ * and peak memory and CPU time, from `/proc` (the benchmark and the permission tests find
  * the process that really runs `main.ts` under `deno task start` this way).
  *
  * @module
@@ -78,14 +78,31 @@ function procStatus(pid: number): string | undefined {
   return out.success ? new TextDecoder().decode(out.stdout) : undefined;
 }
 
-/** CPU time (user + system) `pid` has used, in seconds, or undefined once it is gone. */
+/** CPU seconds (user + system) `pid` has used so far, or undefined once it is gone. */
 export function cpuSeconds(pid: number): number | undefined {
   try {
     const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    // Fields 14 and 15 (utime, stime), counted after the parenthesized command; in clock ticks (100 a second).
+    // Fields 14 and 15 (utime, stime), counted after the parenthesized command; in clock ticks (100 a second on Linux).
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     return (Number(fields[11]) + Number(fields[12])) / 100;
   } catch {
     return undefined;
   }
+}
+
+/** CPU seconds of `root` and every descendant (a service under `deno task start` is a grandchild). */
+export function treeCpuSeconds(root: number): number {
+  return [root, ...descendants(root)].reduce((sum, pid) => sum + (cpuSeconds(pid) ?? 0), 0);
+}
+
+/** Pids of the processes whose command name (`/proc/<pid>/comm`) is `name`, e.g. `beam.smp`. */
+export function pidsNamed(name: string): number[] {
+  const found: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      if (Deno.readTextFileSync(`/proc/${entry.name}/comm`).trim() === name) found.push(Number(entry.name));
+    } catch { /* gone meanwhile */ }
+  }
+  return found;
 }

@@ -80,6 +80,30 @@ export function testPool(url: string, max = 2): Sql {
   });
 }
 
+/**
+ * Holds the lock on `law`'s `vote_results` row (inserting it at 0 if missing)
+ * until disposed: a commit that counts a vote for it blocks meanwhile, so a
+ * test can keep a commit in flight for as long as it needs.
+ */
+export async function lockLaw(sql: postgres.Sql, law: string): Promise<AsyncDisposable> {
+  const locked = Promise.withResolvers<void>();
+  const release = Promise.withResolvers<void>();
+  const transaction = sql.begin(async (tx) => {
+    await tx`insert into vote_results (law_id) values (${law}) on conflict do nothing`;
+    await tx`select 1 from vote_results where law_id = ${law} for update`;
+    locked.resolve();
+    await release.promise;
+  });
+  transaction.catch(locked.reject);
+  await locked.promise;
+  return {
+    async [Symbol.asyncDispose]() {
+      release.resolve();
+      await transaction;
+    },
+  };
+}
+
 /** `vote_results` as `{law: [oui, non]}`. */
 export async function results(sql: postgres.Sql): Promise<Record<string, [number, number]>> {
   const rows = await sql<{ law_id: string; oui_count: string; non_count: string }[]>`

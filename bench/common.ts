@@ -33,6 +33,8 @@ export interface Options {
   skipCeiling: boolean;
   skipDrain: boolean;
   skipLatency: boolean;
+  /** Results stream subscribers of the subscribers phase; 0 skips it. */
+  subscribers: number;
   /** Also run the ledger's cost phase (ledger.ts). */
   ledger: boolean;
   /** Votes of the recount phase's database; 0 skips it (recount.ts). */

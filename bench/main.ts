@@ -16,7 +16,10 @@
  *    maps to the vote indexes. With several batches committing at once the
  *    mapping is approximate to within a batch;
  * 4. peak RSS (VmHWM) of the service process, after the drain and, with
- *    `--backlog N`, while draining a backlog of N messages.
+ *    `--backlog N`, while draining a backlog of N messages;
+ * 5. subscribers: the drain with no results stream open and with
+ *    `--subscribers N` (default 1,000) open, and the commit → event latency
+ *    (`subscribers.ts`).
  *
  * 5. scaling (`--scaling 1,2,3,6`): K instances on one queue and one database
  *    (`scaling.ts`): drain rate, service CPU per message, PostgreSQL lock waits.
@@ -35,6 +38,7 @@ import type { Options } from "./common.ts";
 import { drain } from "./drain.ts";
 import { election } from "./election.ts";
 import { latency } from "./latency.ts";
+import { subscribers } from "./subscribers.ts";
 import { ledgerCost } from "./ledger.ts";
 import { recountRate } from "./recount.ts";
 import { scaling } from "./scaling.ts";
@@ -59,6 +63,7 @@ const USAGE = `Usage: deno task bench [options]
       --prepare P      POSTGRES_PREPARE for the service: auto, true or false (default: the service's)
       --laws N         laws the votes are spread over (default 5)
       --scaling LIST   also drain -n messages with each instance count in LIST (e.g. 1,2,3,6), one queue and database
+      --subscribers N  results stream subscribers while draining, against none (default 1000; 0 skips)
       --skip-ceiling, --skip-drain, --skip-latency
       --recount N      also time verify on a database of N counted votes built for it (recount.ts)
       --ledger         also measure the batch ledger's cost: N votes committed with and without it (ledger.ts)
@@ -80,6 +85,7 @@ function parseOptions(args: string[]): Options | undefined {
     inflight: { type: "string" },
     scaling: { type: "string" },
     prepare: { type: "string" },
+    subscribers: { type: "string" },
     "skip-ceiling": { type: "boolean", default: false },
     "skip-drain": { type: "boolean", default: false },
     "skip-latency": { type: "boolean", default: false },
@@ -144,6 +150,7 @@ function parseOptions(args: string[]): Options | undefined {
     skipCeiling: values["skip-ceiling"],
     skipDrain: values["skip-drain"],
     skipLatency: values["skip-latency"],
+    subscribers: values.subscribers === "0" ? 0 : positive("subscribers", values.subscribers, 1000),
     ledger: values.ledger,
     recount: values.recount === undefined ? 0 : positive("recount", values.recount, 0),
     phaseTimeoutMs: positive("phase-timeout", values["phase-timeout"], 900, false) * 1000,
@@ -218,6 +225,13 @@ async function main(args: string[]): Promise<number> {
   }
   if (!options.skipLatency) {
     for (const timeout of options.timeouts) await phase(`latency ${timeout}`, (s) => latency(options, timeout, s));
+  }
+  if (options.subscribers > 0) {
+    await phase("subscribers", async (s) => {
+      const [without, withThem] = await subscribers(options, s);
+      rows.push(without);
+      return withThem;
+    });
   }
   if (options.ledger) {
     // Four rows from one phase: the first three pushed here, the last by phase().

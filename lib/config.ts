@@ -75,6 +75,14 @@ export interface Config {
   httpHost: string;
   /** Bearer token for POST /flush, /pause, /resume; without it those routes answer 403. */
   adminToken: string | undefined;
+  /** Token the results routes and page require; without it they are public (read-only). */
+  resultsToken: string | undefined;
+  /** Origins allowed to read the results routes from a browser (`["*"]`: any). @default [] (same origin) */
+  resultsCorsOrigins: string[];
+  /** Results stream clients at once. @default 2000 */
+  resultsMaxClients: number;
+  /** Heartbeat interval of the results stream. @default 15000 */
+  resultsHeartbeatMs: number;
   /** @default "INFO" */
   logLevel: LogLevel;
   /** @default "text" */
@@ -99,7 +107,7 @@ export function loadConfig(
   env: Record<string, string | undefined> | EnvReader,
 ): Config {
   const read: EnvReader = typeof env === "function" ? env : (n) => env[n];
-  const { text, optional, integer, seconds, oneOf, boolean, url, urls, name } = valueReaders(read);
+  const { text, optional, integer, seconds, oneOf, boolean, url, urls, name, origins } = valueReaders(read);
 
   const tls = boolean("RABBITMQ_TLS");
   const brokerUrls = (): string[] => {
@@ -156,6 +164,10 @@ export function loadConfig(
     prometheusPort: integer("PROMETHEUS_PORT", 0, 65535),
     httpHost: name("HTTP_HOST", 255),
     adminToken: optional("ADMIN_TOKEN"),
+    resultsToken: optional("RESULTS_TOKEN"),
+    resultsCorsOrigins: origins("RESULTS_CORS_ORIGINS"),
+    resultsMaxClients: integer("RESULTS_MAX_CLIENTS", 1, 100_000),
+    resultsHeartbeatMs: seconds("RESULTS_HEARTBEAT_SECONDS", 1, 3600),
     logLevel: oneOf(
       "LOG_LEVEL",
       ["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -174,12 +186,10 @@ export function loadConfig(
       String(config.postgresMinConnections),
     );
   }
-  if (config.adminToken !== undefined && config.adminToken.length < 16) {
-    throw new ConfigError(
-      "ADMIN_TOKEN",
-      "must be at least 16 characters (try: openssl rand -hex 32)",
-      "<redacted>",
-    );
+  for (const [variable, token] of [["ADMIN_TOKEN", config.adminToken], ["RESULTS_TOKEN", config.resultsToken]]) {
+    if (token !== undefined && token.length < 16) {
+      throw new ConfigError(variable!, "must be at least 16 characters (try: openssl rand -hex 32)", "<redacted>");
+    }
   }
   return config;
 }

@@ -1,14 +1,14 @@
 /**
  * Configuration values: how one variable's text is read and judged (an
  * integer in a range, seconds, one of a set, a boolean, a URL of given
- * schemes, a name), an unset or blank one taking its default from the
+ * schemes, a name, a list of web origins), an unset or blank one taking its default from the
  * variable table; a value that breaks its rule is a {@link ConfigError}
  * naming the variable. Which variable gets which rule is `config.ts`'s.
  *
  * @module
  */
 
-import { redactUrl, redactUrls, undecodablePart } from "./url.ts";
+import { parseOrigins, redactUrl, redactUrls, undecodablePart } from "./url.ts";
 import { type Variable, type VariableName, VARIABLES } from "./variables.ts";
 
 /** A configuration value that breaks its rule; the message names the variable. */
@@ -115,5 +115,16 @@ export function valueReaders(read: EnvReader) {
     }
     return value;
   };
-  return { raw, text, optional, integer, seconds, oneOf, boolean, url, urls, name };
+  const origins = (variable: VariableName): string[] => {
+    const list = parseOrigins(optional(variable) ?? "");
+    if (list === undefined) {
+      throw new ConfigError(
+        variable,
+        "must be * or origins like https://results.example.org, comma-separated",
+        text(variable),
+      );
+    }
+    return list;
+  };
+  return { raw, text, optional, integer, seconds, oneOf, boolean, url, urls, name, origins };
 }

@@ -29,10 +29,21 @@ export type Sql = postgres.Sql;
 
 const log = getLogger("database");
 
+/** Options of {@link connectDatabase}. */
+export interface ConnectOptions {
+  /** Named prepared statements; off behind a transaction pooler (see `pooler.ts`). @default true */
+  prepare?: boolean;
+  /** What `pg_stat_activity` shows for its connections. @default "vote-aggregator" */
+  applicationName?: string;
+  /** More postgres.js options (the results listener's hooks). */
+  extra?: postgres.Options<Record<string, postgres.PostgresType>>;
+}
+
 /**
  * Opens the pool (lazily: connections open on first use, up to the maximum).
  *
  * @param config the database part of the configuration
+ * @param options see {@link ConnectOptions}
  */
 export function connectDatabase(
   config:
@@ -41,10 +52,11 @@ export function connectDatabase(
       "databaseUrl" | "postgresMaxConnections" | "postgresSslMode" | "postgresSslRootCert"
     >
     & Partial<Pick<Config, "connectTimeoutMs">>,
-  { prepare = true }: { prepare?: boolean } = {},
+  { prepare = true, applicationName = "vote-aggregator", extra = {} }: ConnectOptions = {},
 ): Sql {
   guardTypeFetch(); // a failed type-catalog query must not end the process (see pg_type_fetch.ts)
   return postgres(config.databaseUrl, {
+    ...extra,
     max: config.postgresMaxConnections,
     // Covers TCP, TLS and the start-up handshake (until the server is ready for a query).
     connect_timeout: (config.connectTimeoutMs ?? 10_000) / 1000,
@@ -57,8 +69,8 @@ export function connectDatabase(
     // named statements are ever planned generically; an unnamed one is planned at each execution with
     // its arguments, so without them the setting is not needed — and PgBouncer refuses it at startup.
     connection: prepare
-      ? { application_name: "vote-aggregator", plan_cache_mode: "force_custom_plan" }
-      : { application_name: "vote-aggregator" },
+      ? { application_name: applicationName, plan_cache_mode: "force_custom_plan" }
+      : { application_name: applicationName },
   });
 }
 

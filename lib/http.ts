@@ -11,6 +11,9 @@
  * | `/pause` | POST, admin | stops consuming, commits what is batched, answers the state (409 while draining) |
  * | `/resume` | POST, admin | consumes again (409 while draining) |
  *
+ * The results routes (`/`, `/results`, `/results/{law_id}`, `/results/stream`) are
+ * lib/results/routes.ts's, with their own token (`RESULTS_TOKEN`) and CORS.
+ *
  * A malformed request (a Host or target that is not a URL) answers 400 on every
  * route, with no internals. Admin routes need `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant
  * time); without `ADMIN_TOKEN` they answer 403.
@@ -26,11 +29,12 @@
  * @module
  */
 
-import { timingSafeEqual } from "node:crypto";
 import type { Aggregator } from "./pipeline/aggregator.ts";
 import { IllegalTransitionError } from "./pipeline/state.ts";
 import { getLogger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
+import type { ResultsHandler } from "./results/routes.ts";
+import { bearerToken, tokenChecker } from "./token.ts";
 
 const log = getLogger("http");
 
@@ -45,6 +49,8 @@ export interface ControlPlaneOptions {
   adminToken: string | undefined;
   aggregator: Pick<Aggregator, "status" | "flush" | "pause" | "resume" | "refreshGauges" | "state" | "readiness">;
   metrics: Metrics;
+  /** The results routes (lib/results/routes.ts), asked first: `/`, `/results`, `/results/…`. */
+  results?: ResultsHandler;
   /** Told the bound address once listening. */
   onListen?: (addr: Deno.NetAddr) => void;
 }
@@ -104,7 +110,7 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
       },
     },
   };
-  const tokenDigest = options.adminToken === undefined ? undefined : digest(options.adminToken);
+  const adminCheck = options.adminToken === undefined ? undefined : tokenChecker(options.adminToken);
 
   return Deno.serve({
     hostname: options.hostname,
@@ -115,9 +121,12 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
       return json(500, { error: "internal error" });
     },
   }, async (request) => {
-    const path = pathOf(request);
+    const url = urlOf(request);
     // A Host or target that does not make a URL (`Host: a b`) is the client's error, on every route.
-    if (path === undefined) return json(400, { error: "malformed request: its Host or target is not a valid URL" });
+    if (url === undefined) return json(400, { error: "malformed request: its Host or target is not a valid URL" });
+    const path = url.pathname;
+    const results = options.results?.(request, url);
+    if (results) return await results;
     const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
     if (!route) return json(404, { error: `no route ${path}` });
     const allowed = route.method === "GET" ? "GET, HEAD" : "POST";
@@ -125,11 +134,10 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
       return json(405, { error: `${path} takes ${allowed}` }, { allow: allowed });
     }
     if (route.admin) {
-      if (tokenDigest === undefined) {
+      if (adminCheck === undefined) {
         return json(403, { error: "admin routes are disabled: set ADMIN_TOKEN to enable them" });
       }
-      const presented = request.headers.get("authorization")?.match(/^Bearer (.+)$/i)?.[1];
-      if (presented === undefined || !equalDigests(await digest(presented), await tokenDigest)) {
+      if (!await adminCheck(bearerToken(request))) {
         return json(401, { error: "missing or wrong bearer token" }, { "www-authenticate": 'Bearer realm="admin"' });
       }
     }
@@ -147,9 +155,9 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
 }
 
 /** The request's path, or undefined when its Host or target do not make a URL. */
-function pathOf(request: Request): string | undefined {
+function urlOf(request: Request): URL | undefined {
   try {
-    return new URL(request.url).pathname;
+    return new URL(request.url);
   } catch {
     return undefined;
   }
@@ -165,15 +173,6 @@ async function bodyTooLarge(request: Request): Promise<boolean> {
     if (size > MAX_REQUEST_BODY_BYTES) return true;
   }
   return false;
-}
-
-async function digest(text: string): Promise<Uint8Array> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
-}
-
-function equalDigests(a: Uint8Array, b: Uint8Array): boolean {
-  // Equal lengths by construction (SHA-256), so the comparison time depends on neither token.
-  return timingSafeEqual(a, b);
 }
 
 function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {

@@ -24,6 +24,7 @@ import postgres from "postgres";
 import type { Sql } from "./database.ts";
 import schema001 from "../sql/001_schema.sql" with { type: "text" };
 import seedContract002 from "../sql/002_seed_contract.sql" with { type: "text" };
+import resultsVersion003 from "../sql/003_results_version.sql" with { type: "text" };
 import batchLedger004 from "../sql/004_batch_ledger.sql" with { type: "text" };
 import hashCheck005 from "../sql/005_hash_check.sql" with { type: "text" };
 
@@ -38,6 +39,7 @@ export interface Migration {
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: "001_schema.sql", sql: schema001 },
   { version: 2, name: "002_seed_contract.sql", sql: seedContract002 },
+  { version: 3, name: "003_results_version.sql", sql: resultsVersion003 },
   { version: 4, name: "004_batch_ledger.sql", sql: batchLedger004 },
   { version: 5, name: "005_hash_check.sql", sql: hashCheck005 },
 ];

@@ -25,6 +25,7 @@ import { serveControlPlane } from "./http.ts";
 import { getLogger } from "./log.ts";
 import { createMetrics, type Metrics } from "./metrics.ts";
 import { Aggregator } from "./pipeline/aggregator.ts";
+import { type LiveResults, startLiveResults } from "./results/live.ts";
 import { abortable, AbortedError } from "./retry.ts";
 import { openDatabase, STARTUP_ATTEMPTS } from "./startup.ts";
 import { withTimeout } from "./timeout.ts";
@@ -38,11 +39,14 @@ export interface Service {
   broker: BrokerSession;
   metrics: Metrics;
   sql: Sql;
+  /** The live results: hub, listening connection, routes. */
+  results: LiveResults;
   /** Where the control plane listens. */
   http: Deno.NetAddr;
   /**
    * Graceful stop: stop consuming, commit and acknowledge what is batched (at
-   * most `shutdownTimeoutMs`), close channel, connection, pool and server.
+   * most `shutdownTimeoutMs`), send the results streams the last totals and end
+   * them, close channel, connection, pool and server.
    *
    * @returns true when everything received was committed and acknowledged
    */
@@ -81,6 +85,13 @@ export async function startService(config: Config, options: StartOptions = {}): 
     // A migration abandoned here is rolled back: its transaction ends with the pool.
     const applied = await abortable(migrate(sql), signal);
     if (applied.length) log.info("Applied migrations {applied}", { applied });
+  } catch (error) {
+    await sql.end({ timeout: 0 });
+    throw error;
+  }
+  let results: LiveResults;
+  try {
+    results = await abortable(startLiveResults(config), signal);
   } catch (error) {
     await sql.end({ timeout: 0 });
     throw error;
@@ -158,9 +169,11 @@ export async function startService(config: Config, options: StartOptions = {}): 
       adminToken: config.adminToken,
       aggregator,
       metrics,
+      results: results.handle,
       onListen: (addr) => listening.resolve(addr),
     });
   } catch (error) {
+    await results.stop();
     await sql.end({ timeout: 1 });
     throw new Error(
       `Cannot serve HTTP on ${config.httpHost}:${config.prometheusPort} (PROMETHEUS_PORT): ${(error as Error).message}`,
@@ -175,6 +188,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     if (signal?.aborted) throw new AbortedError();
   } catch (error) {
     await bounded(broker.close(), "closing the broker connection");
+    await results.stop();
     await bounded(server.shutdown(), "closing the HTTP server");
     await sql.end({ timeout: 1 });
     throw error;
@@ -201,6 +215,9 @@ export async function startService(config: Config, options: StartOptions = {}): 
         { ms: config.shutdownTimeoutMs },
       );
     }
+    // Streams never end by themselves: they end here, after the last commit, before the server stops
+    // (a client that reads nothing keeps its connection's last write pending: the bounded wait below).
+    await results.stop();
     await bounded(broker.close(), "closing the broker connection");
     await sql.end({ timeout: CLOSE_TIMEOUT_MS / 1000 });
     await bounded(server.shutdown(), "closing the HTTP server");
@@ -212,6 +229,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     broker,
     metrics,
     sql,
+    results,
     http,
     stop: () => stopping ??= stop(),
   };

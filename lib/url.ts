@@ -2,6 +2,7 @@
  * URLs of the broker and the database: building one from its parts, writing
  * one safely in a log, and writing a host the way `host:port` needs it. It
  * does not decide which variables a URL comes from ({@link ./config.ts} does).
+ * Also the web origins a list of allowed origins (`RESULTS_CORS_ORIGINS`) may hold.
  *
  * @example
  * ```ts
@@ -67,6 +68,25 @@ export function bracket(host: string): string {
 /** `host:port`, with an IPv6 literal bracketed (`[::1]:5432`), as `--allow-net` and URLs write it. */
 export function hostPort(host: string, port: number): string {
   return `${bracket(host)}:${port}`;
+}
+
+/**
+ * A comma-separated list of web origins (`https://host[:port]`, no path), or `*` for any: `["*"]`.
+ *
+ * @returns the origins (empty for ""), or undefined when one is not an origin
+ */
+export function parseOrigins(value: string): string[] | undefined {
+  const list = value.split(",").map((o) => o.trim()).filter((o) => o !== "");
+  if (list.includes("*")) return ["*"];
+  const valid = list.every((origin) => {
+    try {
+      const url = new URL(origin);
+      return (url.protocol === "http:" || url.protocol === "https:") && url.origin === origin;
+    } catch {
+      return false;
+    }
+  });
+  return valid ? list : undefined;
 }
 
 /**

@@ -94,6 +94,14 @@ export const VARIABLES = {
   ADMIN_TOKEN: {
     doc: "Bearer token for POST /flush, /pause, /resume (unset: those answer 403)",
   },
+  RESULTS_TOKEN: {
+    doc: "Token the results routes and the page require (unset: public, read-only)",
+  },
+  RESULTS_CORS_ORIGINS: {
+    doc: "Browser origins allowed to read the results (comma-separated, or *)",
+  },
+  RESULTS_MAX_CLIENTS: { default: "2000", doc: "Results stream clients at once; more get 503" },
+  RESULTS_HEARTBEAT_SECONDS: { default: "15", doc: "Heartbeat comment interval on the results stream" },
   LOG_LEVEL: { default: "INFO", doc: "DEBUG, INFO, WARNING or ERROR" },
   LOG_FORMAT: { default: "text", doc: "text or json (one JSON object a line)" },
   METRICS_MAX_LAWS: {

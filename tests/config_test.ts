@@ -90,6 +90,11 @@ for (
     ["RABBITMQ_URL", "not a url", "must be a URL"],
     ["POSTGRES_MIN_CONNECTIONS", "20", "must not exceed POSTGRES_MAX_CONNECTIONS"],
     ["ADMIN_TOKEN", "short", "at least 16 characters"],
+    ["RESULTS_TOKEN", "short", "at least 16 characters"],
+    ["RESULTS_MAX_CLIENTS", "0", "integer from 1"],
+    ["RESULTS_HEARTBEAT_SECONDS", "0.5", "number of seconds from 1"],
+    ["RESULTS_CORS_ORIGINS", "https://a.example/path", "must be * or origins"],
+    ["RESULTS_CORS_ORIGINS", "ftp://a.example", "must be * or origins"],
     ["DATABASE_URL", "postgres://u:pa%ss@host/db", "percent-encode it (% as %25)"],
     ["DATABASE_URL", "postgres://u%zz:p@host/db", "its user holds a %"],
     ["DATABASE_URL", "postgres://u:p@host/db%e9", "its path holds a %"],
@@ -135,7 +140,23 @@ Deno.test("config: errors and redacted URLs never show secrets", () => {
   assert.ok(!configError({ DATABASE_URL: "mysql://u:hunter2@db/x" }).message.includes("hunter2"));
   assert.ok(!configError({ RABBITMQ_URL: "amqp//u:hunter2@db/x" }).message.includes("hunter2"));
   assert.ok(!configError({ ADMIN_TOKEN: "hunter2" }).message.includes("hunter2"));
+  assert.ok(!configError({ RESULTS_TOKEN: "hunter2" }).message.includes("hunter2"));
   assert.equal(redactUrl("amqp://guest:hunter2@h:5672/"), "amqp://guest:***@h:5672/");
+});
+
+Deno.test("config: the results' variables", () => {
+  const defaults = loadConfig({});
+  assert.deepEqual(
+    [defaults.resultsToken, defaults.resultsCorsOrigins, defaults.resultsMaxClients, defaults.resultsHeartbeatMs],
+    [undefined, [], 2000, 15_000],
+  );
+  const set = loadConfig({
+    RESULTS_CORS_ORIGINS: " https://news.example, http://localhost:3000 ",
+    RESULTS_HEARTBEAT_SECONDS: "5",
+  });
+  assert.deepEqual(set.resultsCorsOrigins, ["https://news.example", "http://localhost:3000"]);
+  assert.equal(set.resultsHeartbeatMs, 5000);
+  assert.deepEqual(loadConfig({ RESULTS_CORS_ORIGINS: "*" }).resultsCorsOrigins, ["*"]);
 });
 
 Deno.test("config: .env is read, and the real environment wins over it", async () => {

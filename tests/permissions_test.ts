@@ -18,6 +18,7 @@ import {
 import { compileArgs, EXIT_DENORT_UNAVAILABLE } from "../tools/compile.ts";
 import { createTestDatabase, createTestQueue, RABBITMQ_URL, results } from "./support/servers.ts";
 import { collectOutput, freePort, spawnService } from "./support/service.ts";
+import { openStream } from "./support/sse.ts";
 import { seedVote } from "./support/votes.ts";
 import { waitUntil } from "./support/wait.ts";
 
@@ -178,6 +179,12 @@ Deno.test("permissions: the service runs under exactly these flags and counts a 
   assert.match(metrics, /^votes_aggregated_total\{law_id="LAW-PERM",choice="oui"\} 1$/m);
   const ready = await fetch(`${service.url}/readyz`);
   assert.equal(ready.status, 200, await ready.text());
+  // The live results: their listening connection and routes need nothing beyond the set.
+  const live = await (await fetch(`${service.url}/results/LAW-PERM`)).json();
+  assert.equal(live.oui_count, 1);
+  await using stream = await openStream(`${service.url}/results/stream`);
+  await waitUntil(() => stream.totals()["LAW-PERM"]?.[0] === 1, "the stream shows the vote");
+  assert.equal((await fetch(`${service.url}/`)).status, 200);
   assert.equal(await service.stop("SIGTERM"), 0, service.output());
   assert.doesNotMatch(service.output(), /NotCapable|Requires \w+ access|EPERM/);
   assert.deepEqual(await results(db.sql), { "LAW-PERM": [1, 0] });

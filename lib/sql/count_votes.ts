@@ -11,13 +11,16 @@
  * {@link ./record_duplicates.ts}'s question. Retrying it after an ambiguous
  * failure counts nothing twice. A batch that counted votes tags their audit rows
  * with its batch id and appends its row to the batch ledger
- * ({@link ./append_ledger.ts}), in the same statement.
+ * ({@link ./append_ledger.ts}), in the same statement. Each changed law's
+ * `version` goes up by one and the changes are notified on
+ * `vote_results_changed` for the live results (delivered on commit only).
  *
  * @module
  */
 
 import type { Sql } from "../database.ts";
 import type { Vote } from "../vote.ts";
+import { NOTIFY_CHUNK_LAWS, RESULTS_CHANNEL } from "../results/store.ts";
 import { appendLedger, newBatchId } from "./append_ledger.ts";
 import { toColumns } from "./vote_columns.ts";
 
@@ -130,13 +133,22 @@ export async function countVotes(
       from counted group by law_id
     ),
     upserted as (
-      insert into vote_results as r (law_id, oui_count, non_count, total_votes)
-      select law_id, oui, non, oui + non from increments order by law_id
+      insert into vote_results as r (law_id, oui_count, non_count, total_votes, version)
+      select law_id, oui, non, oui + non, 1 from increments order by law_id
       on conflict (law_id) do update
         set oui_count = r.oui_count + excluded.oui_count,
             non_count = r.non_count + excluded.non_count,
-            total_votes = r.total_votes + excluded.total_votes
-      returning law_id, oui_count, non_count
+            total_votes = r.total_votes + excluded.total_votes,
+            version = r.version + 1
+      returning law_id, oui_count, non_count, version
+    ),
+    -- Live results (lib/results/): the changed laws' ids and versions, queued now, delivered to
+    -- listeners when (and only if) this transaction commits. Chunked under the 8,000-byte limit.
+    notified as (
+      select pg_notify(${RESULTS_CHANNEL}, json_agg(json_build_array(law_id, version) order by law_id)::text)
+      from (select law_id, version, (row_number() over (order by law_id) - 1) / ${NOTIFY_CHUNK_LAWS}::int as chunk
+            from upserted) u
+      group by chunk
     ),
     stats as (
       -- This service's columns and the seed aggregator's.
@@ -158,7 +170,8 @@ export async function countVotes(
       coalesce((
         select array_agg(b.ord::int order by b.ord) from batch b
         where not exists (select 1 from firsts f join counted c using (vote_hash) where f.ord = b.ord)
-      ), '{}') as skipped`;
+      ), '{}') as skipped,
+      (select count(*) from notified) as notifications`;
   return {
     laws: laws.map((r) => ({
       lawId: r.law_id,

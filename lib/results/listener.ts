@@ -64,7 +64,9 @@ export class ResultsListener {
     this.#hub = options.hub;
     this.#retryDelayMs = Math.max(100, options.config.retryDelayMs);
     const settings = { ...options.config, postgresMaxConnections: options.readers ?? 2 };
-    this.sql = connectDatabase(settings, { applicationName: RESULTS_APPLICATION_NAME });
+    // Unnamed statements (prepare: false), and so no plan_cache_mode at startup: the results' few reads need
+    // neither, and they then work through a transaction pooler (PgBouncer), which refuses that parameter.
+    this.sql = connectDatabase(settings, { applicationName: RESULTS_APPLICATION_NAME, prepare: false });
     // postgres.js reads onnotify and onclose (src/index.js, parseOptions) but its types omit them.
     const hooks = {
       max_lifetime: null,
@@ -73,6 +75,7 @@ export class ResultsListener {
     } as postgres.Options<Record<string, postgres.PostgresType>>;
     this.#listener = connectDatabase({ ...settings, postgresMaxConnections: 1 }, {
       applicationName: LISTENER_APPLICATION_NAME,
+      prepare: false,
       extra: hooks,
     });
   }

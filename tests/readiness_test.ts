@@ -118,10 +118,11 @@ Deno.test("readiness: an operator's pause is ready; a drain is not", async () =>
       const resume = await fetch(`${base}/resume`, { method: "POST", headers: auth });
       await resume.body?.cancel();
 
-      // A batch whose commit cannot finish keeps the drain going while we look at it.
-      await queue.publish([seedVote(1, "L2", "oui")]);
-      await waitUntil(() => service.aggregator.status().open_batch_messages === 1, "the vote is batched");
+      // A batch whose commit cannot finish keeps the drain going while we look at it (the database is cut first:
+      // with group commit the lone vote's batch closes and commits at once).
       await proxy.cut();
+      await queue.publish([seedVote(1, "L2", "oui")]);
+      await waitUntil(() => service.aggregator.status().inflight_batches === 1, "the vote's batch is committing");
       const stopped = service.stop();
       await waitUntil(() => service.aggregator.state === "draining", "the drain begins");
       const draining = await observe(base);

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { loadConfig } from "../lib/config.ts";
 import { BATCH_SPAN } from "../lib/pipeline/tracing.ts";
 import { permissionFlags } from "../tools/permissions.ts";
-import { createTestDatabase, createTestQueue, results } from "./support/servers.ts";
+import { createTestDatabase, createTestQueue, lockLaw, results } from "./support/servers.ts";
 import { freePort, serviceEnv, spawnService } from "./support/service.ts";
 import { seedVote } from "./support/votes.ts";
 import { waitUntil } from "./support/wait.ts";
@@ -64,6 +64,7 @@ Deno.test("tracing: with OTEL_DENO=true, under the service's own permission set,
       // One batch of exactly these 7 messages.
       BATCH_SIZE: "7",
       BATCH_TIMEOUT_SECONDS: "30",
+      MAX_INFLIGHT_BATCHES: "1", // while the held commit runs, no slot is free: the 7 gather until BATCH_SIZE
       OTEL_DENO: "true",
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
       OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
@@ -73,6 +74,11 @@ Deno.test("tracing: with OTEL_DENO=true, under the service's own permission set,
     const flags = permissionFlags(loadConfig(env));
     assert.ok(!flags.some((f) => f.includes(new URL(receiver.url).host)));
     const service = await spawnService(env, { permissions: flags });
+    // A commit held on a row lock, so that the 7 messages gather into one batch behind it (group commit would
+    // otherwise close a batch at the first pause between deliveries).
+    const held = await lockLaw(db.sql, "TR-HOLD");
+    await queue.publish([seedVote(9, "TR-HOLD", "oui")]);
+    await waitUntil(async () => (await service.status()).inflight_batches === 1, "a commit is held");
     await queue.publish([
       seedVote(1, "TR-A", "oui"),
       seedVote(2, "TR-A", "non"),
@@ -82,15 +88,17 @@ Deno.test("tracing: with OTEL_DENO=true, under the service's own permission set,
       seedVote(5, "TR-B", "oui"), // the same hash with other content: a duplicate attempt
       "not json",
     ]);
-    await waitUntil(async () => (await service.status()).totals.batches === 1, "the batch is committed");
-    assert.deepEqual(await results(db.sql), { "TR-A": [1, 1], "TR-B": [2, 1] });
+    await waitUntil(async () => (await service.status()).inflight_batches === 2, "the 7 messages' batch closed");
+    await held[Symbol.asyncDispose]();
+    await waitUntil(async () => (await service.status()).totals.batches === 2, "both batches are committed");
+    assert.deepEqual(await results(db.sql), { "TR-A": [1, 1], "TR-B": [2, 1], "TR-HOLD": [1, 0] });
     // The exporter flushes at exit; the graceful stop must not lose the spans.
     assert.equal(await service.stopWithin(20_000), 0, service.output());
 
     await waitUntil(() => receiver.spans.some((s) => s.name === BATCH_SPAN), "the batch span arrives", 10_000);
     const batches = receiver.spans.filter((s) => s.name === BATCH_SPAN);
-    assert.equal(batches.length, 1, "one span per batch");
-    const { attributes, status } = batches[0];
+    assert.equal(batches.length, 2, "one span per batch");
+    const { attributes, status } = batches.find((s) => s.attributes["batch.messages"] === 7) ?? batches[0];
     assert.deepEqual(
       {
         messages: attributes["batch.messages"],

@@ -11,7 +11,7 @@ import { RABBITMQ_URL, results, type TestQueue, visibleVotes } from "../tests/su
 
 export { visibleVotes };
 import { freePort } from "../tests/support/service.ts";
-import { type GeneratedVotes, publishVotes } from "../tools/publish.ts";
+import { type GeneratedVotes, generateVotes, publishVotes } from "../tools/publish.ts";
 import { progress, say } from "./report.ts";
 
 /** The benchmark's options (see `USAGE` in main.ts). */
@@ -100,6 +100,22 @@ export function benchEnv(
     POSTGRES_PREPARE: options.prepare,
     ...extra,
   };
+}
+
+/**
+ * The measured phases' mix of `n` messages: {@link DUPLICATE_FRACTION} duplicate attempts and
+ * {@link MALFORMED_FRACTION} malformed, over `options.laws` laws, each duplicate at least
+ * `minDuplicateDistance` messages after its original (default: the prefetch, so that the first copy is
+ * committed first).
+ */
+export function benchMix(options: Options, n: number, minDuplicateDistance = options.prefetch): GeneratedVotes {
+  return generateVotes({
+    count: n,
+    laws: options.laws,
+    duplicateFraction: DUPLICATE_FRACTION,
+    malformedFraction: MALFORMED_FRACTION,
+    minDuplicateDistance,
+  });
 }
 
 /** The generator's expected totals in the shape of the tests' `results()`: `{law: [oui, non]}`. */

@@ -12,12 +12,10 @@
 import { createTestDatabase, createTestQueue } from "../tests/support/servers.ts";
 import { cpuSeconds, peakRssMb, pidsNamed, treeCpuSeconds } from "../tests/support/process.ts";
 import { spawnService } from "../tests/support/service.ts";
-import { generateVotes } from "../tools/publish.ts";
 import {
   benchEnv,
-  DUPLICATE_FRACTION,
+  benchMix,
   exactnessNotes,
-  MALFORMED_FRACTION,
   type Options,
   preload,
   SHUTDOWN_GRACE_MS,
@@ -30,13 +28,7 @@ import { progress, type Row, say } from "./report.ts";
 export async function drain(options: Options, n: number, label: string, signal: AbortSignal): Promise<Row> {
   await using db = await createTestDatabase();
   await using queue = await createTestQueue();
-  const votes = generateVotes({
-    count: n,
-    laws: options.laws,
-    duplicateFraction: DUPLICATE_FRACTION,
-    malformedFraction: MALFORMED_FRACTION,
-    minDuplicateDistance: options.prefetch,
-  });
+  const votes = benchMix(options, n);
   await preload(queue, votes, label, signal);
 
   await using service = await spawnService(benchEnv(options, db, queue), { viaStartTask: true, waitHealthy: false });

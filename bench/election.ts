@@ -16,17 +16,8 @@
 import { peakRssMb } from "../tests/support/process.ts";
 import { createTestDatabase, createTestQueue } from "../tests/support/servers.ts";
 import { spawnService } from "../tests/support/service.ts";
-import { type GeneratedVotes, generateVotes, publishVotes } from "../tools/publish.ts";
-import {
-  benchEnv,
-  DUPLICATE_FRACTION,
-  exactnessNotes,
-  MALFORMED_FRACTION,
-  type Options,
-  SHUTDOWN_GRACE_MS,
-  sleep,
-  visibleVotes,
-} from "./common.ts";
+import { type GeneratedVotes, publishVotes } from "../tools/publish.ts";
+import { benchEnv, benchMix, exactnessNotes, type Options, SHUTDOWN_GRACE_MS, sleep, visibleVotes } from "./common.ts";
 import { progress, type Row, say } from "./report.ts";
 
 /** Messages `from` to `to` (excluded) of `votes`. */
@@ -41,13 +32,7 @@ export async function election(options: Options, signal: AbortSignal): Promise<R
   const label = `election (${options.laws} laws, chunks of ${chunk.toLocaleString("en-US")})`;
   await using db = await createTestDatabase();
   await using queue = await createTestQueue();
-  const votes = generateVotes({
-    count: n,
-    laws: options.laws,
-    duplicateFraction: DUPLICATE_FRACTION,
-    malformedFraction: MALFORMED_FRACTION,
-    minDuplicateDistance: options.prefetch,
-  });
+  const votes = benchMix(options, n);
   await using service = await spawnService(benchEnv(options, db, queue), { viaStartTask: true, waitHealthy: false });
   const startedAt = performance.now();
   let published = 0;

@@ -11,16 +11,13 @@
  * @module
  */
 
-import { isDeepStrictEqual } from "node:util";
-import { createTestDatabase, createTestQueue, results } from "../tests/support/servers.ts";
+import { createTestDatabase, createTestQueue } from "../tests/support/servers.ts";
 import { cpuSeconds } from "../tests/support/process.ts";
 import { type ServiceProcess, spawnService } from "../tests/support/service.ts";
-import { generateVotes } from "../tools/publish.ts";
 import {
   benchEnv,
-  DUPLICATE_FRACTION,
-  expectedResults,
-  MALFORMED_FRACTION,
+  benchMix,
+  exactnessNotes,
   type Options,
   preload,
   SHUTDOWN_GRACE_MS,
@@ -76,16 +73,10 @@ export async function scaling(options: Options, instances: number, n: number, si
   const label = `scaling: ${instances} instance${instances > 1 ? "s" : ""}`;
   await using db = await createTestDatabase();
   await using queue = await createTestQueue();
-  const votes = generateVotes({
-    count: n,
-    laws: options.laws,
-    duplicateFraction: DUPLICATE_FRACTION,
-    malformedFraction: MALFORMED_FRACTION,
-    // With several consumers the broker's order is not the commit order: an instance may still hold a vote
-    // while another commits a later copy of it. Duplicates then change only the timestamp (no distance is
-    // far enough), so vote_results is the same whichever copy wins; duplicate_attempts is still exact.
-    minDuplicateDistance: instances > 1 ? n : options.prefetch,
-  });
+  // With several consumers the broker's order is not the commit order: an instance may still hold a vote
+  // while another commits a later copy of it. Duplicates then change only the timestamp (no distance is
+  // far enough), so vote_results is the same whichever copy wins; duplicate_attempts is still exact.
+  const votes = benchMix(options, n, instances > 1 ? n : options.prefetch);
   await preload(queue, votes, label, signal);
 
   // The instances start one by one as fast as they can; the window measured opens when the last one
@@ -120,15 +111,7 @@ export async function scaling(options: Options, instances: number, n: number, si
   const seen = await locks;
   const codes = await Promise.all(services.map((s) => s.stopWithin(SHUTDOWN_GRACE_MS)));
 
-  const notes: string[] = [];
-  const actual = await results(db.sql);
-  if (!isDeepStrictEqual(actual, expectedResults(votes))) notes.push(`${label}: vote_results not exact`);
-  const [{ duplicates }] = await db.sql`select count(*)::int as duplicates from duplicate_attempts`;
-  if (duplicates !== votes.duplicates) {
-    notes.push(`${label}: ${duplicates} duplicate_attempts, ${votes.duplicates} sent`);
-  }
-  const deadLettered = await queue.count(queue.dlq);
-  if (deadLettered !== votes.malformed) notes.push(`${label}: DLQ holds ${deadLettered}, ${votes.malformed} sent`);
+  const notes = (await exactnessNotes(db, queue, votes)).map((note) => `${label}: ${note}`);
   if (codes.some((c) => c !== 0)) notes.push(`${label}: exit codes ${codes.join(", ")}`);
 
   const [size] = await db.sql<{ audit: string; results: string; stats: string; duplicates: string }[]>`

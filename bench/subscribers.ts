@@ -23,12 +23,10 @@ import { createTestDatabase, createTestQueue, results, testPool } from "../tests
 import { cpuSeconds, peakRssMb } from "../tests/support/process.ts";
 import { admin, ADMIN_TOKEN, spawnService } from "../tests/support/service.ts";
 import { openStream, type SseClient, streamCrowd } from "../tests/support/sse.ts";
-import { generateVotes } from "../tools/publish.ts";
 import {
   benchEnv,
-  DUPLICATE_FRACTION,
+  benchMix,
   expectedResults,
-  MALFORMED_FRACTION,
   type Options,
   preload,
   SHUTDOWN_GRACE_MS,
@@ -61,13 +59,7 @@ async function run(options: Options, count: number, signal: AbortSignal): Promis
   });
   await using service = await spawnService(env, { viaStartTask: true });
   if ((await admin(service, "/pause")).status !== 200) throw new Error("cannot pause the service");
-  const votes = generateVotes({
-    count: options.n,
-    laws: options.laws,
-    duplicateFraction: DUPLICATE_FRACTION,
-    malformedFraction: MALFORMED_FRACTION,
-    minDuplicateDistance: options.prefetch,
-  });
+  const votes = benchMix(options, options.n);
   await preload(queue, votes, label, signal);
 
   // The commit times, as a listener of the database hears them.

@@ -83,6 +83,8 @@ export interface Config {
   resultsMaxClients: number;
   /** Heartbeat interval of the results stream. @default 15000 */
   resultsHeartbeatMs: number;
+  /** Shortest time between two totals events to a stream client (0: every change at once). @default 100 */
+  resultsEventIntervalMs: number;
   /** @default "INFO" */
   logLevel: LogLevel;
   /** @default "text" */
@@ -168,6 +170,7 @@ export function loadConfig(
     resultsCorsOrigins: origins("RESULTS_CORS_ORIGINS"),
     resultsMaxClients: integer("RESULTS_MAX_CLIENTS", 1, 100_000),
     resultsHeartbeatMs: seconds("RESULTS_HEARTBEAT_SECONDS", 1, 3600),
+    resultsEventIntervalMs: integer("RESULTS_EVENT_INTERVAL_MS", 0, 60_000),
     logLevel: oneOf(
       "LOG_LEVEL",
       ["DEBUG", "INFO", "WARNING", "ERROR"],

@@ -102,6 +102,10 @@ export const VARIABLES = {
   },
   RESULTS_MAX_CLIENTS: { default: "2000", doc: "Results stream clients at once; more get 503" },
   RESULTS_HEARTBEAT_SECONDS: { default: "15", doc: "Heartbeat comment interval on the results stream" },
+  RESULTS_EVENT_INTERVAL_MS: {
+    default: "100",
+    doc: "Least time between two results stream events; changes meanwhile are sent together (0: each at once)",
+  },
   LOG_LEVEL: { default: "INFO", doc: "DEBUG, INFO, WARNING or ERROR" },
   LOG_FORMAT: { default: "text", doc: "text or json (one JSON object a line)" },
   METRICS_MAX_LAWS: {

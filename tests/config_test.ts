@@ -93,6 +93,7 @@ for (
     ["RESULTS_TOKEN", "short", "at least 16 characters"],
     ["RESULTS_MAX_CLIENTS", "0", "integer from 1"],
     ["RESULTS_HEARTBEAT_SECONDS", "0.5", "number of seconds from 1"],
+    ["RESULTS_EVENT_INTERVAL_MS", "-1", "integer from 0"],
     ["RESULTS_CORS_ORIGINS", "https://a.example/path", "must be * or origins"],
     ["RESULTS_CORS_ORIGINS", "ftp://a.example", "must be * or origins"],
     ["DATABASE_URL", "postgres://u:pa%ss@host/db", "percent-encode it (% as %25)"],
@@ -147,9 +148,16 @@ Deno.test("config: errors and redacted URLs never show secrets", () => {
 Deno.test("config: the results' variables", () => {
   const defaults = loadConfig({});
   assert.deepEqual(
-    [defaults.resultsToken, defaults.resultsCorsOrigins, defaults.resultsMaxClients, defaults.resultsHeartbeatMs],
-    [undefined, [], 2000, 15_000],
+    [
+      defaults.resultsToken,
+      defaults.resultsCorsOrigins,
+      defaults.resultsMaxClients,
+      defaults.resultsHeartbeatMs,
+      defaults.resultsEventIntervalMs,
+    ],
+    [undefined, [], 2000, 15_000, 100],
   );
+  assert.equal(loadConfig({ RESULTS_EVENT_INTERVAL_MS: "0" }).resultsEventIntervalMs, 0);
   const set = loadConfig({
     RESULTS_CORS_ORIGINS: " https://news.example, http://localhost:3000 ",
     RESULTS_HEARTBEAT_SECONDS: "5",

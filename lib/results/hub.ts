@@ -15,10 +15,22 @@
  * starts at that position (it gets what it missed, as one `totals` event);
  * any other starts with a `snapshot`. Usage: lib/results/live.ts, routes.ts.
  *
+ * Wakes are coalesced (`eventIntervalMs`, `RESULTS_EVENT_INTERVAL_MS`): a
+ * change after a quiet interval wakes the clients at once (leading edge); the
+ * changes that follow within the interval are held and wake them together at
+ * its end (trailing edge), so an up-to-date client gets at most one event per
+ * interval however often batches commit: each event is one write per client,
+ * and it is the writes, not the encoding, that cost the service (README,
+ * Performance). Nothing is lost: the events are absolute totals, and the held
+ * change is sent at the trailing edge, or at once by {@link ResultsHub.close}.
+ *
  * @module
  */
 
+import { StreamClient } from "./client.ts";
 import type { LawResult } from "./store.ts";
+
+export { StreamClient };
 
 /** Options of {@link ResultsHub}. */
 export interface HubOptions {
@@ -26,6 +38,8 @@ export interface HubOptions {
   maxClients: number;
   /** A comment line this often, so proxies keep the stream open and clients see it is alive. */
   heartbeatMs: number;
+  /** Shortest time between two wakes (changes within it are sent together at its end); 0: each at once. @default 0 */
+  eventIntervalMs?: number;
 }
 
 interface LawState {
@@ -35,32 +49,6 @@ interface LawState {
 }
 
 const encoder = new TextEncoder();
-
-/** One stream client: where it is, and a way to wake its stream. */
-export class StreamClient {
-  /** Sequence of the last event sent; undefined until its snapshot is sent. */
-  at: number | undefined;
-  heartbeatDue = false;
-  closed = false;
-  /** Ends its stream at once, sent or not (set by the route that serves it). */
-  abort: (() => void) | undefined;
-  #wake: PromiseWithResolvers<void> | undefined;
-
-  constructor(at: number | undefined) {
-    this.at = at;
-  }
-
-  /** Resolves at the next publish, heartbeat or close. */
-  changed(): Promise<void> {
-    return (this.#wake ??= Promise.withResolvers()).promise;
-  }
-
-  wake(): void {
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.resolve();
-  }
-}
 
 /** The client cap is reached, or the hub is closed: answer 503 with `Retry-After`. */
 export class HubFullError extends Error {
@@ -80,13 +68,17 @@ export class ResultsHub {
   #emptied: PromiseWithResolvers<void> | undefined;
   /** The last change, encoded once for every client that was up to date before it. */
   #last: { from: number; seq: number; bytes: Uint8Array } | undefined;
-  /** Sequence at the last wake. */
+  /** Sequence at the last wake: what clients are sent (changes after it wait for the next wake). */
   #wokenAt = 0;
+  /** Set for `eventIntervalMs` after each wake: changes meanwhile wait for it (the trailing edge). */
+  #interval: ReturnType<typeof setTimeout> | undefined;
   #timer: ReturnType<typeof setInterval>;
   readonly #options: HubOptions;
+  readonly #eventIntervalMs: number;
 
   constructor(options: HubOptions) {
     this.#options = options;
+    this.#eventIntervalMs = options.eventIntervalMs ?? 0;
     this.#timer = setInterval(() => {
       for (const client of this.#clients) {
         client.heartbeatDue = true;
@@ -111,7 +103,8 @@ export class ResultsHub {
   }
 
   /**
-   * Takes the laws whose version is newer than the hub's, as one change, and wakes every client.
+   * Takes the laws whose version is newer than the hub's, as one change, and wakes every client: at once
+   * after a quiet interval, else at the interval's end.
    *
    * @returns the laws accepted
    */
@@ -120,8 +113,24 @@ export class ResultsHub {
     if (newer.length === 0 || this.#closed) return [];
     const seq = ++this.#seq;
     for (const result of newer) this.#laws.set(result.law_id, { result, seq });
-    this.#wakeAll();
+    if (this.#interval === undefined) this.#wakeNow();
     return newer;
+  }
+
+  /** True while a change waits for the trailing edge of the interval. */
+  get pending(): boolean {
+    return this.#seq !== this.#wokenAt;
+  }
+
+  /** Wakes every client, then holds further changes for one interval (none when it is 0). */
+  #wakeNow(): void {
+    this.#wakeAll();
+    if (this.#eventIntervalMs === 0) return;
+    this.#interval = setTimeout(() => {
+      this.#interval = undefined;
+      // Changes came in the interval: send them, and hold the next ones for another interval.
+      if (this.pending) this.#wakeNow();
+    }, this.#eventIntervalMs);
   }
 
   /** Encodes the changes since the last wake once, for every client that was up to date then, and wakes all. */
@@ -177,7 +186,7 @@ export class ResultsHub {
       client.heartbeatDue = false;
       return this.#event("snapshot", this.#seq, this.snapshot(), "retry: 2000\n");
     }
-    if (client.at < this.#seq) {
+    if (client.at < this.#wokenAt) {
       const last = this.#last;
       const from = client.at;
       client.at = this.#seq;
@@ -192,11 +201,14 @@ export class ResultsHub {
     return undefined;
   }
 
-  /** Refuses new clients and ends every stream (each sends what it has not yet, then ends). */
+  /** Refuses new clients and ends every stream (each sends what it has not yet, the held change too, then ends). */
   close(): void {
+    clearTimeout(this.#interval);
+    this.#interval = undefined;
+    this.#wakeAll();
     this.#closed = true;
     clearInterval(this.#timer);
-    for (const client of this.#clients) {
+    for (const client of [...this.#clients]) {
       client.closed = true;
       client.wake();
     }

@@ -48,6 +48,7 @@ export type LiveResultsConfig = Pick<
   | "resultsCorsOrigins"
   | "resultsMaxClients"
   | "resultsHeartbeatMs"
+  | "resultsEventIntervalMs"
 >;
 
 /** Starts listening and loads every law; resolves once the hub holds the table. */
@@ -55,6 +56,7 @@ export async function startLiveResults(config: LiveResultsConfig): Promise<LiveR
   const hub = new ResultsHub({
     maxClients: config.resultsMaxClients,
     heartbeatMs: config.resultsHeartbeatMs,
+    eventIntervalMs: config.resultsEventIntervalMs,
   });
   const listener = new ResultsListener({ config, hub });
   try {

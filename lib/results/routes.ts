@@ -138,28 +138,46 @@ export function resultsRoutes(options: ResultsRoutesOptions): ResultsHandler {
       if (!(error instanceof HubFullError)) throw error;
       return json(503, { error: error.message }, { "retry-after": retryAfter, ...headers });
     }
-    const body = new ReadableStream<Uint8Array>({
-      start(controller) {
-        client.abort = () => {
-          try {
-            controller.error(new Error("the service is stopping"));
-          } catch { /* already ended */ }
-        };
-      },
-      // Called only when the response wants more: a client that does not read holds one event at most.
-      async pull(controller) {
-        for (;;) {
-          const chunk = hub.next(client);
-          if (chunk) return controller.enqueue(chunk);
-          if (client.closed) {
-            hub.disconnect(client);
-            return controller.close();
-          }
-          await client.changed();
+    // Pushed at each wake, not awaited per client: the hub calls `deliver`, which writes at once when the
+    // response asked for more (`pull` was called since the last write), with no promise per client and
+    // event. A client that does not read holds one event at most (it is asked for nothing more); its next
+    // `pull` delivers what it missed since, as one event.
+    let controller: ReadableStreamDefaultController<Uint8Array>;
+    let wanted = false;
+    let ended = false;
+    const end = (how: () => void) => {
+      if (ended) return;
+      ended = true;
+      hub.disconnect(client);
+      try {
+        how();
+      } catch { /* already ended */ }
+    };
+    const deliver = () => {
+      if (ended || !wanted) return;
+      try {
+        const chunk = hub.next(client);
+        if (chunk) {
+          wanted = false;
+          return controller.enqueue(chunk);
         }
+        if (client.closed) end(() => controller.close());
+      } catch {
+        end(() => {});
+      }
+    };
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        controller = c;
+        client.abort = () => end(() => controller.error(new Error("the service is stopping")));
+        client.onwake = deliver;
+      },
+      pull() {
+        wanted = true;
+        deliver();
       },
       // Deno cancels the body when the client goes away.
-      cancel: () => hub.disconnect(client),
+      cancel: () => end(() => {}),
     }, { highWaterMark: 0 });
     return new Response(body, { headers: streamHeaders });
   };

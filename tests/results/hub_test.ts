@@ -90,3 +90,90 @@ Deno.test("hub: heartbeats wake an idle client", async () => {
     hub.close();
   }
 });
+
+/** Events a client is sent from now on, as its stream would take them: each wake, whatever it is due. */
+function collect(hub: ResultsHub, client: ReturnType<ResultsHub["connect"]>) {
+  const events: { at: number; event: ReturnType<typeof decode> }[] = [];
+  let arrived = Promise.withResolvers<void>();
+  client.onwake = () => {
+    for (let bytes = hub.next(client); bytes; bytes = hub.next(client)) {
+      events.push({ at: performance.now(), event: decode(bytes) });
+    }
+    arrived.resolve();
+    arrived = Promise.withResolvers();
+  };
+  return { events, next: () => arrived.promise };
+}
+
+Deno.test("hub: with an event interval, a change after a quiet interval is sent at once, the next ones together at its end", async () => {
+  const hub = new ResultsHub({ maxClients: 10, heartbeatMs: 60_000, eventIntervalMs: 150 });
+  try {
+    const client = hub.connect(null);
+    assert.equal(decode(hub.next(client))!.event, "snapshot");
+    const { events, next } = collect(hub, client);
+    hub.publish([law("A", 1, 0, 1)]);
+    assert.equal(events.length, 1, "leading edge: sent at once");
+    assert.deepEqual(events[0].event!.laws, [law("A", 1, 0, 1)]);
+
+    // Within the interval: held, then sent as one event with the latest totals of each law.
+    hub.publish([law("A", 2, 0, 2)]);
+    hub.publish([law("B", 0, 1, 1)]);
+    hub.publish([law("A", 3, 0, 3)]);
+    assert.equal(events.length, 1, "held within the interval");
+    assert.equal(hub.next(client), undefined, "a held change is not sent before the interval's end");
+    await next();
+    assert.equal(events.length, 2);
+    assert.deepEqual(events[1].event!.laws, [law("A", 3, 0, 3), law("B", 0, 1, 1)]);
+    const waited = events[1].at - events[0].at;
+    assert.ok(waited >= 140 && waited < 1000, `the trailing edge came ${waited.toFixed(0)} ms after the leading one`);
+
+    // A change in the interval the trailing edge opened waits for that interval's end too.
+    hub.publish([law("B", 0, 2, 2)]);
+    assert.equal(events.length, 2);
+    await next();
+    assert.deepEqual(events[2].event!.laws, [law("B", 0, 2, 2)]);
+    assert.ok(events[2].at - events[1].at >= 140, "at most one event per interval");
+    assert.equal(events[2].event!.id, `${hub.epoch}.5`, "the id of the last change");
+
+    // Quiet for an interval (time passing: nothing to await), a change is sent at once again.
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    assert.ok(!hub.pending);
+    hub.publish([law("A", 4, 0, 4)]);
+    assert.equal(events.length, 4);
+    assert.deepEqual(events[3].event!.laws, [law("A", 4, 0, 4)]);
+  } finally {
+    hub.close();
+  }
+});
+
+Deno.test("hub: close sends the held change before the streams end", () => {
+  const hub = new ResultsHub({ maxClients: 10, heartbeatMs: 60_000, eventIntervalMs: 60_000 });
+  const client = hub.connect(null);
+  hub.next(client);
+  const { events } = collect(hub, client);
+  hub.publish([law("A", 1, 0, 1)]);
+  hub.publish([law("A", 2, 0, 2), law("B", 1, 0, 1)]);
+  assert.equal(events.length, 1, "the second change is held for a minute");
+  assert.ok(hub.pending);
+  hub.close();
+  assert.equal(events.length, 2, "sent at close");
+  assert.deepEqual(events[1].event!.laws, [law("A", 2, 0, 2), law("B", 1, 0, 1)]);
+  assert.equal(client.closed, true);
+  assert.equal(hub.pending, false);
+  assert.deepEqual(hub.publish([law("A", 3, 0, 3)]), [], "nothing is taken once closed");
+});
+
+Deno.test("hub: with no interval every change wakes at once, one encoding shared by the clients at one position", () => {
+  const hub = new ResultsHub({ maxClients: 10, heartbeatMs: 60_000, eventIntervalMs: 0 });
+  try {
+    const clients = [hub.connect(null), hub.connect(null)];
+    for (const client of clients) hub.next(client);
+    const sent = clients.map((client) => collect(hub, client).events);
+    hub.publish([law("A", 1, 0, 1)]);
+    hub.publish([law("A", 2, 0, 2)]);
+    for (const events of sent) assert.deepEqual(events.map((e) => e.event!.laws![0].version), [1, 2]);
+    assert.equal(sent[0][1].event!.text, sent[1][1].event!.text);
+  } finally {
+    hub.close();
+  }
+});

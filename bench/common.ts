@@ -35,6 +35,8 @@ export interface Options {
   skipLatency: boolean;
   /** Results stream subscribers of the subscribers phase; 0 skips it. */
   subscribers: number;
+  /** RESULTS_EVENT_INTERVAL_MS of the subscribers phase. */
+  eventIntervalMs: number;
   /** Also run the ledger's cost phase (ledger.ts). */
   ledger: boolean;
   /** Votes of the recount phase's database; 0 skips it (recount.ts). */

@@ -64,6 +64,7 @@ const USAGE = `Usage: deno task bench [options]
       --laws N         laws the votes are spread over (default 5)
       --scaling LIST   also drain -n messages with each instance count in LIST (e.g. 1,2,3,6), one queue and database
       --subscribers N  results stream subscribers while draining, against none (default 1000; 0 skips)
+      --event-interval MS  RESULTS_EVENT_INTERVAL_MS for the subscribers phase (default: the service's)
       --skip-ceiling, --skip-drain, --skip-latency
       --recount N      also time verify on a database of N counted votes built for it (recount.ts)
       --ledger         also measure the batch ledger's cost: N votes committed with and without it (ledger.ts)
@@ -86,6 +87,7 @@ function parseOptions(args: string[]): Options | undefined {
     scaling: { type: "string" },
     prepare: { type: "string" },
     subscribers: { type: "string" },
+    "event-interval": { type: "string" },
     "skip-ceiling": { type: "boolean", default: false },
     "skip-drain": { type: "boolean", default: false },
     "skip-latency": { type: "boolean", default: false },
@@ -113,6 +115,7 @@ function parseOptions(args: string[]): Options | undefined {
       RABBITMQ_PREFETCH_COUNT: values.prefetch,
       MAX_INFLIGHT_BATCHES: values.inflight,
       POSTGRES_PREPARE: values.prepare,
+      RESULTS_EVENT_INTERVAL_MS: values["event-interval"],
     });
   } catch (error) {
     if (error instanceof ConfigError) {
@@ -120,6 +123,7 @@ function parseOptions(args: string[]): Options | undefined {
         BATCH_SIZE: "--batch-size",
         RABBITMQ_PREFETCH_COUNT: "--prefetch",
         POSTGRES_PREPARE: "--prepare",
+        RESULTS_EVENT_INTERVAL_MS: "--event-interval",
       }[error.variable] ??
         "--inflight";
       throw new UsageError(`${flag}: ${error.message}`);
@@ -147,6 +151,7 @@ function parseOptions(args: string[]): Options | undefined {
     prefetch: config.rabbitmqPrefetchCount,
     inflight: config.maxInflightBatches,
     prepare: config.postgresPrepare,
+    eventIntervalMs: config.resultsEventIntervalMs,
     skipCeiling: values["skip-ceiling"],
     skipDrain: values["skip-drain"],
     skipLatency: values["skip-latency"],

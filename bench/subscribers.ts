@@ -56,6 +56,7 @@ async function run(options: Options, count: number, signal: AbortSignal): Promis
   const env = benchEnv(options, db, queue, {
     ADMIN_TOKEN,
     RESULTS_MAX_CLIENTS: String(Math.max(count + 10, 100)),
+    RESULTS_EVENT_INTERVAL_MS: String(options.eventIntervalMs),
   });
   await using service = await spawnService(env, { viaStartTask: true });
   if ((await admin(service, "/pause")).status !== 200) throw new Error("cannot pause the service");
@@ -99,6 +100,8 @@ async function run(options: Options, count: number, signal: AbortSignal): Promis
     if (!isDeepStrictEqual(client.totals(), expected)) notes.push(`${label}: a subscriber did not end on the totals`);
   }
   const latencies = measuring.flatMap((client) => latenciesOf(client, committedAt));
+  const events = measuring.reduce((n, client) => n + client.events.filter((e) => e.event === "totals").length, 0) /
+    Math.max(1, measuring.length);
   for (const client of measuring) await client.close();
   await listening.end({ timeout: 1 });
   const code = await service.stopWithin(SHUTDOWN_GRACE_MS);
@@ -129,6 +132,9 @@ async function run(options: Options, count: number, signal: AbortSignal): Promis
       ...(count
         ? [
           `${label}: latency from each commit (the bench's own LISTEN) to the event bringing it, ${MEASURING} measuring subscribers, ${latencies.length} samples`,
+          `${label}: ${Math.round(events)} totals events to each subscriber (${
+            (events / seconds).toFixed(1)
+          }/s, RESULTS_EVENT_INTERVAL_MS=${options.eventIntervalMs}), ${committedAt.size} law versions committed`,
         ]
         : []),
       ...notes,

@@ -47,6 +47,11 @@ export interface Config {
   rabbitmqCaFile: string | undefined;
   /** PostgreSQL URL, from `DATABASE_URL` or built from the `POSTGRES_*` parts. Holds the password. */
   databaseUrl: string;
+  /**
+   * `RESULTS_DATABASE_URL`: where the live results' listener and readers connect (a session: `LISTEN`), when the
+   * write pool goes through a transaction pooler; unset, they use `databaseUrl`. Holds the password.
+   */
+  resultsDatabaseUrl: string | undefined;
   /** Connections opened at start. @default 2 */
   postgresMinConnections: number;
   /** Pool size. @default 10 */
@@ -147,6 +152,7 @@ export function loadConfig(
     rabbitmqDeliveryLimit: integer("RABBITMQ_DELIVERY_LIMIT", 1, 1_000_000),
     rabbitmqCaFile: optional("RABBITMQ_CA_FILE"),
     databaseUrl,
+    resultsDatabaseUrl: url("RESULTS_DATABASE_URL", ["postgres", "postgresql"]),
     postgresMinConnections: integer("POSTGRES_MIN_CONNECTIONS", 0, 1000),
     postgresMaxConnections: integer("POSTGRES_MAX_CONNECTIONS", 1, 1000),
     postgresSslMode: oneOf("POSTGRES_SSLMODE", [

@@ -18,7 +18,13 @@ import { bracket, hostPort } from "./url.ts";
 /** The parts of the configuration the permission set depends on. */
 export type PermissionConfig = Pick<
   Config,
-  "rabbitmqUrls" | "databaseUrl" | "httpHost" | "prometheusPort" | "rabbitmqCaFile" | "postgresSslRootCert"
+  | "rabbitmqUrls"
+  | "databaseUrl"
+  | "resultsDatabaseUrl"
+  | "httpHost"
+  | "prometheusPort"
+  | "rabbitmqCaFile"
+  | "postgresSslRootCert"
 >;
 
 /** One network address the service uses, and the variables that set it. */
@@ -35,6 +41,11 @@ export interface Endpoint {
 export function endpoints(config: PermissionConfig): Endpoint[] {
   const brokers = config.rabbitmqUrls.map((url) => endpoint(url, { amqp: 5672, amqps: 5671 }));
   const database = endpoint(config.databaseUrl, { postgres: 5432, postgresql: 5432 });
+  const results = config.resultsDatabaseUrl === undefined
+    ? undefined
+    : endpoint(config.resultsDatabaseUrl, { postgres: 5432, postgresql: 5432 });
+  const databaseAddress = hostPort(database.host, database.port);
+  const resultsAddress = results && hostPort(results.host, results.port);
   const unique = new Map(brokers.map((broker) => [hostPort(broker.host, broker.port), broker]));
   return [
     ...[...unique].map(([address, broker]): Endpoint => ({
@@ -46,9 +57,13 @@ export function endpoints(config: PermissionConfig): Endpoint[] {
     {
       what: "PostgreSQL",
       ...database,
-      address: hostPort(database.host, database.port),
+      address: databaseAddress,
       variables: "DATABASE_URL or POSTGRES_HOST/POSTGRES_PORT",
     },
+    // The live results' session, beside a transaction pooler (the same address needs no second entry).
+    ...(results && resultsAddress !== databaseAddress
+      ? [{ what: "PostgreSQL" as const, ...results, address: resultsAddress!, variables: "RESULTS_DATABASE_URL" }]
+      : []),
     {
       what: "HTTP",
       host: config.httpHost,

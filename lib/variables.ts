@@ -94,6 +94,9 @@ export const VARIABLES = {
   ADMIN_TOKEN: {
     doc: "Bearer token for POST /flush, /pause, /resume (unset: those answer 403)",
   },
+  RESULTS_DATABASE_URL: {
+    doc: "PostgreSQL URL of the results' listener and readers, a session for LISTEN (unset: DATABASE_URL)",
+  },
   RESULTS_TOKEN: {
     doc: "Token the results routes and the page require (unset: public, read-only)",
   },

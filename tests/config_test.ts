@@ -87,6 +87,8 @@ for (
     ["POSTGRES_SSLMODE", "maybe", "one of disable"],
     ["RABBITMQ_TLS", "sometimes", "one of true"],
     ["DATABASE_URL", "mysql://x@y/z", "must start with postgres://"],
+    ["RESULTS_DATABASE_URL", "mysql://x@y/z", "must start with postgres://"],
+    ["RESULTS_DATABASE_URL", "not a url", "must be a URL"],
     ["RABBITMQ_URL", "not a url", "must be a URL"],
     ["POSTGRES_MIN_CONNECTIONS", "20", "must not exceed POSTGRES_MAX_CONNECTIONS"],
     ["ADMIN_TOKEN", "short", "at least 16 characters"],
@@ -99,6 +101,7 @@ for (
     ["DATABASE_URL", "postgres://u:pa%ss@host/db", "percent-encode it (% as %25)"],
     ["DATABASE_URL", "postgres://u%zz:p@host/db", "its user holds a %"],
     ["DATABASE_URL", "postgres://u:p@host/db%e9", "its path holds a %"],
+    ["RESULTS_DATABASE_URL", "postgres://u:pa%ss@host/db", "percent-encode it (% as %25)"],
     ["RABBITMQ_URL", "amqp://u:pa%ss@host/", "its password holds a % that is not percent-encoding"],
     ["CONNECT_TIMEOUT_SECONDS", "0", "number of seconds from 0.1"],
     ["MAX_MESSAGE_BYTES", "10", "integer from 256"],
@@ -158,6 +161,11 @@ Deno.test("config: the results' variables", () => {
     [undefined, [], 2000, 15_000, 100],
   );
   assert.equal(loadConfig({ RESULTS_EVENT_INTERVAL_MS: "0" }).resultsEventIntervalMs, 0);
+  assert.equal(defaults.resultsDatabaseUrl, undefined, "unset: the results connect to DATABASE_URL");
+  assert.equal(
+    loadConfig({ RESULTS_DATABASE_URL: "postgresql://u:p%25@10.0.0.5/votes" }).resultsDatabaseUrl,
+    "postgresql://u:p%25@10.0.0.5/votes",
+  );
   const set = loadConfig({
     RESULTS_CORS_ORIGINS: " https://news.example, http://localhost:3000 ",
     RESULTS_HEARTBEAT_SECONDS: "5",

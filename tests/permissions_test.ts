@@ -116,6 +116,39 @@ Deno.test("permissions: hosts and files follow the configuration", () => {
   assert.match(shellQuote(flags), / '--allow-read=\.env,\/etc\/ssl\/mq-ca\.pem,\/etc\/ssl\/pg ca\.pem' /);
 });
 
+Deno.test("permissions: RESULTS_DATABASE_URL's host:port is allowed beside DATABASE_URL's, once when they are one", () => {
+  const net = (env: Record<string, string>) => flag(permissionFlags(loadConfig(env)), "--allow-net");
+  const pooled = { DATABASE_URL: "postgres://u:p@pgbouncer:6432/votes", RABBITMQ_HOST: "mq" };
+  assert.deepEqual(net({ ...pooled, RESULTS_DATABASE_URL: "postgresql://u:p@[fd00::5]/votes" }), [
+    "mq:5672",
+    "pgbouncer:6432",
+    "[fd00::5]:5432",
+    "0.0.0.0:8001",
+  ]);
+  assert.deepEqual(net(pooled), net({ ...pooled, RESULTS_DATABASE_URL: "postgres://other:q@pgbouncer:6432/votes" }));
+  const compiled = flag(
+    permissionFlags(loadConfig({ ...pooled, RESULTS_DATABASE_URL: "postgres://u@db.internal/votes" }), {
+      forCompile: true,
+    }),
+    "--allow-net",
+  );
+  assert.ok(compiled.includes("db.internal:5432"), compiled.join(","));
+});
+
+Deno.test({
+  name: "permissions: a RESULTS_DATABASE_URL outside --allow-net is named at start",
+  permissions: { net: ["127.0.0.1:6432", "0.0.0.0:8001", "127.0.0.1:5672"] },
+  fn() {
+    const denied = deniedEndpoints(loadConfig({
+      DATABASE_URL: "postgres://u@127.0.0.1:6432/votes",
+      RESULTS_DATABASE_URL: "postgres://u@127.0.0.1:5432/votes",
+      RABBITMQ_HOST: "127.0.0.1",
+    }));
+    assert.equal(denied.length, 1, denied.join("\n"));
+    assert.match(denied[0], /PostgreSQL at 127\.0\.0\.1:5432 \(RESULTS_DATABASE_URL\)/);
+  },
+});
+
 Deno.test("permissions: a compile adds the compose service names and localhost, and never prompts anyway", () => {
   const flags = permissionFlags(loadConfig({ RABBITMQ_HOST: "mq.internal", POSTGRES_PORT: "6432" }), {
     forCompile: true,

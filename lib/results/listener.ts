@@ -3,7 +3,9 @@
  * `vote_results_changed`, and a small pool that re-reads the laws a
  * notification names, both outside the write pool (their own `postgres()`
  * instance, `application_name` `vote-aggregator-results`), so a crowd of
- * results readers never takes a connection from counting. It owns keeping the
+ * results readers never takes a connection from counting. Both connect to
+ * `RESULTS_DATABASE_URL` when it is set (a direct session, for `LISTEN`, beside
+ * a write pool behind a transaction pooler), else to `DATABASE_URL`. It owns keeping the
  * hub equal to the table: at start and after every lost listening connection
  * it listens again (backoff from lib/retry.ts, until it succeeds) and then
  * resynchronises from the whole table, so a change committed while it was
@@ -37,7 +39,9 @@ export const LISTENER_APPLICATION_NAME = "vote-aggregator-listener";
 
 /** Options of {@link ResultsListener}. */
 export interface ListenerOptions {
-  config: Pick<Config, "databaseUrl" | "postgresSslMode" | "postgresSslRootCert" | "retryDelayMs">;
+  config:
+    & Pick<Config, "databaseUrl" | "postgresSslMode" | "postgresSslRootCert" | "retryDelayMs">
+    & Partial<Pick<Config, "resultsDatabaseUrl">>;
   hub: ResultsHub;
   /** Connections for reading results (API requests and re-reads), besides the listening one. @default 2 */
   readers?: number;
@@ -63,7 +67,13 @@ export class ResultsListener {
   constructor(options: ListenerOptions) {
     this.#hub = options.hub;
     this.#retryDelayMs = Math.max(100, options.config.retryDelayMs);
-    const settings = { ...options.config, postgresMaxConnections: options.readers ?? 2 };
+    // RESULTS_DATABASE_URL when set: a session of its own for LISTEN, beside a write pool behind a transaction pooler.
+    const { resultsDatabaseUrl, databaseUrl } = options.config;
+    const settings = {
+      ...options.config,
+      databaseUrl: resultsDatabaseUrl ?? databaseUrl,
+      postgresMaxConnections: options.readers ?? 2,
+    };
     // Unnamed statements (prepare: false), and so no plan_cache_mode at startup: the results' few reads need
     // neither, and they then work through a transaction pooler (PgBouncer), which refuses that parameter.
     this.sql = connectDatabase(settings, { applicationName: RESULTS_APPLICATION_NAME, prepare: false });

@@ -41,6 +41,7 @@ export interface LiveResults {
 export type LiveResultsConfig = Pick<
   Config,
   | "databaseUrl"
+  | "resultsDatabaseUrl"
   | "postgresSslMode"
   | "postgresSslRootCert"
   | "retryDelayMs"

@@ -3,17 +3,20 @@
  * (tests/support/pgbouncer.ts): no startup parameter it refuses, prepared statements detected off,
  * migrations of a fresh database by three instances started at the same moment (one transaction
  * under `pg_advisory_xact_lock`, which holds in transaction pooling), and a mixed drain through a
- * pool of 3 server connections counted exactly. Skipped, saying why, where pgbouncer is absent.
+ * pool of 3 server connections counted exactly; and live results with the write pool behind it and
+ * `RESULTS_DATABASE_URL` direct (`LISTEN` needs a session): the stream follows the commits. Skipped,
+ * saying why, where pgbouncer is absent.
  */
 
 import assert from "node:assert/strict";
 import { MIGRATIONS } from "../../lib/migrations.ts";
 import { usePreparedStatements } from "../../lib/pooler.ts";
 import { pgbouncerSkipReason, startPgBouncer } from "../support/pgbouncer.ts";
-import { createTestDatabase, createTestQueue, visibleVotes } from "../support/servers.ts";
+import { createTestDatabase, createTestQueue, results, visibleVotes } from "../support/servers.ts";
 import { serviceEnv, spawnService } from "../support/service.ts";
+import { openStream } from "../support/sse.ts";
 import { assertDeadLetters, assertExactOutcome, buildMix } from "../support/votes.ts";
-import { Deadline, withOutputOnFailure } from "../support/wait.ts";
+import { Deadline, waitForEvent, withOutputOnFailure } from "../support/wait.ts";
 
 const SKIP = pgbouncerSkipReason();
 if (SKIP) console.log(`pgbouncer_test: skipped: ${SKIP}`);
@@ -82,5 +85,44 @@ Deno.test({
     } finally {
       await Promise.all(services.map((s) => s.stop("SIGKILL").catch(() => {})));
     }
+  },
+});
+
+Deno.test({
+  name:
+    "pgbouncer: with DATABASE_URL through transaction pooling and RESULTS_DATABASE_URL direct, the stream follows the commits",
+  ignore: SKIP !== undefined,
+  async fn() {
+    await using db = await createTestDatabase();
+    await using queue = await createTestQueue();
+    await using bouncer = await startPgBouncer({ poolSize: 3 });
+    await using service = await spawnService(serviceEnv(db, queue, {
+      DATABASE_URL: bouncer.urlFor(db.name),
+      RESULTS_DATABASE_URL: db.url,
+      RESULTS_EVENT_INTERVAL_MS: "0",
+    }));
+    assert.match(service.output(), /prepared statements are off/, "the write pool goes through PgBouncer");
+    await using stream = await openStream(`${service.url}/results/stream`);
+    await waitForEvent(stream.changed, "event", () => stream.events.length > 0);
+    assert.equal(stream.events[0].event, "snapshot");
+
+    const mix = buildMix({ valid: 2000, duplicates: 100, malformed: 20, laws: 7, seed: 1407 });
+    await queue.publish(mix.bodies);
+    // While the service runs: only notifications bring changes (a resynchronisation happens at start, at a
+    // reconnect and at shutdown), and through transaction pooling none would arrive.
+    await waitForEvent(
+      stream.changed,
+      "event",
+      () => Object.values(stream.totals()).reduce((n, [oui, non]) => n + oui + non, 0) === mix.sent.valid,
+      60_000,
+      () => `${JSON.stringify(stream.totals())} of ${mix.sent.valid} votes`,
+    );
+    assert.deepEqual(stream.totals(), await results(db.sql), "the stream holds the database's totals");
+    assert.deepEqual(stream.totals(), mix.expected);
+    const totals = stream.events.filter((e) => e.event === "totals").length;
+    assert.ok(totals > 1, `${totals} totals events`);
+    assert.equal(await service.stopWithin(30_000), 0);
+    await waitForEvent(stream.changed, "end", () => stream.ended, 5_000);
+    assert.deepEqual(stream.totals(), await results(db.sql));
   },
 });

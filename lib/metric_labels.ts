@@ -14,6 +14,12 @@
 
 import type { RejectReason } from "./vote.ts";
 
+/** Types of `results_stream_events_total{type}`: what the results stream sends its clients. */
+export const STREAM_EVENT_TYPES = ["snapshot", "totals", "heartbeat"] as const;
+
+/** A value of `results_stream_events_total{type}`. */
+export type StreamEventType = typeof STREAM_EVENT_TYPES[number];
+
 /** States of `db_pool_connections{state}`. */
 export const POOL_STATES = ["in_use", "max"] as const;
 

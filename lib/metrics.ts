@@ -1,7 +1,8 @@
 /**
  * Metrics: the Prometheus registry and every metric on it. The seed's names
  * and labels are kept unchanged so existing dashboards keep working; the rest
- * are new. The label values a metric may take are {@link ./metric_labels.ts}'s;
+ * are new (the live results' three are built in {@link ./results/metrics.ts}).
+ * The label values a metric may take are {@link ./metric_labels.ts}'s;
  * what is counted when is the pipeline's telemetry (`pipeline/telemetry.ts`).
  *
  * @example
@@ -18,6 +19,9 @@
 import client from "prom-client";
 import { STATE_NAMES } from "./pipeline/state.ts";
 import { ERROR_TYPES, POOL_STATES, REJECT_REASONS } from "./metric_labels.ts";
+import { resultsMetrics, type ResultsStats } from "./results/metrics.ts";
+
+export type { ResultsStats };
 
 /** The service's metrics, on their own registry. */
 export interface Metrics {
@@ -51,6 +55,11 @@ export interface Metrics {
   committingBatches: client.Gauge;
   oldestUnackedSeconds: client.Gauge;
   openBatchVotes: client.Gauge;
+  resultsStreamClients: client.Gauge;
+  resultsStreamEvents: client.Counter<"type">;
+  resultsListenerReconnects: client.Counter;
+  /** Where the three `results_*` metrics are read from at a scrape (lib/service.ts sets it); unset: they stay 0. */
+  resultsStats: (() => ResultsStats) | undefined;
 }
 
 // prom-client's default metrics that come from /proc/self on Linux (see createMetrics).
@@ -97,6 +106,7 @@ export function createMetrics(collectDefaults = true): Metrics {
   }
   const metrics: Metrics = {
     registry,
+    resultsStats: undefined,
     votesAggregated: new client.Counter({
       name: "votes_aggregated_total",
       help: "Votes counted into vote_results, by law and choice",
@@ -201,6 +211,7 @@ export function createMetrics(collectDefaults = true): Metrics {
       help: "Messages in the batch being filled",
       registers,
     }),
+    ...resultsMetrics(registers, () => metrics.resultsStats?.()),
   };
   // Every label value from the start, at 0: increase() and rate() see a series' first sample as its
   // start, so an event before a labelled series existed would be missed (the first dead letter, …).

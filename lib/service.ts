@@ -96,6 +96,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     await sql.end({ timeout: 0 });
     throw error;
   }
+  metrics.resultsStats = results.stats;
 
   const writer = new VoteWriter(sql, {
     maxRetryAttempts: config.maxRetryAttempts,

@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
-import { ERROR_TYPES, REJECT_REASONS, rejectionErrorType } from "../lib/metric_labels.ts";
+import { ERROR_TYPES, REJECT_REASONS, rejectionErrorType, STREAM_EVENT_TYPES } from "../lib/metric_labels.ts";
+import { LISTENER_APPLICATION_NAME } from "../lib/results/listener.ts";
 import { createMetrics } from "../lib/metrics.ts";
 import { startService } from "../lib/service.ts";
 import { createTestDatabase, createTestQueue } from "./support/servers.ts";
+import { openStream } from "./support/sse.ts";
 import { testConfig } from "./support/service.ts";
 import { seedVote } from "./support/votes.ts";
-import { waitForEvent } from "./support/wait.ts";
+import { waitForEvent, waitUntil } from "./support/wait.ts";
 import { HAVE_PROMTOOL, promtool } from "./support/promtool.ts";
 
 /** Sample lines of a text exposition, as a map from series (name and labels) to value. */
@@ -70,6 +72,64 @@ Deno.test({
       assert.ok(exposed.has("nodejs_heap_size_used_bytes"), "the default metrics are there");
       const { code, output } = await promtool(["check", "metrics"], text);
       assert.equal(code, 0, `promtool check metrics:\n${output}`);
+    } finally {
+      await service.stop();
+    }
+  },
+});
+
+Deno.test("metrics: the results_* series are read from the live results' counts at each scrape", async () => {
+  const metrics = createMetrics(false);
+  const scrape = async () => samples(await metrics.registry.metrics());
+  let exposed = await scrape();
+  assert.equal(exposed.get("results_stream_clients"), 0, "no live results yet");
+  for (const type of STREAM_EVENT_TYPES) assert.equal(exposed.get(`results_stream_events_total{type="${type}"}`), 0);
+  assert.equal(exposed.get("results_listener_reconnects_total"), 0);
+
+  const stats = { clients: 3, events: { snapshot: 3, totals: 12, heartbeat: 0 }, listenerReconnects: 1 };
+  metrics.resultsStats = () => stats;
+  exposed = await scrape();
+  assert.equal(exposed.get("results_stream_clients"), 3);
+  assert.equal(exposed.get('results_stream_events_total{type="totals"}'), 12);
+  assert.equal(exposed.get('results_stream_events_total{type="snapshot"}'), 3);
+  assert.equal(exposed.get("results_listener_reconnects_total"), 1);
+  stats.clients = 1;
+  stats.events.totals = 20;
+  exposed = await scrape();
+  assert.equal(exposed.get("results_stream_clients"), 1);
+  assert.equal(exposed.get('results_stream_events_total{type="totals"}'), 20, "not counted twice");
+  assert.equal(exposed.get("results_listener_reconnects_total"), 1);
+});
+
+Deno.test({
+  name: "metrics: a stream client, its events and a listener reconnect move the results_* series of a running service",
+  fn: async () => {
+    await using db = await createTestDatabase();
+    await using queue = await createTestQueue();
+    const service = await startService(testConfig(db, queue, { RESULTS_EVENT_INTERVAL_MS: "0" }));
+    const scrape = async () => samples(await (await fetch(`http://127.0.0.1:${service.http.port}/metrics`)).text());
+    try {
+      assert.equal((await scrape()).get("results_stream_clients"), 0);
+      {
+        await using stream = await openStream(`http://127.0.0.1:${service.http.port}/results/stream`);
+        await waitForEvent(stream.changed, "event", () => stream.events.length === 1);
+        await queue.publish([seedVote(1, "L1", "oui"), seedVote(2, "L1", "non")]);
+        await waitForEvent(stream.changed, "event", () => stream.totals().L1?.[0] + stream.totals().L1?.[1] === 2);
+        const exposed = await scrape();
+        assert.equal(exposed.get("results_stream_clients"), 1);
+        assert.equal(exposed.get('results_stream_events_total{type="snapshot"}'), 1);
+        const totals = stream.events.filter((e) => e.event === "totals").length;
+        assert.equal(exposed.get('results_stream_events_total{type="totals"}'), totals);
+        assert.equal(exposed.get("results_listener_reconnects_total"), 0);
+      }
+      await waitUntil(async () => (await scrape()).get("results_stream_clients") === 0, "the stream closed");
+
+      // This test's database only: its service's listening connection.
+      const [{ terminated }] = await db.sql<{ terminated: boolean }[]>`
+        select bool_and(pg_terminate_backend(pid)) as terminated from pg_stat_activity
+        where datname = ${db.name} and application_name = ${LISTENER_APPLICATION_NAME}`;
+      assert.ok(terminated);
+      await waitUntil(async () => (await scrape()).get("results_listener_reconnects_total") === 1, "a reconnect");
     } finally {
       await service.stop();
     }

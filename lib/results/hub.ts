@@ -27,6 +27,7 @@
  * @module
  */
 
+import type { StreamEventType } from "../metric_labels.ts";
 import { StreamClient } from "./client.ts";
 import type { LawResult } from "./store.ts";
 
@@ -49,6 +50,7 @@ interface LawState {
 }
 
 const encoder = new TextEncoder();
+const HEARTBEAT = encoder.encode(": heartbeat\n\n");
 
 /** The client cap is reached, or the hub is closed: answer 503 with `Retry-After`. */
 export class HubFullError extends Error {
@@ -61,6 +63,8 @@ export class HubFullError extends Error {
 /** Latest totals per law, and the clients to tell. */
 export class ResultsHub {
   readonly epoch: string = crypto.randomUUID().slice(0, 8);
+  /** Events handed to clients since start, by type (`results_stream_events_total`). */
+  readonly sent: Record<StreamEventType, number> = { snapshot: 0, totals: 0, heartbeat: 0 };
   #laws = new Map<string, LawState>();
   #seq = 0;
   #clients = new Set<StreamClient>();
@@ -184,6 +188,7 @@ export class ResultsHub {
     if (client.at === undefined) {
       client.at = this.#seq;
       client.heartbeatDue = false;
+      this.sent.snapshot++;
       return this.#event("snapshot", this.#seq, this.snapshot(), "retry: 2000\n");
     }
     if (client.at < this.#wokenAt) {
@@ -191,12 +196,14 @@ export class ResultsHub {
       const from = client.at;
       client.at = this.#seq;
       client.heartbeatDue = false;
+      this.sent.totals++;
       if (last && last.from === from && last.seq === this.#seq) return last.bytes;
       return this.#event("totals", this.#seq, this.#changedSince(from));
     }
     if (client.heartbeatDue) {
       client.heartbeatDue = false;
-      return encoder.encode(": heartbeat\n\n");
+      this.sent.heartbeat++;
+      return HEARTBEAT;
     }
     return undefined;
   }

@@ -16,6 +16,7 @@
  */
 
 import type { Config } from "../config.ts";
+import type { ResultsStats } from "../metrics.ts";
 import { getLogger } from "../log.ts";
 import { withTimeout } from "../timeout.ts";
 import { ResultsHub } from "./hub.ts";
@@ -35,6 +36,8 @@ export interface LiveResults {
   handle: ResultsHandler;
   /** Sends every stream the last committed totals, ends the streams, closes the connections. */
   stop(): Promise<void>;
+  /** Clients, events sent and listener reconnects, for the `results_*` metrics. */
+  stats(): ResultsStats;
 }
 
 /** The configuration live results read. */
@@ -86,5 +89,10 @@ export async function startLiveResults(config: LiveResultsConfig): Promise<LiveR
     }
     await listener.end();
   };
-  return { hub, listener, handle, stop: () => stopping ??= stop() };
+  const stats = (): ResultsStats => ({
+    clients: hub.clients,
+    events: hub.sent,
+    listenerReconnects: Math.max(0, listener.listens - 1),
+  });
+  return { hub, listener, handle, stop: () => stopping ??= stop(), stats };
 }

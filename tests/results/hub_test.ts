@@ -173,6 +173,7 @@ Deno.test("hub: with no interval every change wakes at once, one encoding shared
     hub.publish([law("A", 2, 0, 2)]);
     for (const events of sent) assert.deepEqual(events.map((e) => e.event!.laws![0].version), [1, 2]);
     assert.equal(sent[0][1].event!.text, sent[1][1].event!.text);
+    assert.deepEqual(hub.sent, { snapshot: 2, totals: 4, heartbeat: 0 }, "events counted for the metrics");
   } finally {
     hub.close();
   }

@@ -1,0 +1,68 @@
+/**
+ * The live results' metrics: `results_stream_clients`, `results_stream_events_total{type}` and
+ * `results_listener_reconnects_total`, for the registry of {@link ../metrics.ts}. They are read at
+ * each scrape from the counts the hub and the listener keep in plain numbers
+ * ({@link ./live.ts} `stats()`), so a write to a stream client costs no metric update.
+ *
+ * @module
+ */
+
+import client from "prom-client";
+import { STREAM_EVENT_TYPES, type StreamEventType } from "../metric_labels.ts";
+
+/** The live results' counts, read at each scrape. */
+export interface ResultsStats {
+  /** Stream clients connected now. */
+  clients: number;
+  /** Events handed to stream clients since start, by type. */
+  events: Record<StreamEventType, number>;
+  /** Times the listening connection listened again after the first. */
+  listenerReconnects: number;
+}
+
+/** The three metrics on `registers`, reading `stats()` at each scrape (undefined: no live results yet). */
+export function resultsMetrics(registers: client.Registry[], stats: () => ResultsStats | undefined): {
+  resultsStreamClients: client.Gauge;
+  resultsStreamEvents: client.Counter<"type">;
+  resultsListenerReconnects: client.Counter;
+} {
+  // A counter goes up by what was added since the last scrape.
+  const seen = { events: Object.fromEntries(STREAM_EVENT_TYPES.map((t) => [t, 0])), reconnects: 0 };
+  const resultsStreamEvents = new client.Counter({
+    name: "results_stream_events_total",
+    help: `Events sent to /results/stream clients, one per client, by type (${STREAM_EVENT_TYPES.join(", ")})`,
+    labelNames: ["type"],
+    registers,
+    collect() {
+      const events = stats()?.events;
+      for (const type of STREAM_EVENT_TYPES) {
+        const now = events?.[type] ?? seen.events[type];
+        if (now > seen.events[type]) this.inc({ type }, now - seen.events[type]);
+        seen.events[type] = now;
+      }
+    },
+  });
+  // Every type from the start, at 0 (increase() sees a series' first sample as its start).
+  for (const type of STREAM_EVENT_TYPES) resultsStreamEvents.inc({ type }, 0);
+  return {
+    resultsStreamClients: new client.Gauge({
+      name: "results_stream_clients",
+      help: "Clients connected to /results/stream",
+      registers,
+      collect() {
+        this.set(stats()?.clients ?? 0);
+      },
+    }),
+    resultsStreamEvents,
+    resultsListenerReconnects: new client.Counter({
+      name: "results_listener_reconnects_total",
+      help: "Times the live results' listening connection listened again after the first (each then resynchronises)",
+      registers,
+      collect() {
+        const now = stats()?.listenerReconnects ?? seen.reconnects;
+        if (now > seen.reconnects) this.inc(now - seen.reconnects);
+        seen.reconnects = now;
+      },
+    }),
+  };
+}

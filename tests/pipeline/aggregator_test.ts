@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import type { Delivery } from "../../lib/broker/delivery.ts";
 import { Aggregator, type Broker, type Writer } from "../../lib/pipeline/aggregator.ts";
+import { fakeDelivery } from "../support/deliveries.ts";
 import { waitForEvent } from "../support/wait.ts";
 import { createMetrics } from "../../lib/metrics.ts";
 import type { Vote } from "../../lib/vote.ts";
@@ -43,20 +44,7 @@ function gatedWriter() {
 
 let tag = 0;
 function delivery(hashChar: string, choice: string): Delivery {
-  const body = JSON.stringify({ vote_hash: hashChar.repeat(64), law_id: "L1", choice });
-  const bytes = new TextEncoder().encode(body);
-  return {
-    body: bytes,
-    size: bytes.byteLength,
-    maxBytes: 16 * 1024,
-    tag: ++tag,
-    session: 1,
-    receivedAt: performance.now(),
-    redelivered: false,
-    headers: undefined,
-    contentType: undefined,
-    properties: {},
-  };
+  return fakeDelivery(JSON.stringify({ vote_hash: hashChar.repeat(64), law_id: "L1", choice }), { tag: ++tag });
 }
 
 Deno.test("aggregator: batches commit concurrently but are acknowledged in delivery order", async () => {

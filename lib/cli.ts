@@ -70,6 +70,22 @@ export async function loadToolConfigOrExit(program: string, servers: readonly En
   return config;
 }
 
+/**
+ * The number a flag's `value` spells, or `undefined` when the flag is not given; a {@link UsageError}
+ * `--flag must be <rule>: current value is "<value>"` when it is blank or `ok` refuses it.
+ */
+export function numberFlag(
+  flag: string,
+  value: string | undefined,
+  ok: (n: number) => boolean,
+  rule: string,
+): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === "" || !ok(n)) throw new UsageError(`--${flag} must be ${rule}: current value is "${value}"`);
+  return n;
+}
+
 /** Flags as `node:util`'s `parseArgs` reads them: strict, no positionals; an unknown or bad flag is a {@link UsageError}. */
 export function parseFlags<T extends ParseArgsOptionsConfig>(args: string[], options: T) {
   try {

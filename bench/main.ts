@@ -30,7 +30,7 @@
  * @module
  */
 
-import { parseFlags, UsageError } from "../lib/cli.ts";
+import { numberFlag, parseFlags, UsageError } from "../lib/cli.ts";
 import { ConfigError, loadConfig } from "../lib/config.ts";
 import { VARIABLES } from "../lib/variables.ts";
 import { ceiling } from "./ceiling.ts";
@@ -97,16 +97,13 @@ function parseOptions(args: string[]): Options | undefined {
     help: { type: "boolean", short: "h", default: false },
   });
   if (values.help) return undefined;
-  const positive = (flag: string, value: string | undefined, fallback: number, integer = true) => {
-    if (value === undefined) return fallback;
-    const n = Number(value);
-    if (value.trim() === "" || !(n > 0) || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
-      throw new UsageError(
-        `--${flag} must be a positive ${integer ? "integer" : "number"}: current value is "${value}"`,
-      );
-    }
-    return n;
-  };
+  const positive = (flag: string, value: string | undefined, fallback: number, integer = true) =>
+    numberFlag(
+      flag,
+      value,
+      (n) => n > 0 && Number.isFinite(n) && (!integer || Number.isInteger(n)),
+      `a positive ${integer ? "integer" : "number"}`,
+    ) ?? fallback;
   // The service's own rules and defaults, so the bench can neither pass what the service refuses nor drift from it.
   let config;
   try {

@@ -27,6 +27,7 @@ import seedContract002 from "../sql/002_seed_contract.sql" with { type: "text" }
 import resultsVersion003 from "../sql/003_results_version.sql" with { type: "text" };
 import batchLedger004 from "../sql/004_batch_ledger.sql" with { type: "text" };
 import hashCheck005 from "../sql/005_hash_check.sql" with { type: "text" };
+import brinAutosummarizeOff006 from "../sql/006_brin_autosummarize_off.sql" with { type: "text" };
 
 /** One migration: its version (the file's number) and SQL text. */
 export interface Migration {
@@ -42,6 +43,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 3, name: "003_results_version.sql", sql: resultsVersion003 },
   { version: 4, name: "004_batch_ledger.sql", sql: batchLedger004 },
   { version: 5, name: "005_hash_check.sql", sql: hashCheck005 },
+  { version: 6, name: "006_brin_autosummarize_off.sql", sql: brinAutosummarizeOff006 },
 ];
 
 // Arbitrary but fixed: every instance of this service locks the same key while migrating.

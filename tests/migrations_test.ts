@@ -73,7 +73,9 @@ Deno.test("role: vote_aggregator can run the service and nothing more", async ()
   const role = testPool(url.toString());
   try {
     const script = await Deno.readTextFile(new URL("../sql/role_vote_aggregator.sql", import.meta.url));
-    await owner.unsafe(script.slice(0, script.indexOf("REVOKE"))); // the role alone, before the tables exist
+    // The role alone, before the tables exist: the script up to its first statement that is not the role's
+    // (a line starting with REVOKE; the header's comments mention REVOKE too).
+    await owner.unsafe(script.slice(0, script.search(/^REVOKE/m)));
     await assert.rejects(
       migrate(role),
       /start the service once as the schema's owner/,

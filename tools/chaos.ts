@@ -17,7 +17,7 @@
  * @module
  */
 
-import { orExit, parseFlags, UsageError } from "../lib/cli.ts";
+import { numberFlag, orExit, parseFlags } from "../lib/cli.ts";
 import { formatSummary } from "./chaos/report.ts";
 import { runSoak } from "./chaos/soak.ts";
 
@@ -46,13 +46,8 @@ function parse(args: string[]) {
     "fault-gap": { type: "string" },
     help: { type: "boolean", short: "h", default: false },
   });
-  const number = (flag: string, ok: (n: number) => boolean, rule: string) => {
-    const value = (values as Record<string, unknown>)[flag] as string | undefined;
-    if (value === undefined) return undefined;
-    const n = Number(value);
-    if (value.trim() === "" || !ok(n)) throw new UsageError(`--${flag} must be ${rule}: current value is "${value}"`);
-    return n;
-  };
+  const number = (flag: string, ok: (n: number) => boolean, rule: string) =>
+    numberFlag(flag, (values as Record<string, unknown>)[flag] as string | undefined, ok, rule);
   const positive = (n: number) => Number.isFinite(n) && n > 0;
   const minutes = number("minutes", positive, "a positive number");
   const seconds = number("seconds", positive, "a positive number");

@@ -26,7 +26,7 @@ import amqp from "amqplib";
 import type { ChannelModel, ConfirmChannel } from "amqplib";
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
-import { loadConfigOrExit, orExit, parseFlags, UsageError } from "../lib/cli.ts";
+import { loadConfigOrExit, numberFlag, orExit, parseFlags, UsageError } from "../lib/cli.ts";
 import { redactUrl } from "../lib/url.ts";
 import { VARIABLES } from "../lib/variables.ts";
 import { brokerSocketOptions } from "../lib/broker/connect.ts";
@@ -444,12 +444,7 @@ function parseCli(args: string[]): Cli {
     json: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   });
-  const number = (flag: string, value: string | undefined, ok: (n: number) => boolean, rule: string) => {
-    if (value === undefined) return undefined;
-    const n = Number(value);
-    if (value.trim() === "" || !ok(n)) throw new UsageError(`--${flag} must be ${rule}: current value is "${value}"`);
-    return n;
-  };
+  const number = numberFlag;
   const fraction = (n: number) => n >= 0 && n <= 1;
   const cli: Cli = {
     count: number("count", values.count, (n) => Number.isInteger(n) && n >= 1 && n < 2 ** 31, "a positive integer") ??

@@ -10,9 +10,8 @@
  * @module
  */
 
-import { loadConfigOrExit, orExit, parseFlags, UsageError } from "../cli.ts";
+import { loadToolConfigOrExit, orExit, parseFlags, UsageError } from "../cli.ts";
 import { connectDatabase } from "../database.ts";
-import { deniedEndpoints } from "../permissions.ts";
 import { progressOnStderr } from "./progress.ts";
 import { digestLine, formatReport, reportJson } from "./report.ts";
 import { type ExpectedDigest, parseExpectedDigest, verify } from "./verify.ts";
@@ -53,12 +52,7 @@ export async function verifyCommand(args: string[], program = "verify"): Promise
     console.log(VERIFY_USAGE);
     return 0;
   }
-  const config = await loadConfigOrExit(program);
-  const denied = deniedEndpoints(config, ["PostgreSQL"]);
-  if (denied.length) {
-    console.error(`${program}: ${denied[0]}`);
-    return 2;
-  }
+  const config = await loadToolConfigOrExit(program, ["PostgreSQL"]);
   const sql = connectDatabase({ ...config, postgresMaxConnections: 1 });
   const progress = progressOnStderr({ label: `${program}: replaying the ledger`, quiet: flags.quiet });
   try {

@@ -13,10 +13,9 @@
  */
 
 import amqp from "amqplib";
-import { loadConfigOrExit, orExit, parseFlags, UsageError } from "../cli.ts";
+import { loadToolConfigOrExit, orExit, parseFlags, UsageError } from "../cli.ts";
 import { brokerSocketOptions } from "../broker/connect.ts";
 import { deadLetterNames } from "../broker/topology.ts";
-import { deniedEndpoints } from "../permissions.ts";
 import { purge, replay, show, summary } from "./operations.ts";
 
 /** Exit code when the broker could not be used. */
@@ -81,12 +80,7 @@ export async function deadLettersCommand(args: string[], program = "dead-letters
     console.log(DEAD_LETTERS_USAGE);
     return 0;
   }
-  const config = await loadConfigOrExit(program);
-  const denied = deniedEndpoints(config, ["RabbitMQ"]);
-  if (denied.length) {
-    console.error(`${program}: ${denied[0]}`);
-    return 2;
-  }
+  const config = await loadToolConfigOrExit(program, ["RabbitMQ"]);
   const dlq = deadLetterNames(config.rabbitmqQueue).queue;
   let connection;
   // Several nodes (a cluster): the first that answers. The service's own socket options: decoded credentials,

@@ -29,8 +29,6 @@ export interface SchedulerOptions<R> {
   batchSize: number;
   /** Milliseconds after its first message that a batch closes at the latest. */
   batchTimeoutMs: number;
-  /** Close a batch when deliveries pause and a slot is free (group commit), not only at size or time. @default true */
-  closeWhenIdle?: boolean;
   /** Closed batches committing at once. @default 1 */
   maxInflightBatches?: number;
   /** Told of each batch as it closes, in delivery order. */
@@ -53,7 +51,6 @@ export class Scheduler<R> {
   /** Vote hashes in committing batches, with how many of those hold each. */
   readonly #committingHashes = new Map<string, number>();
   #committing = 0;
-  readonly #closeWhenIdle: boolean;
   /** The pending check that closes the open batch once the current burst of deliveries is over. */
   #idleTimer: ReturnType<typeof setTimeout> | undefined;
   /** Milliseconds the last commit took: the youngest a batch commits at, once deliveries pause. */
@@ -62,7 +59,6 @@ export class Scheduler<R> {
   constructor(options: SchedulerOptions<R>) {
     this.#options = options;
     this.#maxInflight = options.maxInflightBatches ?? 1;
-    this.#closeWhenIdle = options.closeWhenIdle ?? true;
     this.#batcher = new Batcher<Message>({
       size: options.batchSize,
       timeoutMs: options.batchTimeoutMs,
@@ -89,7 +85,7 @@ export class Scheduler<R> {
   add(message: Message): void {
     this.#batcher.add(message);
     // One timer a burst, not one a message: deliveries that arrive together are handled in one task.
-    if (this.#closeWhenIdle && this.#idleTimer === undefined && this.#batcher.length > 0) this.#armIdleCheck();
+    if (this.#idleTimer === undefined && this.#batcher.length > 0) this.#armIdleCheck();
   }
 
   /**
@@ -169,6 +165,6 @@ export class Scheduler<R> {
     this.#pump();
     // What gathered while every slot was busy commits now (see #closeIfSlotFree), unless a burst is being
     // delivered: then the pending idle check decides once it is over.
-    if (this.#closeWhenIdle && this.#idleTimer === undefined) this.#closeIfSlotFree();
+    if (this.#idleTimer === undefined) this.#closeIfSlotFree();
   }
 }

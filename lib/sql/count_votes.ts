@@ -89,34 +89,45 @@ export async function countVotes(
       select distinct on (vote_hash) * from batch order by vote_hash, ord
     ),
     -- Rows the validation worker wrote before publishing the vote: counting moves one to 'aggregated'.
-    -- Locked in hash order (concurrent instances never deadlock); one locked by an instance that
-    -- counted it meanwhile is re-read as 'aggregated' and drops out.
+    -- Locked in hash order (firsts is in hash order; concurrent instances never deadlock); one locked by
+    -- an instance that counted it meanwhile is re-read as 'aggregated' and drops out. Every step below
+    -- finds vote_audit rows by one index probe per vote (lateral) or by their ctid, whatever the
+    -- planner's statistics say of the table: joins let a stale estimate pick a scan of every
+    -- 'validated' or 'aggregated' row, on every batch.
     locked as (
-      select a.id, a.vote_hash, f.citizen_id, f.choice, f.ts
+      select a.ctid as row_id, a.id, a.vote_hash, f.citizen_id, f.choice, f.ts
       from firsts f
-      join vote_audit a on a.vote_hash = f.vote_hash and a.status = 'validated'
-        and a.law_id = f.law_id and coalesce(a.vote, a.choice) = f.choice
-      order by a.vote_hash, a.id
-      for update of a
+      cross join lateral (
+        select a.ctid, a.id, a.vote_hash from vote_audit a
+        where a.vote_hash = f.vote_hash and a.status = 'validated'
+          and a.law_id = f.law_id and coalesce(a.vote, a.choice) = f.choice
+        order by a.id
+        for update
+      ) a
     ),
     waiting as (
       select distinct on (l.vote_hash) l.*
       from locked l
-      where not exists (select 1 from vote_audit c where c.vote_hash = l.vote_hash and c.status = 'aggregated')
+      left join lateral (
+        select true as found from vote_audit c where c.vote_hash = l.vote_hash and c.status = 'aggregated' limit 1
+      ) c on true
+      where c.found is null
       order by l.vote_hash, l.id
     ),
+    -- By ctid: the rows are locked by this statement, so their ctid stands.
     adopted as (
       update vote_audit a
       set status = 'aggregated', "timestamp" = w.ts, citizen_id = w.citizen_id, batch_id = ${tag}::uuid
       from waiting w
-      where a.vote_hash = w.vote_hash and a.status = 'validated' and a.id = w.id
+      where a.ctid = w.row_id and a.id = w.id and a.status = 'validated'
       returning a.vote_hash, a.law_id, w.choice
     ),
-    -- Counted once per hash: vote_audit_counted_key is unique over the 'aggregated' rows.
+    -- Counted once per hash: vote_audit_counted_key is unique over the 'aggregated' rows. A vote not
+    -- adopted (no row of the worker's, or one changed meanwhile) gets a row of its own.
     inserted as (
       insert into vote_audit (vote_hash, citizen_id, law_id, vote, choice, status, "timestamp", batch_id)
       select vote_hash, citizen_id, law_id, choice, choice, 'aggregated', ts, ${tag}::uuid from firsts f
-      where not exists (select 1 from waiting w where w.vote_hash = f.vote_hash)
+      where not exists (select 1 from adopted d where d.vote_hash = f.vote_hash)
       order by vote_hash
       on conflict (vote_hash) where status = 'aggregated' do nothing
       returning vote_hash, law_id, choice

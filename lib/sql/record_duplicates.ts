@@ -27,7 +27,13 @@ export async function recordDuplicates(sql: Sql, votes: Vote[]): Promise<number>
       ${sql.array(rest.lawId)}::text[], ${sql.array(rest.choice)}::text[],
       ${sql.array(rest.timestamp)}::timestamptz[]
     ) as b(vote_hash, citizen_id, law_id, choice, ts)
-    join vote_audit a on a.vote_hash = b.vote_hash and a.status = 'aggregated'
+    -- One index probe per vote, whatever the planner's statistics say of vote_audit (a fresh table's
+    -- estimates would otherwise pick a scan of every counted row, on every batch).
+    cross join lateral (
+      select a.law_id, a.vote, a.choice, a."timestamp", a.citizen_id from vote_audit a
+      where a.vote_hash = b.vote_hash and a.status = 'aggregated'
+      limit 1
+    ) a
     where (a.law_id, coalesce(a.vote, a.choice), a."timestamp", a.citizen_id)
           is distinct from (b.law_id, b.choice, b.ts, b.citizen_id)
     order by b.vote_hash

@@ -5,6 +5,18 @@ import { createTestQueue, RABBITMQ_URL } from "../support/servers.ts";
 import { runTool } from "../support/tool.ts";
 import { countedDatabase } from "./support.ts";
 
+/** `main.ts` run with `flags` (Deno's) and `args`, in an environment of PATH, HOME and `env` only. */
+async function runMain(flags: string[], env: Record<string, string>, ...args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--quiet", ...flags, "main.ts", ...args],
+    cwd: new URL("../..", import.meta.url).pathname,
+    env: { PATH: Deno.env.get("PATH") ?? "", HOME: Deno.env.get("HOME") ?? "", NO_COLOR: "1", ...env },
+    clearEnv: true,
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr).trim() };
+}
+
 Deno.test("verify CLI: the table, exit 0; a tampered total exits 1 naming the law; bad flags exit 2", async () => {
   await using db = await countedDatabase(3, 10);
   const env = { DATABASE_URL: db.url, RABBITMQ_URL, POSTGRES_SSLMODE: "disable" };
@@ -49,19 +61,7 @@ Deno.test("vote-aggregator verify and dead-letters run under the binary's permis
   const env = { DATABASE_URL: db.url, RABBITMQ_URL, RABBITMQ_QUEUE: queue.name, POSTGRES_SSLMODE: "disable" };
   // The flags `deno task compile` bakes in (plus --no-prompt: a test must fail, not wait).
   const flags = [...permissionFlags(loadConfig(env), { forCompile: true }), "--no-prompt"];
-  const run = async (...args: string[]) => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--quiet", ...flags, "main.ts", ...args],
-      cwd: new URL("../..", import.meta.url).pathname,
-      env: { PATH: Deno.env.get("PATH") ?? "", HOME: Deno.env.get("HOME") ?? "", NO_COLOR: "1", ...env },
-      clearEnv: true,
-    }).output();
-    return {
-      code: out.code,
-      stdout: new TextDecoder().decode(out.stdout),
-      stderr: new TextDecoder().decode(out.stderr),
-    };
-  };
+  const run = (...args: string[]) => runMain(flags, env, ...args);
   const verified = await run("verify", "--json", "--quiet");
   assert.equal(verified.code, 0, verified.stderr);
   assert.equal(JSON.parse(verified.stdout).ledger.batches, 2);
@@ -71,4 +71,29 @@ Deno.test("vote-aggregator verify and dead-letters run under the binary's permis
   const bad = await run("dead-letters", "nope");
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /^vote-aggregator dead-letters: the first argument is one of summary/);
+});
+
+Deno.test("verify and dead-letters: a bad variable, or their server outside --allow-net, exits 2 with one line naming it", async () => {
+  const run = (net: string, env: Record<string, string>, ...args: string[]) =>
+    runMain(["--no-prompt", `--allow-net=${net}`, "--allow-env", "--allow-read=.env"], env, ...args);
+  const env = { POSTGRES_HOST: "127.0.0.1", RABBITMQ_HOST: "127.0.0.1" };
+  for (
+    const [args, server, variables] of [
+      [["verify"], "PostgreSQL at 127.0.0.1:5432", "DATABASE_URL or POSTGRES_HOST/POSTGRES_PORT"],
+      [["dead-letters", "summary"], "RabbitMQ at 127.0.0.1:5672", "RABBITMQ_URL or RABBITMQ_HOST/RABBITMQ_PORT"],
+    ] as const
+  ) {
+    const program = `vote-aggregator ${args[0]}`;
+    const denied = await run("127.0.0.1:1", env, ...args);
+    assert.equal(denied.code, 2, denied.stderr);
+    assert.equal(denied.stderr.split("\n").length, 1, denied.stderr);
+    assert.ok(
+      denied.stderr.startsWith(`${program}: not permitted to connect to ${server} (${variables})`),
+      denied.stderr,
+    );
+    const bad = await run("127.0.0.1", { ...env, POSTGRES_PORT: "x" }, ...args);
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.equal(bad.stderr.split("\n").length, 1, bad.stderr);
+    assert.match(bad.stderr, new RegExp(`^${program}: .*POSTGRES_PORT`));
+  }
 });

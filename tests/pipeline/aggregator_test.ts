@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import type { Delivery } from "../../lib/broker/delivery.ts";
 import { Aggregator, type Broker, type Writer } from "../../lib/pipeline/aggregator.ts";
+import { fakeDelivery } from "../support/deliveries.ts";
 import { waitForEvent } from "../support/wait.ts";
 import { createMetrics } from "../../lib/metrics.ts";
 import type { Vote } from "../../lib/vote.ts";
@@ -43,23 +44,11 @@ function gatedWriter() {
 
 let tag = 0;
 function delivery(hashChar: string, choice: string): Delivery {
-  const body = JSON.stringify({ vote_hash: hashChar.repeat(64), law_id: "L1", choice });
-  const bytes = new TextEncoder().encode(body);
-  return {
-    body: bytes,
-    size: bytes.byteLength,
-    maxBytes: 16 * 1024,
-    tag: ++tag,
-    session: 1,
-    receivedAt: performance.now(),
-    redelivered: false,
-    headers: undefined,
-    contentType: undefined,
-    properties: {},
-  };
+  return fakeDelivery(JSON.stringify({ vote_hash: hashChar.repeat(64), law_id: "L1", choice }), { tag: ++tag });
 }
 
-Deno.test("aggregator: batches commit concurrently but are acknowledged in delivery order", async () => {
+/** An aggregator of one-vote batches on {@link recordingBroker} and {@link gatedWriter}; tags start again at 1. */
+function gatedAggregator(maxInflightBatches: number) {
   tag = 0;
   const { broker, acks } = recordingBroker();
   const { writer, log, gates } = gatedWriter();
@@ -69,8 +58,13 @@ Deno.test("aggregator: batches commit concurrently but are acknowledged in deliv
     metrics: createMetrics(false),
     batchSize: 1,
     batchTimeoutMs: 60_000,
-    maxInflightBatches: 2,
+    maxInflightBatches,
   });
+  return { aggregator, acks, log, gates };
+}
+
+Deno.test("aggregator: batches commit concurrently but are acknowledged in delivery order", async () => {
+  const { aggregator, acks, log, gates } = gatedAggregator(2);
   aggregator.receive(delivery("a", "oui"));
   aggregator.receive(delivery("b", "non"));
   assert.deepEqual(log, ["start aoui", "start bnon"], "two unrelated batches commit at once");
@@ -83,17 +77,7 @@ Deno.test("aggregator: batches commit concurrently but are acknowledged in deliv
 });
 
 Deno.test("aggregator: a batch holding a hash that is still committing waits (first copy wins)", async () => {
-  tag = 0;
-  const { broker, acks } = recordingBroker();
-  const { writer, log, gates } = gatedWriter();
-  const aggregator = new Aggregator({
-    broker,
-    writer,
-    metrics: createMetrics(false),
-    batchSize: 1,
-    batchTimeoutMs: 60_000,
-    maxInflightBatches: 4,
-  });
+  const { aggregator, acks, log, gates } = gatedAggregator(4);
   aggregator.receive(delivery("a", "oui"));
   aggregator.receive(delivery("a", "non"));
   assert.deepEqual(log, ["start aoui"], "the later copy does not commit alongside the first");

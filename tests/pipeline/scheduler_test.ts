@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import type { Delivery } from "../../lib/broker/delivery.ts";
 import type { Batch, Message } from "../../lib/pipeline/message.ts";
 import { Scheduler } from "../../lib/pipeline/scheduler.ts";
 import { migrate } from "../../lib/migrations.ts";
 import { startService } from "../../lib/service.ts";
+import { fakeDelivery } from "../support/deliveries.ts";
 import { createTestDatabase, createTestQueue, lockLaw, results, testPool } from "../support/servers.ts";
 import { testConfig } from "../support/service.ts";
 import { seedVote } from "../support/votes.ts";
@@ -14,19 +14,7 @@ import { delay, waitForEvent, waitUntil } from "../support/wait.ts";
 
 let tag = 0;
 function message(): Message {
-  const delivery: Delivery = {
-    body: new Uint8Array(),
-    size: 0,
-    maxBytes: 16 * 1024,
-    tag: ++tag,
-    session: 1,
-    receivedAt: performance.now(),
-    redelivered: false,
-    headers: undefined,
-    contentType: undefined,
-    properties: {},
-  };
-  return { delivery };
+  return { delivery: fakeDelivery("", { tag: ++tag }) };
 }
 
 /** A scheduler whose commits end when the test resolves their gates; records each batch's size. */

@@ -5,27 +5,17 @@
  * and resynchronised, and the stream still ends on the exact totals.
  */
 import assert from "node:assert/strict";
-import { isDeepStrictEqual } from "node:util";
 import { migrate } from "../../lib/migrations.ts";
 import { ResultsHub } from "../../lib/results/hub.ts";
 import { LISTENER_APPLICATION_NAME, ResultsListener } from "../../lib/results/listener.ts";
 import { countVotes } from "../../lib/sql/count_votes.ts";
 import { TcpProxy, viaPort } from "../support/proxy.ts";
-import { createTestDatabase, createTestQueue, results, type TestDatabase, testPool } from "../support/servers.ts";
-import { admin, serviceEnv, spawnService } from "../support/service.ts";
-import { openStream, type SseClient } from "../support/sse.ts";
-import { assertExactOutcome, buildMix, sha256 } from "../support/votes.ts";
+import { lawVote, resultsService, untilTotals } from "../support/results.ts";
+import { createTestDatabase, results, type TestDatabase, testPool } from "../support/servers.ts";
+import { admin } from "../support/service.ts";
+import { openStream } from "../support/sse.ts";
+import { assertExactOutcome, buildMix } from "../support/votes.ts";
 import { waitForEvent, waitUntil } from "../support/wait.ts";
-
-function untilTotals(stream: SseClient, expected: Record<string, [number, number]>, ms = 60_000) {
-  return waitForEvent(
-    stream.changed,
-    "event",
-    () => isDeepStrictEqual(stream.totals(), expected),
-    ms,
-    () => `stream has ${JSON.stringify(stream.totals())}, expected ${JSON.stringify(expected)}`,
-  );
-}
 
 /** Backend pids of the listening connections on this test's database (never another database's). */
 async function listenerBackends(db: TestDatabase): Promise<number[]> {
@@ -35,10 +25,9 @@ async function listenerBackends(db: TestDatabase): Promise<number[]> {
 }
 
 Deno.test("results across instances: a client on A receives the commits B makes", async () => {
-  await using db = await createTestDatabase();
-  await using queue = await createTestQueue({ prefix: "h14_listen" });
-  await using a = await spawnService(serviceEnv(db, queue));
-  await using b = await spawnService(serviceEnv(db, queue));
+  await using setup = await resultsService("h14_listen");
+  const { db, queue, service: a } = setup;
+  await using b = await setup.spawn();
   assert.equal((await admin(a, "/pause")).status, 200, "A consumes nothing: every commit is B's");
   await using onA = await openStream(`${a.url}/results/stream`);
   await using onB = await openStream(`${b.url}/results/stream`);
@@ -60,10 +49,9 @@ Deno.test("results across instances: a client on A receives the commits B makes"
 });
 
 Deno.test("results: the listening connection terminated mid-drain is reconnected, and the stream ends exact", async () => {
-  await using db = await createTestDatabase();
-  await using queue = await createTestQueue({ prefix: "h14_listen" });
   const mix = buildMix({ valid: 6000, laws: 8, duplicates: 100, malformed: 10, seed: 8 });
-  await using service = await spawnService(serviceEnv(db, queue, { RETRY_DELAY_SECONDS: "0.05" }));
+  await using setup = await resultsService("h14_listen", { RETRY_DELAY_SECONDS: "0.05" });
+  const { db, queue, service } = setup;
   await using stream = await openStream(`${service.url}/results/stream`);
   const [first] = await listenerBackends(db);
   assert.ok(first, "one listening backend, named by application_name");
@@ -107,15 +95,8 @@ Deno.test("results listener: commits made while it cannot reach the database are
     },
     hub,
   });
-  const vote = (voter: number, lawId: string) => ({
-    hash: sha256(`${voter}:${lawId}`),
-    citizenId: null,
-    lawId,
-    choice: "oui" as const,
-    timestamp: null,
-  });
   const count = (voter: number, lawId: string) =>
-    countVotes(writer, [vote(voter, lawId)], { batchAgeMs: 1, instance: "t" });
+    countVotes(writer, [lawVote(voter, lawId)], { batchAgeMs: 1, instance: "t" });
   try {
     await migrate(writer);
     await count(1, "A");

@@ -5,16 +5,16 @@
  */
 import assert from "node:assert/strict";
 import { isDeepStrictEqual } from "node:util";
-import { createTestDatabase, createTestQueue, results } from "../support/servers.ts";
-import { rssMbOf, serviceEnv, spawnService } from "../support/service.ts";
+import { resultsService } from "../support/results.ts";
+import { results } from "../support/servers.ts";
+import { rssMbOf } from "../support/service.ts";
 import { openStream, streamCrowd } from "../support/sse.ts";
 import { addResults, buildMix } from "../support/votes.ts";
 import { waitForEvent, waitUntil } from "../support/wait.ts";
 
 Deno.test("results: clients that never read hold no memory in the service and slow nothing; shutdown ends every stream", async () => {
-  await using db = await createTestDatabase();
-  await using queue = await createTestQueue({ prefix: "h14_live" });
-  await using service = await spawnService(serviceEnv(db, queue, { RESULTS_MAX_CLIENTS: "100" }));
+  await using setup = await resultsService("h14_live", { RESULTS_MAX_CLIENTS: "100" });
+  const { db, queue, service } = setup;
   const laws = 1000;
   const warmUp = buildMix({ valid: 3000, laws, seed: 9 });
   await queue.publish(warmUp.bodies);

@@ -8,8 +8,8 @@
 import assert from "node:assert/strict";
 import { isDeepStrictEqual } from "node:util";
 import { CHROMIUM, launchBrowser } from "../support/browser.ts";
-import { createTestDatabase, createTestQueue, results } from "../support/servers.ts";
-import { serviceEnv, spawnService } from "../support/service.ts";
+import { resultsService } from "../support/results.ts";
+import { results } from "../support/servers.ts";
 import { buildMix } from "../support/votes.ts";
 import { waitUntil } from "../support/wait.ts";
 
@@ -24,10 +24,9 @@ Deno.test({
   name: "results page: in headless Chromium, the numbers reach the database's totals as votes are counted",
   ignore: CHROMIUM === undefined,
   fn: async () => {
-    await using db = await createTestDatabase();
-    await using queue = await createTestQueue({ prefix: "h14_page" });
     const token = "page-test-results-token-0123456789";
-    await using service = await spawnService(serviceEnv(db, queue, { RESULTS_TOKEN: token }));
+    await using setup = await resultsService("h14_page", { RESULTS_TOKEN: token });
+    const { db, queue, service } = setup;
     await using browser = await launchBrowser();
     const page = await browser.open(`${service.url}/?token=${token}`);
     await waitUntil(

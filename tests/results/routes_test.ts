@@ -5,8 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { isDeepStrictEqual } from "node:util";
-import { createTestDatabase, createTestQueue, results } from "../support/servers.ts";
-import { admin, ADMIN_TOKEN, call, serviceEnv, spawnService } from "../support/service.ts";
+import { resultsService, untilTotals } from "../support/results.ts";
+import { results } from "../support/servers.ts";
+import { admin, ADMIN_TOKEN, call } from "../support/service.ts";
 import { openStream, type SseClient } from "../support/sse.ts";
 import { addResults, buildMix, seedVote } from "../support/votes.ts";
 import { waitForEvent, waitUntil } from "../support/wait.ts";
@@ -23,20 +24,9 @@ async function table(sql: Parameters<typeof results>[0]) {
   }));
 }
 
-function untilTotals(stream: SseClient, expected: Record<string, [number, number]>, ms = 30_000) {
-  return waitForEvent(
-    stream.changed,
-    "event",
-    () => isDeepStrictEqual(stream.totals(), expected),
-    ms,
-    () => `stream has ${JSON.stringify(stream.totals())}, expected ${JSON.stringify(expected)}`,
-  );
-}
-
 Deno.test("results: the API and the stream equal vote_results; the stream is a snapshot then each change", async () => {
-  await using db = await createTestDatabase();
-  await using queue = await createTestQueue({ prefix: "h14_results" });
-  await using service = await spawnService(serviceEnv(db, queue));
+  await using setup = await resultsService("h14_results");
+  const { db, queue, service } = setup;
   const empty = await call(service, "/results");
   assert.equal(empty.status, 200);
   assert.deepEqual(empty.body.laws, [], "no law before any vote");
@@ -98,9 +88,8 @@ Deno.test("results: the API and the stream equal vote_results; the stream is a s
 });
 
 Deno.test("results: law ids are data (escaped, bounded); unknown laws are 404; methods", async () => {
-  await using db = await createTestDatabase();
-  await using queue = await createTestQueue({ prefix: "h14_results" });
-  await using service = await spawnService(serviceEnv(db, queue));
+  await using setup = await resultsService("h14_results");
+  const { queue, service } = setup;
   const odd = `L/é "<b>" 1%`;
   await queue.publish([seedVote(1, odd, "oui"), seedVote(2, odd, "non"), seedVote(3, "L1", "oui")]);
   await waitUntil(async () => (await call(service, "/results")).body.laws.length === 2, "two laws counted");
@@ -120,9 +109,8 @@ Deno.test("results: law ids are data (escaped, bounded); unknown laws are 404; m
 });
 
 Deno.test("results: Last-Event-ID resumes with what was missed; another instance's id gets a snapshot", async () => {
-  await using db = await createTestDatabase();
-  await using queue = await createTestQueue({ prefix: "h14_results" });
-  await using service = await spawnService(serviceEnv(db, queue));
+  await using setup = await resultsService("h14_results");
+  const { db, queue, service } = setup;
   const first = buildMix({ valid: 200, laws: 4, seed: 5 });
   await queue.publish(first.bodies);
   let lastId: string;
@@ -153,14 +141,13 @@ Deno.test("results: Last-Event-ID resumes with what was missed; another instance
 });
 
 Deno.test("results: RESULTS_TOKEN guards the results and the page (not the admin routes), CORS, the client cap", async () => {
-  await using db = await createTestDatabase();
-  await using queue = await createTestQueue({ prefix: "h14_results" });
   const token = "results-embargo-token-0123456789";
-  await using service = await spawnService(serviceEnv(db, queue, {
+  await using setup = await resultsService("h14_results", {
     RESULTS_TOKEN: token,
     RESULTS_MAX_CLIENTS: "2",
     RESULTS_CORS_ORIGINS: "https://news.example, http://localhost:3000",
-  }));
+  });
+  const { queue, service } = setup;
   await queue.publish([seedVote(1, "L1", "oui")]);
   const bearer = { authorization: `Bearer ${token}` };
   await waitUntil(

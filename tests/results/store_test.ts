@@ -13,14 +13,9 @@ import {
   RESULTS_CHANNEL,
 } from "../../lib/results/store.ts";
 import { countVotes } from "../../lib/sql/count_votes.ts";
-import type { Vote } from "../../lib/vote.ts";
 import { createTestDatabase, testPool } from "../support/servers.ts";
-import { sha256 } from "../support/votes.ts";
+import { lawVote as vote } from "../support/results.ts";
 import { waitUntil } from "../support/wait.ts";
-
-function vote(voter: number, lawId: string, choice: "oui" | "non"): Vote {
-  return { hash: sha256(`${voter}:${lawId}`), citizenId: null, lawId, choice, timestamp: null };
-}
 
 Deno.test("store: a commit notifies its laws and versions, in chunks under 8000 bytes; a rollback notifies nothing", async () => {
   await using db = await createTestDatabase();

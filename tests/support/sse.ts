@@ -8,6 +8,8 @@
  * @module
  */
 
+import type { LawResult } from "../../lib/results/store.ts";
+
 /** One event of the stream. */
 export interface StreamEvent {
   event: string;
@@ -17,15 +19,8 @@ export interface StreamEvent {
   receivedAt: number;
 }
 
-/** A law's totals as the results stream sends them. */
-export interface StreamLaw {
-  law_id: string;
-  oui_count: number;
-  non_count: number;
-  total_votes: number;
-  version: number;
-  updated_at: string;
-}
+/** A law's totals as the results stream sends them: the service's own {@link LawResult}. */
+export type StreamLaw = LawResult;
 
 /** An open stream. */
 export interface SseClient extends AsyncDisposable {

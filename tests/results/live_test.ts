@@ -13,7 +13,10 @@ import { addResults, buildMix } from "../support/votes.ts";
 import { waitForEvent, waitUntil } from "../support/wait.ts";
 
 Deno.test("results: clients that never read hold no memory in the service and slow nothing; shutdown ends every stream", async () => {
-  await using setup = await resultsService("h14_live", { RESULTS_MAX_CLIENTS: "100" });
+  // Every commit an event (no coalescing): the clients that never read are owed as much as can be, so that
+  // their connections fill up (with 100 ms coalescing a fast machine sends too little to fill them, and
+  // their streams end, their last bytes waiting in the buffers: the HTTP server's close then waits 5 s).
+  await using setup = await resultsService("h14_live", { RESULTS_MAX_CLIENTS: "100", RESULTS_EVENT_INTERVAL_MS: "0" });
   const { db, queue, service } = setup;
   const laws = 1000;
   const warmUp = buildMix({ valid: 3000, laws, seed: 9 });
@@ -29,7 +32,7 @@ Deno.test("results: clients that never read hold no memory in the service and sl
     );
     const before = await rssMbOf(service);
 
-    // ~600 commits of up to 50 laws each, sent as an event every 100 ms (hundreds of laws, tens of KB each):
+    // ~600 commits of up to 50 laws each, each sent as an event (tens of laws, KB each):
     // each never-reading client is "owed" all of them, several MB.
     const more = buildMix({ valid: 30_000, laws, seed: 10, voterBase: 100_000 });
     const started = performance.now();

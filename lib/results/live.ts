@@ -19,6 +19,7 @@ import type { Config } from "../config.ts";
 import type { ResultsStats } from "../metrics.ts";
 import { getLogger } from "../log.ts";
 import { withTimeout } from "../timeout.ts";
+import { redactUrl } from "../url.ts";
 import { ResultsHub } from "./hub.ts";
 import { ResultsListener } from "./listener.ts";
 import { type ResultsHandler, resultsRoutes } from "./routes.ts";
@@ -69,6 +70,11 @@ export async function startLiveResults(config: LiveResultsConfig): Promise<LiveR
     hub.close();
     await listener.end();
     throw error;
+  }
+  if (config.resultsDatabaseUrl !== undefined) {
+    log.info("Results: listening and reading at {url} (RESULTS_DATABASE_URL)", {
+      url: redactUrl(config.resultsDatabaseUrl),
+    });
   }
   const handle = resultsRoutes({
     hub,

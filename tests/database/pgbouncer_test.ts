@@ -102,6 +102,10 @@ Deno.test({
       RESULTS_EVENT_INTERVAL_MS: "0",
     }));
     assert.match(service.output(), /prepared statements are off/, "the write pool goes through PgBouncer");
+    assert.ok(
+      service.output().includes(`Results: listening and reading at ${db.url} (RESULTS_DATABASE_URL)`),
+      service.output(),
+    );
     await using stream = await openStream(`${service.url}/results/stream`);
     await waitForEvent(stream.changed, "event", () => stream.events.length > 0);
     assert.equal(stream.events[0].event, "snapshot");

@@ -81,6 +81,8 @@ export type ParseResult =
 export const MAX_BODY_BYTES = 16 * 1024;
 
 const HASH = /^[0-9a-fA-F]{64}$/;
+/** The usual form, kept as it is (no copy). */
+const LOWER_HASH = /^[0-9a-f]{64}$/;
 // Date, optional time with optional fraction and zone: what PostgreSQL's timestamptz input takes unambiguously.
 // One match gives every part: year, month, day, hour, minute, second, zone, offset hours and minutes.
 const ISO_TIMESTAMP =
@@ -117,7 +119,8 @@ export function parseVote(body: Uint8Array, options: ParseOptions = {}): ParseRe
 
   const hash = pick(m, "vote_hash", "voter_hash");
   if (typeof hash !== "string") return missingOrInvalid(m, hash, "vote_hash (or voter_hash)", "a string");
-  if (!HASH.test(hash)) return reject("invalid_field", "vote_hash must be 64 hexadecimal digits (SHA-256)");
+  const lowerHash = LOWER_HASH.test(hash) ? hash : HASH.test(hash) ? hash.toLowerCase() : undefined;
+  if (lowerHash === undefined) return reject("invalid_field", "vote_hash must be 64 hexadecimal digits (SHA-256)");
 
   const lawId = m.law_id;
   if (typeof lawId !== "string") return missingOrInvalid(m, lawId, "law_id", "a string");
@@ -126,7 +129,7 @@ export function parseVote(body: Uint8Array, options: ParseOptions = {}): ParseRe
 
   const choiceValue = pick(m, "choice", "vote");
   if (typeof choiceValue !== "string") return missingOrInvalid(m, choiceValue, "choice (or vote)", "a string");
-  const choice = choiceValue.trim().toLowerCase();
+  const choice = choiceValue === "oui" || choiceValue === "non" ? choiceValue : choiceValue.trim().toLowerCase();
   if (choice !== "oui" && choice !== "non") {
     return reject("unknown_choice", `choice must be "oui" or "non", got ${JSON.stringify(choiceValue.slice(0, 20))}`);
   }
@@ -147,7 +150,7 @@ export function parseVote(body: Uint8Array, options: ParseOptions = {}): ParseRe
     );
   }
 
-  return { ok: true, vote: { hash: hash.toLowerCase(), citizenId, lawId, choice, timestamp } };
+  return { ok: true, vote: { hash: lowerHash, citizenId, lawId, choice, timestamp } };
 }
 
 const CONFLICT = Symbol("conflict");
@@ -191,11 +194,7 @@ function normalizeTimestamp(value: unknown): string | null | undefined {
   const [, y, mo, d, h, mi, sec, zone, offsetHours, offsetMinutes] = parts;
   // An offset PostgreSQL can store: at most 15:59.
   if (offsetHours !== undefined && (Number(offsetHours) > 15 || Number(offsetMinutes ?? 0) > 59)) return undefined;
-  const year = Number(y), month = Number(mo), day = Number(d);
-  // Date.UTC reads years 0 to 99 as 1900 to 1999: those, like year 0, are refused.
-  const date = new Date(Date.UTC(year, month - 1, day));
-  const validDate = year >= 1 && date.getUTCFullYear() === year &&
-    date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
+  const validDate = isCalendarDate(y, mo, d);
   const hour = h === undefined ? 0 : Number(h);
   const minute = mi === undefined ? 0 : Number(mi);
   const second = sec === undefined ? 0 : Number(sec);
@@ -203,6 +202,24 @@ function normalizeTimestamp(value: unknown): string | null | undefined {
   // Without an offset PostgreSQL would read the text in the session's TimeZone: it is UTC.
   if (h === undefined) return `${value}T00:00:00Z`;
   return zone === undefined ? `${value}Z` : value;
+}
+
+/** Calendar dates checked lately: an election's votes carry a handful of dates, each checked once. */
+const checkedDates = new Map<string, boolean>();
+
+function isCalendarDate(y: string, mo: string, d: string): boolean {
+  const key = `${y}-${mo}-${d}`;
+  let valid = checkedDates.get(key);
+  if (valid === undefined) {
+    const year = Number(y), month = Number(mo), day = Number(d);
+    // Date.UTC reads years 0 to 99 as 1900 to 1999: those, like year 0, are refused.
+    const date = new Date(Date.UTC(year, month - 1, day));
+    valid = year >= 1 && date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 &&
+      date.getUTCDate() === day;
+    if (checkedDates.size >= 1024) checkedDates.clear();
+    checkedDates.set(key, valid);
+  }
+  return valid;
 }
 
 function textProblem(text: string, min: number, max: number): string | undefined {

@@ -41,6 +41,8 @@ export interface Options {
   ledger: boolean;
   /** Votes of the recount phase's database; 0 skips it (recount.ts). */
   recount: number;
+  /** Messages of the counting phase; 0 skips it (counting.ts). */
+  counting: number;
   phaseTimeoutMs: number;
   /** Instance counts of the scaling phase; empty: skipped. */
   scaling: number[];

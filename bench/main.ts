@@ -20,12 +20,16 @@
  * 5. subscribers: the drain with no results stream open and with
  *    `--subscribers N` (default 1,000) open, and the commit → event latency
  *    (`subscribers.ts`).
- *
- * 5. scaling (`--scaling 1,2,3,6`): K instances on one queue and one database
+
+ * 6. scaling (`--scaling 1,2,3,6`): K instances on one queue and one database
  *    (`scaling.ts`): drain rate, service CPU per message, PostgreSQL lock waits.
  *
+ * Beside them, on request: `--counting N` (the counting statement alone, its
+ * backend's CPU per vote, `counting.ts`), `--ledger` (`ledger.ts`), `--recount N`
+ * (`recount.ts`), `--election N` (`election.ts`).
+ *
  * Prints one markdown table and the command line that produced it. One file
- * per phase: `ceiling.ts`, `drain.ts`, `latency.ts`, `scaling.ts`; `report.ts` prints.
+ * per phase: `ceiling.ts`, `drain.ts`, `latency.ts`, `subscribers.ts`, `scaling.ts`, …; `report.ts` prints.
  *
  * @module
  */
@@ -41,6 +45,7 @@ import { latency } from "./latency.ts";
 import { subscribers } from "./subscribers.ts";
 import { ledgerCost } from "./ledger.ts";
 import { recountRate } from "./recount.ts";
+import { counting } from "./counting.ts";
 import { scaling } from "./scaling.ts";
 import { describe, type Row, say, table } from "./report.ts";
 
@@ -67,6 +72,7 @@ const USAGE = `Usage: deno task bench [options]
       --event-interval MS  RESULTS_EVENT_INTERVAL_MS for the subscribers phase (default: the service's)
       --skip-ceiling, --skip-drain, --skip-latency
       --recount N      also time verify on a database of N counted votes built for it (recount.ts)
+      --counting N     also the counting statement alone: N votes on one connection, its backend's CPU (counting.ts)
       --ledger         also measure the batch ledger's cost: N votes committed with and without it (ledger.ts)
       --phase-timeout S  longest any phase may take, preloading included (default 900)
   -h, --help`;
@@ -93,6 +99,7 @@ function parseOptions(args: string[]): Options | undefined {
     "skip-latency": { type: "boolean", default: false },
     ledger: { type: "boolean", default: false },
     recount: { type: "string" },
+    counting: { type: "string" },
     "phase-timeout": { type: "string" },
     help: { type: "boolean", short: "h", default: false },
   });
@@ -155,6 +162,7 @@ function parseOptions(args: string[]): Options | undefined {
     subscribers: values.subscribers === "0" ? 0 : positive("subscribers", values.subscribers, 1000),
     ledger: values.ledger,
     recount: values.recount === undefined ? 0 : positive("recount", values.recount, 0),
+    counting: values.counting === undefined ? 0 : positive("counting", values.counting, 0),
     phaseTimeoutMs: positive("phase-timeout", values["phase-timeout"], 900, false) * 1000,
     scaling: values.scaling === undefined ? [] : values.scaling.split(",").map((k) => positive("scaling", k.trim(), 1)),
   };
@@ -239,6 +247,14 @@ async function main(args: string[]): Promise<number> {
     // Four rows from one phase: the first three pushed here, the last by phase().
     await phase("ledger cost", async (s) => {
       const measured = await ledgerCost(options, options.n, s);
+      rows.push(...measured.slice(0, -1));
+      return measured[measured.length - 1];
+    });
+  }
+  if (options.counting > 0) {
+    // Three rows from one phase: the first two pushed here, the last by phase().
+    await phase("counting", async (s) => {
+      const measured = await counting(options, options.counting, s);
       rows.push(...measured.slice(0, -1));
       return measured[measured.length - 1];
     });

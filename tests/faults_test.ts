@@ -39,6 +39,7 @@ import {
   ensureRabbitMQ,
   FAULT_RESTARTS,
   pgctl,
+  type QueueInfo,
   queueInfo,
   rabbitmqctl,
   results,
@@ -54,6 +55,7 @@ import {
   assertExactOutcome,
   buildMix,
   mergeContents,
+  type Mix,
   seededRandom,
   seedVote,
   sha256,
@@ -131,6 +133,35 @@ async function stopCleanly(service: ServiceProcess): Promise<void> {
   assert.doesNotMatch(service.output(), /Unexpected error/);
 }
 
+/** The prefetch of {@link MID_DRAIN}: at most this many messages held unacknowledged. */
+const MID_DRAIN_PREFETCH = 60;
+/** Small batches and prefetch, so that a fault lands mid-drain. */
+const MID_DRAIN = { BATCH_SIZE: "20", RABBITMQ_PREFETCH_COUNT: String(MID_DRAIN_PREFETCH) };
+
+/** Declares the case's queue, publishes `bodies` and starts a service with `overrides`. */
+async function publishAndSpawn(
+  c: Case,
+  bodies: string[],
+  overrides: Record<string, string> = {},
+): Promise<ServiceProcess> {
+  await c.queue.declare();
+  await c.queue.publish(bodies);
+  return await c.spawn(overrides);
+}
+
+/** {@link publishAndSpawn} with `mix`, then waits until the service has drained the queue. */
+async function drained(c: Case, mix: Mix, overrides: Record<string, string> = {}): Promise<ServiceProcess> {
+  const service = await publishAndSpawn(c, mix.bodies, overrides);
+  await untilQueueSettled(c.deadline, c.queue.name);
+  return service;
+}
+
+/** Asserts the exact outcome of a case's two parts, `first` then `second`, and stops `service` cleanly. */
+async function assertBothCounted(c: Case, first: Mix, second: Mix, service: ServiceProcess): Promise<void> {
+  await assertExactOutcome(c.db.sql, addResults(first.expected, second.expected), mergeContents(first, second));
+  await stopCleanly(service);
+}
+
 // ---------------------------------------------------------------------------
 // 1. Broker faults
 
@@ -139,9 +170,7 @@ faultCase(
   60_000,
   async (c) => {
     const mix = buildMix({ valid: 20_000, duplicates: 100, copies: 100, malformed: 30, seed: 101 });
-    await c.queue.declare();
-    await c.queue.publish(mix.bodies);
-    const service = await c.spawn({ BATCH_SIZE: "20", RABBITMQ_PREFETCH_COUNT: "60" });
+    const service = await publishAndSpawn(c, mix.bodies, MID_DRAIN);
     await c.deadline.until(async () => (await service.status()).broker_connected, "connected to RabbitMQ");
     const connection = await brokerConnectionOf(service.pid);
     await untilTaken(c, service, 1000);
@@ -163,10 +192,7 @@ faultCase(
 
 faultCase("broker: a paused service stays paused across a reconnect, and resumes on demand", 45_000, async (c) => {
   const first = buildMix({ valid: 500, malformed: 5, seed: 201 });
-  await c.queue.declare();
-  await c.queue.publish(first.bodies);
-  const service = await c.spawn();
-  await untilQueueSettled(c.deadline, c.queue.name);
+  const service = await drained(c, first);
 
   const paused = await admin(service, "/pause");
   assert.deepEqual([paused.status, paused.body.state], [200, "paused"]);
@@ -188,8 +214,7 @@ faultCase("broker: a paused service stays paused across a reconnect, and resumes
   assert.deepEqual([resumed.status, resumed.body.state], [200, "running"]);
   const settled = await untilQueueSettled(c.deadline, c.queue.name);
   assert.equal(settled.consumers, 1);
-  await assertExactOutcome(c.db.sql, addResults(first.expected, second.expected), mergeContents(first, second));
-  await stopCleanly(service);
+  await assertBothCounted(c, first, second, service);
   assertDeadLetters(await c.queue.takeDeadLetters(), new Map([...first.malformed, ...second.malformed]));
 });
 
@@ -198,10 +223,7 @@ faultCase(
   45_000,
   async (c) => {
     const first = buildMix({ valid: 2000, seed: 301 });
-    await c.queue.declare();
-    await c.queue.publish(first.bodies);
-    const service = await c.spawn({ BATCH_SIZE: "20", RABBITMQ_PREFETCH_COUNT: "60" });
-    await untilQueueSettled(c.deadline, c.queue.name);
+    const service = await drained(c, first, MID_DRAIN);
 
     // The next dead-letter publish goes to an exchange that no longer exists: the broker closes the channel (404).
     await withChannel((channel) => channel.deleteExchange(c.queue.dlx));
@@ -211,8 +233,7 @@ faultCase(
     await untilReconnected(c, service, 1);
     await untilQueueSettled(c.deadline, c.queue.name);
     assert.match(service.output(), /Broker channel closed; reconnecting/, "the broker closed the channel (404)");
-    await assertExactOutcome(c.db.sql, addResults(first.expected, second.expected), mergeContents(first, second));
-    await stopCleanly(service);
+    await assertBothCounted(c, first, second, service);
     // Received again on the new connection, after the exchange and binding were declared again.
     const doubles = assertDeadLetters(await c.queue.takeDeadLetters(), second.malformed);
     assert.equal(doubles, 0, "the refused publish put nothing in the DLQ");
@@ -224,10 +245,7 @@ faultCase(
   45_000,
   async (c) => {
     const first = buildMix({ valid: 2000, malformed: 10, seed: 401 });
-    await c.queue.declare();
-    await c.queue.publish(first.bodies);
-    const service = await c.spawn();
-    await untilQueueSettled(c.deadline, c.queue.name);
+    const service = await drained(c, first);
     assertDeadLetters(await c.queue.takeDeadLetters(), first.malformed);
 
     // Only the service declares them again: the test never does after this.
@@ -248,8 +266,7 @@ faultCase(
     const second = buildMix({ valid: 2000, malformed: 10, voterBase: 100_000, seed: 402 });
     await c.queue.publish(second.bodies);
     await untilQueueSettled(c.deadline, c.queue.name);
-    await assertExactOutcome(c.db.sql, addResults(first.expected, second.expected), mergeContents(first, second));
-    await stopCleanly(service);
+    await assertBothCounted(c, first, second, service);
     assertDeadLetters(await c.queue.takeDeadLetters(), second.malformed);
   },
 );
@@ -259,10 +276,7 @@ faultCase(
   45_000,
   async (c) => {
     const first = buildMix({ valid: 500, malformed: 5, seed: 451 });
-    await c.queue.declare();
-    await c.queue.publish(first.bodies);
-    const service = await c.spawn();
-    await untilQueueSettled(c.deadline, c.queue.name);
+    const service = await drained(c, first);
     assertDeadLetters(await c.queue.takeDeadLetters(), first.malformed);
 
     // The exchange stays; with its queue gone, a dead-letter publish is routed nowhere (and still confirmed).
@@ -271,8 +285,7 @@ faultCase(
     await c.queue.publish(second.bodies);
     await untilTaken(c, service, first.bodies.length + second.bodies.length);
     await untilQueueSettled(c.deadline, c.queue.name);
-    await assertExactOutcome(c.db.sql, addResults(first.expected, second.expected), mergeContents(first, second));
-    await stopCleanly(service);
+    await assertBothCounted(c, first, second, service);
     assert.ok(await queueInfo(c.queue.dlq), "the DLQ was declared again before anything was dead-lettered into it");
     assertDeadLetters(await c.queue.takeDeadLetters(), second.malformed);
   },
@@ -283,9 +296,7 @@ faultCase(
   120_000,
   async (c) => {
     const mix = buildMix({ valid: 30_000, duplicates: 100, copies: 100, malformed: 30, seed: 501 });
-    await c.queue.declare();
-    await c.queue.publish(mix.bodies);
-    const service = await c.spawn({ BATCH_SIZE: "20", RABBITMQ_PREFETCH_COUNT: "60" });
+    const service = await publishAndSpawn(c, mix.bodies, MID_DRAIN);
     await untilTaken(c, service, 1000);
     try {
       await rabbitmqctl("stop_app");
@@ -317,37 +328,17 @@ faultCase(
   60_000,
   async (c) => {
     await using proxy = new TcpProxy(Number(new URL(c.db.url).port || 5432));
-    // Only distinct valid votes: each acknowledged message is then exactly one vote_audit row.
-    const mix = buildMix({ valid: 4000, seed: 601 });
-    await c.queue.declare();
-    await c.queue.publish(mix.bodies);
-    const prefetch = 60;
-    const service = await spawnVia(c, proxy, {
-      BATCH_SIZE: "20",
-      RABBITMQ_PREFETCH_COUNT: String(prefetch),
-      MAX_RETRY_ATTEMPTS: "2",
-      RETRY_DELAY_SECONDS: "0.02",
-    });
-    await untilTaken(c, service, 400);
+    const { mix, service } = await startViaProxy(c, proxy, 601, { RETRY_DELAY_SECONDS: "0.02" });
     assert.ok(proxy.open > 0, "the service reaches the database through the proxy");
 
     await proxy.cut();
     await c.deadline.until(async () => (await service.status()).database_failing, "the service gives up retrying");
     assert.equal((await service.status()).state, "degraded");
-    let info = await c.queue.info();
-    await c.deadline.until(async () => (info = await c.queue.info()).consumers === 0, "consumption stops", {
-      describe: () => JSON.stringify(info),
-    });
-    const committed = async () => (await c.db.sql`select count(*)::int as n from vote_audit`)[0].n as number;
-    const before = { info, committed: await committed() };
+    const info = await untilConsumptionStops(c);
+    const before = { info, committed: await committedVotes(c) };
     const errors = await metric(service, "aggregation_errors_total", { error_type: "database" });
     assert.ok(before.committed < mix.bodies.length, "the outage began mid-drain");
-    const acked = mix.bodies.length - before.info.ready - before.info.unacked;
-    assert.ok(acked <= before.committed, `acknowledged ${acked} messages, only ${before.committed} committed`);
-    assert.ok(
-      before.info.unacked > 0 && before.info.unacked <= prefetch,
-      `held unacknowledged: ${before.info.unacked}`,
-    );
+    assertNothingUnsafeAcked(mix.bodies.length, before.info, before.committed);
     const readiness = await call(service, "/readyz");
     assert.equal(readiness.status, 503);
     assert.equal(readiness.body.ready, false);
@@ -358,16 +349,14 @@ faultCase(
       async () => (await metric(service, "aggregation_errors_total", { error_type: "database" })) > errors,
       "another attempt fails",
     );
-    const later = { info: await c.queue.info(), committed: await committed() };
+    const later = { info: await c.queue.info(), committed: await committedVotes(c) };
     assert.deepEqual(
       [later.info.ready, later.info.unacked, later.info.consumers, later.committed],
       [before.info.ready, before.info.unacked, 0, before.committed],
       "consumption stays stopped and nothing is acknowledged while the database is unreachable",
     );
 
-    proxy.restore();
-    await untilQueueSettled(c.deadline, c.queue.name);
-    await c.deadline.until(async () => !(await service.status()).database_failing, "the service reports recovery");
+    await healAndRecover(c, proxy, service);
     const back = await call(service, "/readyz");
     assert.deepEqual([back.status, back.body.database, back.body.state], [200, "up", "running"]);
     assert.equal((await c.queue.info()).consumers, 1);
@@ -381,19 +370,11 @@ faultCase(
   60_000,
   async (c) => {
     await using proxy = new TcpProxy(Number(new URL(c.db.url).port || 5432));
-    const mix = buildMix({ valid: 4000, seed: 651 });
-    await c.queue.declare();
-    await c.queue.publish(mix.bodies);
-    const prefetch = 60;
-    const service = await spawnVia(c, proxy, {
-      BATCH_SIZE: "20",
-      RABBITMQ_PREFETCH_COUNT: String(prefetch),
-      MAX_RETRY_ATTEMPTS: "2",
+    const { mix, service } = await startViaProxy(c, proxy, 651, {
       RETRY_DELAY_SECONDS: "0.05",
       // Longest a batch's transaction may go unanswered before it counts as failed (proposed; see the report).
       COMMIT_TIMEOUT_SECONDS: "2",
     });
-    await untilTaken(c, service, 400);
 
     // Packets stop: no error, no close, the commit in flight never gets an answer.
     await proxy.cut("stall");
@@ -407,26 +388,64 @@ faultCase(
     const readiness = await call(service, "/readyz");
     assert.equal(readiness.status, 503);
     assert.match(readiness.body.database, /^down/, "/readyz names the database");
-    let info = await c.queue.info();
-    await c.deadline.until(async () => (info = await c.queue.info()).consumers === 0, "consumption stops", {
-      describe: () => JSON.stringify(info),
-    });
-    const [{ committed }] = await c.db.sql<{ committed: number }[]>`select count(*)::int as committed from vote_audit`;
-    const acked = mix.bodies.length - info.ready - info.unacked;
-    assert.ok(acked <= committed, `acknowledged ${acked} messages, only ${committed} committed`);
-    assert.ok(info.unacked > 0 && info.unacked <= prefetch, `held unacknowledged: ${info.unacked}`);
+    const info = await untilConsumptionStops(c);
+    assertNothingUnsafeAcked(mix.bodies.length, info, await committedVotes(c));
 
-    proxy.restore(); // the partition heals: what was held in flight arrives
-    await untilQueueSettled(c.deadline, c.queue.name);
-    await c.deadline.until(async () => !(await service.status()).database_failing, "the service reports recovery");
+    await healAndRecover(c, proxy, service); // the partition heals: what was held in flight arrives
     await assertExactOutcome(c.db.sql, mix.expected, mix.contents);
     await stopCleanly(service);
   },
 );
 
-/** Spawns a service whose database connections go through `proxy`. */
-async function spawnVia(c: Case, proxy: TcpProxy, overrides: Record<string, string>): Promise<ServiceProcess> {
-  return await c.spawn({ DATABASE_URL: viaPort(c.db.url, proxy.port), ...overrides });
+/**
+ * The database-fault cases' start: 4,000 distinct valid votes published (so each acknowledged message is exactly
+ * one vote_audit row), a service whose database connections go through `proxy` ({@link MID_DRAIN}, two attempts
+ * a commit, plus `overrides`), and 400 of them taken.
+ */
+async function startViaProxy(
+  c: Case,
+  proxy: TcpProxy,
+  seed: number,
+  overrides: Record<string, string>,
+): Promise<{ mix: Mix; service: ServiceProcess }> {
+  const mix = buildMix({ valid: 4000, seed });
+  const service = await publishAndSpawn(c, mix.bodies, {
+    DATABASE_URL: viaPort(c.db.url, proxy.port),
+    ...MID_DRAIN,
+    MAX_RETRY_ATTEMPTS: "2",
+    ...overrides,
+  });
+  await untilTaken(c, service, 400);
+  return { mix, service };
+}
+
+/** Resolves once the case's queue has no consumer, with the broker's counts then. */
+async function untilConsumptionStops(c: Case): Promise<QueueInfo> {
+  let info = await c.queue.info();
+  await c.deadline.until(async () => (info = await c.queue.info()).consumers === 0, "consumption stops", {
+    describe: () => JSON.stringify(info),
+  });
+  return info;
+}
+
+/** The votes committed in the case's database (its vote_audit rows). */
+async function committedVotes(c: Case): Promise<number> {
+  const [{ n }] = await c.db.sql<{ n: number }[]>`select count(*)::int as n from vote_audit`;
+  return n;
+}
+
+/** Asserts that of `total` messages no more were acknowledged than `committed`, and that some are held in flight. */
+function assertNothingUnsafeAcked(total: number, info: QueueInfo, committed: number): void {
+  const acked = total - info.ready - info.unacked;
+  assert.ok(acked <= committed, `acknowledged ${acked} messages, only ${committed} committed`);
+  assert.ok(info.unacked > 0 && info.unacked <= MID_DRAIN_PREFETCH, `held unacknowledged: ${info.unacked}`);
+}
+
+/** Restores `proxy`, then waits until the queue is settled and the service no longer reports the database failing. */
+async function healAndRecover(c: Case, proxy: TcpProxy, service: ServiceProcess): Promise<void> {
+  proxy.restore();
+  await untilQueueSettled(c.deadline, c.queue.name);
+  await c.deadline.until(async () => !(await service.status()).database_failing, "the service reports recovery");
 }
 
 faultCase(
@@ -434,9 +453,7 @@ faultCase(
   90_000,
   async (c) => {
     const mix = buildMix({ valid: 30_000, duplicates: 100, copies: 100, malformed: 30, seed: 701 });
-    await c.queue.declare();
-    await c.queue.publish(mix.bodies);
-    const service = await c.spawn({ BATCH_SIZE: "20", RABBITMQ_PREFETCH_COUNT: "60", RETRY_DELAY_SECONDS: "0.2" });
+    const service = await publishAndSpawn(c, mix.bodies, { ...MID_DRAIN, RETRY_DELAY_SECONDS: "0.2" });
     await untilTaken(c, service, 1000);
     try {
       assert.ok(await pgctl("restart", "--mode", "fast"), "pg_ctlcluster restart");
@@ -637,9 +654,7 @@ faultCase(
     ];
     const bodies = [...mix.bodies];
     poison.forEach((p, i) => bodies.splice(100 + i * 300, 0, p));
-    await c.queue.declare();
-    await c.queue.publish(bodies);
-    const service = await c.spawn({ BATCH_SIZE: "50", RABBITMQ_PREFETCH_COUNT: "150" });
+    const service = await publishAndSpawn(c, bodies, { BATCH_SIZE: "50", RABBITMQ_PREFETCH_COUNT: "150" });
 
     await untilQueueSettled(c.deadline, c.queue.name);
     await assertExactOutcome(c.db.sql, mix.expected, mix.contents);

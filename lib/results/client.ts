@@ -21,21 +21,13 @@ export class StreamClient {
    * synchronously, with no promise per client and wake). Must not throw.
    */
   onwake: (() => void) | undefined;
-  #wake: PromiseWithResolvers<void> | undefined;
 
   constructor(at: number | undefined) {
     this.at = at;
   }
 
-  /** Resolves at the next wake: a change sent, a heartbeat or a close. */
-  changed(): Promise<void> {
-    return (this.#wake ??= Promise.withResolvers()).promise;
-  }
-
+  /** A change to send, a heartbeat or a close: its stream asks the hub what is due. */
   wake(): void {
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.resolve();
     this.onwake?.();
   }
 }

@@ -182,7 +182,7 @@ export class ResultsHub {
 
   /**
    * What to send `client` next: its snapshot, the laws changed since its last event, or a heartbeat;
-   * undefined when it is up to date (wait for {@link StreamClient.changed}).
+   * undefined when it is up to date (its next {@link StreamClient.wake} says when to ask again).
    */
   next(client: StreamClient): Uint8Array | undefined {
     if (client.at === undefined) {

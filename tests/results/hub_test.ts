@@ -84,7 +84,9 @@ Deno.test("hub: heartbeats wake an idle client", async () => {
   try {
     const client = hub.connect(null);
     hub.next(client);
-    await client.changed();
+    const woken = Promise.withResolvers<void>();
+    client.onwake = () => woken.resolve();
+    await woken.promise;
     assert.equal(decode(hub.next(client))!.text, ": heartbeat\n\n");
   } finally {
     hub.close();

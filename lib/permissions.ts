@@ -15,6 +15,9 @@
 import type { Config } from "./config.ts";
 import { bracket, hostPort } from "./url.ts";
 
+/** PostgreSQL's default port, by URL scheme. */
+const POSTGRES_PORTS = { postgres: 5432, postgresql: 5432 };
+
 /** The parts of the configuration the permission set depends on. */
 export type PermissionConfig = Pick<
   Config,
@@ -40,10 +43,10 @@ export interface Endpoint {
 /** The addresses `config` makes the service connect to (every broker node, database) and listen on (HTTP). */
 export function endpoints(config: PermissionConfig): Endpoint[] {
   const brokers = config.rabbitmqUrls.map((url) => endpoint(url, { amqp: 5672, amqps: 5671 }));
-  const database = endpoint(config.databaseUrl, { postgres: 5432, postgresql: 5432 });
+  const database = endpoint(config.databaseUrl, POSTGRES_PORTS);
   const results = config.resultsDatabaseUrl === undefined
     ? undefined
-    : endpoint(config.resultsDatabaseUrl, { postgres: 5432, postgresql: 5432 });
+    : endpoint(config.resultsDatabaseUrl, POSTGRES_PORTS);
   const databaseAddress = hostPort(database.host, database.port);
   const resultsAddress = results && hostPort(results.host, results.port);
   const unique = new Map(brokers.map((broker) => [hostPort(broker.host, broker.port), broker]));

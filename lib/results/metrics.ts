@@ -26,8 +26,14 @@ export function resultsMetrics(registers: client.Registry[], stats: () => Result
   resultsStreamEvents: client.Counter<"type">;
   resultsListenerReconnects: client.Counter;
 } {
-  // A counter goes up by what was added since the last scrape.
-  const seen = { events: Object.fromEntries(STREAM_EVENT_TYPES.map((t) => [t, 0])), reconnects: 0 };
+  // A counter goes up by what was added since the last scrape: how much `now` grew since then.
+  const seen = new Map<string, number>();
+  const growth = (key: string, now: number | undefined): number => {
+    const before = seen.get(key) ?? 0;
+    if (now === undefined) return 0;
+    seen.set(key, now);
+    return Math.max(0, now - before);
+  };
   const resultsStreamEvents = new client.Counter({
     name: "results_stream_events_total",
     help: `Events sent to /results/stream clients, one per client, by type (${STREAM_EVENT_TYPES.join(", ")})`,
@@ -36,9 +42,8 @@ export function resultsMetrics(registers: client.Registry[], stats: () => Result
     collect() {
       const events = stats()?.events;
       for (const type of STREAM_EVENT_TYPES) {
-        const now = events?.[type] ?? seen.events[type];
-        if (now > seen.events[type]) this.inc({ type }, now - seen.events[type]);
-        seen.events[type] = now;
+        const added = growth(type, events?.[type]);
+        if (added > 0) this.inc({ type }, added);
       }
     },
   });
@@ -59,9 +64,8 @@ export function resultsMetrics(registers: client.Registry[], stats: () => Result
       help: "Times the live results' listening connection listened again after the first (each then resynchronises)",
       registers,
       collect() {
-        const now = stats()?.listenerReconnects ?? seen.reconnects;
-        if (now > seen.reconnects) this.inc(now - seen.reconnects);
-        seen.reconnects = now;
+        const added = growth("reconnects", stats()?.listenerReconnects);
+        if (added > 0) this.inc(added);
       },
     }),
   };

@@ -122,6 +122,14 @@ export function benchMix(options: Options, n: number, minDuplicateDistance = opt
   });
 }
 
+/** PIDs of the service's PostgreSQL backends on `db` (its write pool's `application_name`), for their CPU. */
+export async function serviceBackends(db: { sql: postgres.Sql }): Promise<number[]> {
+  const rows = await db.sql<{ pid: number }[]>`
+    select pid from pg_stat_activity
+    where datname = current_database() and application_name = 'vote-aggregator'`;
+  return rows.map((r) => r.pid);
+}
+
 /** The generator's expected totals in the shape of the tests' `results()`: `{law: [oui, non]}`. */
 export function expectedResults(votes: GeneratedVotes): Record<string, [number, number]> {
   return Object.fromEntries(Object.entries(votes.expected).map(([law, t]) => [law, [t.oui, t.non]]));

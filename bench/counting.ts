@@ -17,7 +17,7 @@ import { migrate } from "../lib/migrations.ts";
 import { parseVote, type Vote } from "../lib/vote.ts";
 import { VoteWriter } from "../lib/writer.ts";
 import { cpuSeconds } from "../tests/support/process.ts";
-import { createTestDatabase, testPool } from "../tests/support/servers.ts";
+import { createTestDatabase, insertAuditRows, testPool } from "../tests/support/servers.ts";
 import { generateVotes } from "../tools/publish.ts";
 import { DUPLICATE_FRACTION, type Options } from "./common.ts";
 import { progress, type Row, say } from "./report.ts";
@@ -37,7 +37,7 @@ export async function counting(options: Options, n: number, signal: AbortSignal)
     try {
       await migrate(sql);
       const votes = votesOf(n, options.laws, run.duplicates, options.batchSize);
-      if (run.workerRows) await writeWorkerRows(sql, votes);
+      if (run.workerRows) await insertAuditRows(sql, firstCopies(votes), "validated");
       const [{ pid }] = await sql<{ pid: number }[]>`select pg_backend_pid() as pid`;
       const writer = new VoteWriter(sql, { instance: "bench-counting" });
       const cpuBefore = cpuSeconds(pid) ?? 0;
@@ -89,17 +89,8 @@ function votesOf(n: number, laws: number, duplicates: number, batchSize: number)
   return votes;
 }
 
-/** The validation worker's rows, written before it publishes: one `'validated'` row per distinct vote. */
-async function writeWorkerRows(sql: ReturnType<typeof testPool>, votes: Vote[]): Promise<void> {
+/** The first vote of each hash: the worker writes one row per distinct vote. */
+function firstCopies(votes: Vote[]): Vote[] {
   const seen = new Set<string>();
-  const firsts = votes.filter((v) => !seen.has(v.hash) && seen.add(v.hash));
-  for (let i = 0; i < firsts.length; i += 10_000) {
-    const part = firsts.slice(i, i + 10_000);
-    await sql`
-      insert into vote_audit (vote_hash, citizen_id, law_id, vote, status, "timestamp")
-      select h, c, l, v, 'validated', t
-      from unnest(${sql.array(part.map((v) => v.hash))}::text[], ${sql.array(part.map((v) => v.citizenId))}::text[],
-                  ${sql.array(part.map((v) => v.lawId))}::text[], ${sql.array(part.map((v) => v.choice))}::text[],
-                  ${sql.array(part.map((v) => v.timestamp))}::timestamptz[]) as u(h, c, l, v, t)`;
-  }
+  return votes.filter((v) => !seen.has(v.hash) && seen.add(v.hash));
 }

@@ -10,7 +10,7 @@
  */
 
 import { createTestDatabase, createTestQueue } from "../tests/support/servers.ts";
-import { cpuSeconds, peakRssMb, pidsNamed, treeCpuSeconds } from "../tests/support/process.ts";
+import { peakRssMb, pidsNamed, totalCpuSeconds, treeCpuSeconds } from "../tests/support/process.ts";
 import { spawnService } from "../tests/support/service.ts";
 import {
   benchEnv,
@@ -18,6 +18,7 @@ import {
   exactnessNotes,
   type Options,
   preload,
+  serviceBackends,
   SHUTDOWN_GRACE_MS,
   sleep,
   visibleVotes,
@@ -37,8 +38,8 @@ export async function drain(options: Options, n: number, label: string, signal: 
   let cpuAtFirst: { service: number; postgres: number; broker: number; visible: number } | undefined;
   let backends: number[] = [];
   const brokers = pidsNamed("beam.smp");
-  const brokerCpu = () => brokers.reduce((sum, pid) => sum + (cpuSeconds(pid) ?? 0), 0);
-  const postgresCpu = () => backends.reduce((sum, pid) => sum + (cpuSeconds(pid) ?? 0), 0);
+  const brokerCpu = () => totalCpuSeconds(brokers);
+  const postgresCpu = () => totalCpuSeconds(backends);
   let visible = 0;
   let peakRss = 0;
   while (visible < votes.valid) {
@@ -47,9 +48,7 @@ export async function drain(options: Options, n: number, label: string, signal: 
     const now = performance.now();
     if (visible > 0 && cpuAtFirst === undefined) {
       firstVisibleAt = now;
-      backends = (await db.sql<{ pid: number }[]>`
-        select pid from pg_stat_activity
-        where datname = current_database() and application_name = 'vote-aggregator'`).map((r) => r.pid);
+      backends = await serviceBackends(db);
       cpuAtFirst = { service: treeCpuSeconds(service.pid), postgres: postgresCpu(), broker: brokerCpu(), visible };
     }
     peakRss = Math.max(peakRss, peakRssMb(service.pid) ?? 0);

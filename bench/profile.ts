@@ -18,11 +18,19 @@
 
 import { parseFlags } from "../lib/cli.ts";
 import { loadConfig } from "../lib/config.ts";
-import { cpuSeconds } from "../tests/support/process.ts";
+import { cpuSeconds, totalCpuSeconds } from "../tests/support/process.ts";
 import { createTestDatabase, createTestQueue } from "../tests/support/servers.ts";
 import { spawnService } from "../tests/support/service.ts";
 import { permissionFlags } from "../tools/permissions.ts";
-import { benchEnv, benchMix, type Options, preload, SHUTDOWN_GRACE_MS, visibleVotes } from "./common.ts";
+import {
+  benchEnv,
+  benchMix,
+  type Options,
+  preload,
+  serviceBackends,
+  SHUTDOWN_GRACE_MS,
+  visibleVotes,
+} from "./common.ts";
 
 interface ProfileNode {
   id: number;
@@ -100,13 +108,11 @@ async function drainProfiled(n: number, dir: string): Promise<string> {
   await using service = await spawnService(env, { permissions, waitHealthy: false });
   let first: { visible: number; service: number; postgres: number } | undefined;
   let backends: number[] = [];
-  const postgresCpu = () => backends.reduce((sum, pid) => sum + (cpuSeconds(pid) ?? 0), 0);
+  const postgresCpu = () => totalCpuSeconds(backends);
   for (let visible = 0; visible < votes.valid;) {
     visible = await visibleVotes(db.sql);
     if (visible > 0 && first === undefined) {
-      backends = (await db.sql<{ pid: number }[]>`
-        select pid from pg_stat_activity
-        where datname = current_database() and application_name = 'vote-aggregator'`).map((r) => r.pid);
+      backends = await serviceBackends(db);
       first = { visible, service: cpuSeconds(service.pid) ?? 0, postgres: postgresCpu() };
     }
     if (service.exitCode !== undefined) throw new Error(`the service exited:\n${service.output().slice(-2000)}`);

@@ -3,7 +3,7 @@ import { migrate } from "../../lib/migrations.ts";
 import { recordDuplicates } from "../../lib/sql/record_duplicates.ts";
 import { countVotes } from "../../lib/sql/count_votes.ts";
 import type { Vote } from "../../lib/vote.ts";
-import { createTestDatabase, results, testPool } from "../support/servers.ts";
+import { createTestDatabase, insertAuditRows, results, testPool } from "../support/servers.ts";
 import { sha256 } from "../support/votes.ts";
 
 const STORED = 20_000;
@@ -40,14 +40,8 @@ Deno.test("count_votes: with stale statistics a batch probes vote_audit's indexe
     await sql`alter table vote_audit set (autovacuum_enabled = false)`;
     const worker = Array.from({ length: STORED }, (_, i) => vote(i));
     const counted = Array.from({ length: STORED }, (_, i) => vote(STORED + i));
-    for (const [rows, status] of [[worker, "validated"], [counted, "aggregated"]] as const) {
-      await sql`
-        insert into vote_audit (vote_hash, citizen_id, law_id, vote, choice, status, "timestamp")
-        select h, c, l, v, v, ${status}, '2026-11-22T10:00:00Z'
-        from unnest(${sql.array(rows.map((v) => v.hash))}::text[], ${sql.array(rows.map((v) => v.citizenId!))}::text[],
-                    ${sql.array(rows.map((v) => v.lawId))}::text[], ${sql.array(rows.map((v) => v.choice))}::text[])
-          as u(h, c, l, v)`;
-    }
+    await insertAuditRows(sql, worker, "validated");
+    await insertAuditRows(sql, counted, "aggregated");
 
     // A batch of 300: 100 with a worker's row, 100 new, 50 redeliveries and 50 duplicate attempts of counted votes.
     const batch = [

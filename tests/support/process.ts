@@ -90,9 +90,14 @@ export function cpuSeconds(pid: number): number | undefined {
   }
 }
 
+/** CPU seconds of `pids` together (those gone count 0). */
+export function totalCpuSeconds(pids: readonly number[]): number {
+  return pids.reduce((sum, pid) => sum + (cpuSeconds(pid) ?? 0), 0);
+}
+
 /** CPU seconds of `root` and every descendant (a service under `deno task start` is a grandchild). */
 export function treeCpuSeconds(root: number): number {
-  return [root, ...descendants(root)].reduce((sum, pid) => sum + (cpuSeconds(pid) ?? 0), 0);
+  return totalCpuSeconds([root, ...descendants(root)]);
 }
 
 /** Pids of the processes whose command name (`/proc/<pid>/comm`) is `name`, e.g. `beam.smp`. */

@@ -16,6 +16,7 @@ import postgres from "postgres";
 import { declareTopology } from "../../lib/broker/topology.ts";
 import { connectDatabase, type Sql } from "../../lib/database.ts";
 import { setupLogging } from "../../lib/log.ts";
+import type { Vote } from "../../lib/vote.ts";
 import { Deadline } from "./wait.ts";
 
 export const POSTGRES_URL = Deno.env.get("TEST_POSTGRES_URL") ?? "postgres://postgres@127.0.0.1:5432/postgres";
@@ -109,6 +110,23 @@ export async function results(sql: postgres.Sql): Promise<Record<string, [number
   const rows = await sql<{ law_id: string; oui_count: string; non_count: string }[]>`
     select law_id, oui_count, non_count from vote_results order by law_id`;
   return Object.fromEntries(rows.map((r) => [r.law_id, [Number(r.oui_count), Number(r.non_count)]]));
+}
+
+/**
+ * `vote_audit` rows for `votes`, written directly: `'validated'`, as the validation worker writes them
+ * before it publishes (the seed's `vote` column, no `choice`), or `'aggregated'`, as if counted before.
+ * In chunks of 10,000 (one statement each).
+ */
+export async function insertAuditRows(sql: postgres.Sql, votes: readonly Vote[], status: "validated" | "aggregated") {
+  for (let i = 0; i < votes.length; i += 10_000) {
+    const part = votes.slice(i, i + 10_000);
+    await sql`
+      insert into vote_audit (vote_hash, citizen_id, law_id, vote, status, "timestamp")
+      select h, c, l, v, ${status}, t
+      from unnest(${sql.array(part.map((v) => v.hash))}::text[], ${sql.array(part.map((v) => v.citizenId))}::text[],
+                  ${sql.array(part.map((v) => v.lawId))}::text[], ${sql.array(part.map((v) => v.choice))}::text[],
+                  ${sql.array(part.map((v) => v.timestamp))}::timestamptz[]) as u(h, c, l, v, t)`;
+  }
 }
 
 /** Votes counted in `vote_results`; 0 before the service created the table. */

@@ -210,13 +210,14 @@ async function main(args: string[]): Promise<number> {
 
   const rows: Row[] = [];
   let failed = false;
-  const phase = async (name: string, run: (signal: AbortSignal) => Promise<Row>) => {
+  /** Runs one phase, within its timeout; its row or rows (one phase may measure several) go into the table. */
+  const phase = async (name: string, run: (signal: AbortSignal) => Promise<Row | Row[]>) => {
     if (interrupted.signal.aborted) return;
     lost = new AbortController();
     const timeout = AbortSignal.timeout(options.phaseTimeoutMs);
     const signal = AbortSignal.any([interrupted.signal, lost.signal, timeout]);
     try {
-      rows.push(await run(signal));
+      rows.push(...[await run(signal)].flat());
     } catch (error) {
       failed = true;
       const reason = timeout.aborted
@@ -236,29 +237,9 @@ async function main(args: string[]): Promise<number> {
   if (!options.skipLatency) {
     for (const timeout of options.timeouts) await phase(`latency ${timeout}`, (s) => latency(options, timeout, s));
   }
-  if (options.subscribers > 0) {
-    await phase("subscribers", async (s) => {
-      const [without, withThem] = await subscribers(options, s);
-      rows.push(without);
-      return withThem;
-    });
-  }
-  if (options.ledger) {
-    // Four rows from one phase: the first three pushed here, the last by phase().
-    await phase("ledger cost", async (s) => {
-      const measured = await ledgerCost(options, options.n, s);
-      rows.push(...measured.slice(0, -1));
-      return measured[measured.length - 1];
-    });
-  }
-  if (options.counting > 0) {
-    // Three rows from one phase: the first two pushed here, the last by phase().
-    await phase("counting", async (s) => {
-      const measured = await counting(options, options.counting, s);
-      rows.push(...measured.slice(0, -1));
-      return measured[measured.length - 1];
-    });
-  }
+  if (options.subscribers > 0) await phase("subscribers", (s) => subscribers(options, s));
+  if (options.ledger) await phase("ledger cost", (s) => ledgerCost(options, options.n, s));
+  if (options.counting > 0) await phase("counting", (s) => counting(options, options.counting, s));
   if (options.recount > 0) await phase("recount", (s) => recountRate(options, options.recount, s));
   if (options.backlog > 0) {
     await phase("backlog", (s) => drain(options, options.backlog, "backlog (5 % dup, 1 % bad)", s));

@@ -2,7 +2,7 @@
  * The vote aggregator: consumes validated votes from RabbitMQ, commits exact
  * per-law totals to PostgreSQL, and serves its control plane over HTTP.
  *
- * Reads `.env` and the environment (see `lib/config.ts`), starts the service,
+ * Reads `.env` and the environment (see `lib/config/config.ts`), starts the service,
  * and on SIGINT or SIGTERM stops it, in any phase. Exit codes:
  *
  * - 0: stopped with nothing left in flight — a signal during start-up
@@ -22,10 +22,10 @@
  */
 
 import { verifyCommand } from "./lib/audit/command.ts";
-import { loadConfigOrExit } from "./lib/cli.ts";
+import { loadConfigOrExit } from "./lib/config/cli.ts";
 import { deadLettersCommand } from "./lib/dead_letters/command.ts";
 import { getLogger, setupLogging } from "./lib/log.ts";
-import { deniedEndpoints } from "./lib/permissions.ts";
+import { deniedEndpoints } from "./lib/config/permissions.ts";
 import { AbortedError } from "./lib/retry.ts";
 import { type Service, type StartPhase, startService } from "./lib/service.ts";
 import { delay, withTimeout } from "./lib/timeout.ts";

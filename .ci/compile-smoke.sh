@@ -4,7 +4,7 @@
 #
 # deno compile needs denort, Deno's runtime-only binary of the same version: from DENORT_BIN, or
 # downloaded from Deno's own host. When neither works this prints why and exits 0 (skipped), as
-# the permission set itself is tested through `deno task start` by tests/permissions_test.ts.
+# the permission set itself is tested through `deno task start` by tests/config/permissions_test.ts.
 # Env: DENORT_BIN (optional), TEST_POSTGRES_URL / TEST_RABBITMQ_URL (as for the tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -13,9 +13,9 @@
  * @module
  */
 
-import { migrate } from "../lib/migrations.ts";
+import { migrate } from "../lib/database/migrations.ts";
 import { parseVote, type Vote } from "../lib/vote.ts";
-import { VoteWriter } from "../lib/writer.ts";
+import { VoteWriter } from "../lib/database/writer.ts";
 import { cpuSeconds } from "../tests/support/process.ts";
 import { createTestDatabase, insertAuditRows, testPool } from "../tests/support/servers.ts";
 import { generateVotes } from "../tools/publish.ts";

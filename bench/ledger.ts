@@ -13,9 +13,9 @@
  * @module
  */
 
-import { migrate } from "../lib/migrations.ts";
+import { migrate } from "../lib/database/migrations.ts";
 import type { Vote } from "../lib/vote.ts";
-import { VoteWriter } from "../lib/writer.ts";
+import { VoteWriter } from "../lib/database/writer.ts";
 import { createTestDatabase, testPool } from "../tests/support/servers.ts";
 import { sha256 } from "../tests/support/votes.ts";
 import type { Options } from "./common.ts";

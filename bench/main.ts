@@ -34,9 +34,9 @@
  * @module
  */
 
-import { numberFlag, parseFlags, UsageError } from "../lib/cli.ts";
-import { ConfigError, loadConfig } from "../lib/config.ts";
-import { VARIABLES } from "../lib/variables.ts";
+import { numberFlag, parseFlags, UsageError } from "../lib/config/cli.ts";
+import { ConfigError, loadConfig } from "../lib/config/config.ts";
+import { VARIABLES } from "../lib/config/variables.ts";
 import { ceiling } from "./ceiling.ts";
 import type { Options } from "./common.ts";
 import { drain } from "./drain.ts";

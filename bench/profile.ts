@@ -16,8 +16,8 @@
  * @module
  */
 
-import { parseFlags } from "../lib/cli.ts";
-import { loadConfig } from "../lib/config.ts";
+import { parseFlags } from "../lib/config/cli.ts";
+import { loadConfig } from "../lib/config/config.ts";
 import { cpuSeconds, totalCpuSeconds } from "../tests/support/process.ts";
 import { createTestDatabase, createTestQueue } from "../tests/support/servers.ts";
 import { spawnService } from "../tests/support/service.ts";

@@ -2,7 +2,7 @@
  * Phase `--recount N`: how fast `verify` recounts and replays a large audit
  * trail. A fresh database gets N counted votes in batches of BATCH_SIZE
  * (one `INSERT … SELECT generate_series`), a ledger chained over them by the
- * counting statement's own ledger CTEs (lib/sql/append_ledger.ts), batch after
+ * counting statement's own ledger CTEs (lib/database/sql/append_ledger.ts), batch after
  * batch, and the matching `vote_results`; then `verify` runs on it, timed, and
  * must agree. The database is dropped afterwards.
  *
@@ -10,9 +10,9 @@
  */
 
 import { verify } from "../lib/audit/verify.ts";
-import type { Sql } from "../lib/database.ts";
-import { migrate } from "../lib/migrations.ts";
-import { appendLedger } from "../lib/sql/append_ledger.ts";
+import type { Sql } from "../lib/database/pool.ts";
+import { migrate } from "../lib/database/migrations.ts";
+import { appendLedger } from "../lib/database/sql/append_ledger.ts";
 import { createTestDatabase, testPool } from "../tests/support/servers.ts";
 import type { Options } from "./common.ts";
 import { progress, type Row, say } from "./report.ts";

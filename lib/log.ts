@@ -21,7 +21,7 @@ import {
   type Logger,
   type LogLevel as LogTapeLevel,
 } from "@logtape/logtape";
-import type { LogFormat, LogLevel } from "./config.ts";
+import type { LogFormat, LogLevel } from "./config/config.ts";
 
 export type { Logger };
 

@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import { loadConfig } from "./config.ts";
+ * import { loadConfig } from "./config/config.ts";
  * import { startService } from "./service.ts";
  * const service = await startService(loadConfig(Deno.env.get));
  * await service.stop(); // drains: commits and acknowledges what is batched
@@ -14,22 +14,22 @@
  * @module
  */
 
-import type { Config } from "./config.ts";
-import { redactUrl } from "./url.ts";
+import type { Config } from "./config/config.ts";
+import { redactUrl } from "./config/url.ts";
 import { MAX_COPIED_HEADER_BYTES } from "./broker/dead_letter.ts";
 import { BrokerSession } from "./broker/session.ts";
 import { BrokerNodes } from "./broker/nodes.ts";
-import type { Sql } from "./database.ts";
-import { migrate } from "./migrations.ts";
-import { serveControlPlane } from "./http.ts";
+import type { Sql } from "./database/pool.ts";
+import { migrate } from "./database/migrations.ts";
+import { serveControlPlane } from "./http/server.ts";
 import { getLogger } from "./log.ts";
-import { createMetrics, type Metrics } from "./metrics.ts";
+import { createMetrics, type Metrics } from "./metrics/registry.ts";
 import { Aggregator } from "./pipeline/aggregator.ts";
 import { type LiveResults, startLiveResults } from "./results/live.ts";
 import { abortable, AbortedError } from "./retry.ts";
 import { openDatabase, STARTUP_ATTEMPTS } from "./startup.ts";
 import { withTimeout } from "./timeout.ts";
-import { VoteWriter } from "./writer.ts";
+import { VoteWriter } from "./database/writer.ts";
 
 const log = getLogger("service");
 

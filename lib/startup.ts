@@ -14,13 +14,13 @@
  */
 
 import postgres from "postgres";
-import type { Config } from "./config.ts";
-import { connectDatabase, ensureDatabase, type Sql, warmUp } from "./database.ts";
+import type { Config } from "./config/config.ts";
+import { connectDatabase, ensureDatabase, type Sql, warmUp } from "./database/pool.ts";
 import { getLogger } from "./log.ts";
-import { usePreparedStatements } from "./pooler.ts";
+import { usePreparedStatements } from "./database/pooler.ts";
 import { AbortedError, retry, RetryError } from "./retry.ts";
 import { TimeoutError } from "./timeout.ts";
-import { redactUrl } from "./url.ts";
+import { redactUrl } from "./config/url.ts";
 
 const log = getLogger("startup");
 

@@ -1,7 +1,7 @@
 -- 003: a per-law version for the live results (lib/results/).
 --
 -- vote_results.version goes up by one with every committed change the counting statement makes to
--- the row (lib/sql/count_votes.ts), and the same statement notifies the channel
+-- the row (lib/database/sql/count_votes.ts), and the same statement notifies the channel
 -- vote_results_changed with the changed law ids and their versions. A client of the results stream
 -- keeps, per law, the totals with the highest version: an event that arrives late or twice cannot
 -- take a law's numbers back.

@@ -1,5 +1,5 @@
 -- 004: the batch ledger (issue 15): every committed batch that counted a vote appends one row, chained
--- by SHA-256 to the row before it, in the counting transaction (lib/sql/count_votes.ts). `deno task verify`
+-- by SHA-256 to the row before it, in the counting transaction (lib/database/sql/count_votes.ts). `deno task verify`
 -- (lib/audit/) replays the chain against vote_audit and recounts vote_results.
 --
 -- * vote_audit.batch_id ties each counted vote to the batch that counted it. Nullable: the validation

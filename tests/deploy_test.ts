@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import YAML from "yaml";
-import { describeVariable, VARIABLE_NAMES } from "../lib/variables.ts";
+import { describeVariable, VARIABLE_NAMES } from "../lib/config/variables.ts";
 import { startService } from "../lib/service.ts";
 import { createTestDatabase, createTestQueue } from "./support/servers.ts";
 import { testConfig } from "./support/service.ts";

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { describeVariable, VARIABLE_NAMES } from "../lib/variables.ts";
+import { describeVariable, VARIABLE_NAMES } from "../lib/config/variables.ts";
 
 const read = (path: string) => Deno.readTextFile(new URL(`../${path}`, import.meta.url));
 
-Deno.test("docs: the README's configuration table matches lib/config.ts", async () => {
+Deno.test("docs: the README's configuration table matches lib/config/config.ts", async () => {
   const readme = await read("README.md");
   for (const name of VARIABLE_NAMES) {
     const variable = describeVariable(name);

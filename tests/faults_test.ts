@@ -666,7 +666,7 @@ faultCase(
       "each poison vote once, nothing else",
     );
     // Since issue 12 the parser refuses what PostgreSQL would (one dead-letter, no bisection of the batch);
-    // the database's own refusal and its isolation are tested in tests/writer_test.ts.
+    // the database's own refusal and its isolation are tested in tests/database/writer_test.ts.
     for (const m of dead) {
       assert.equal(m.properties.headers?.[REJECT_REASON_HEADER], "invalid_field");
       assert.match(String(m.properties.headers?.[REJECT_DETAIL_HEADER]), /NUL character|ISO 8601/);

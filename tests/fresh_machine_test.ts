@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { ensureDatabase } from "../lib/database.ts";
+import { ensureDatabase } from "../lib/database/pool.ts";
 import { createTestQueue, POSTGRES_URL, RABBITMQ_URL, uniqueName } from "./support/servers.ts";
 import { spawnService } from "./support/service.ts";
 

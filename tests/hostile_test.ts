@@ -12,7 +12,7 @@
 
 import assert from "node:assert/strict";
 import { REJECT_REASON_HEADER } from "../lib/broker/dead_letter.ts";
-import { MIGRATION_LOCK_KEY } from "../lib/migrations.ts";
+import { MIGRATION_LOCK_KEY } from "../lib/database/migrations.ts";
 import { peakRssMb } from "./support/process.ts";
 import { TcpProxy, viaPort } from "./support/proxy.ts";
 import {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import YAML from "yaml";
-import { createMetrics } from "../lib/metrics.ts";
+import { createMetrics } from "../lib/metrics/registry.ts";
 import { HAVE_PROMTOOL, promtool } from "./support/promtool.ts";
 
 const path = (file: string) => new URL(`../${file}`, import.meta.url).pathname;

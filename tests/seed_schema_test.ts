@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import type postgres from "postgres";
-import { migrate, MIGRATIONS } from "../lib/migrations.ts";
+import { migrate, MIGRATIONS } from "../lib/database/migrations.ts";
 import { startService } from "../lib/service.ts";
 import { createTestDatabase, createTestQueue, results, type TestDatabase, testPool } from "./support/servers.ts";
 import { testConfig } from "./support/service.ts";

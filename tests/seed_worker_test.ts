@@ -7,9 +7,9 @@
 
 import assert from "node:assert/strict";
 import type postgres from "postgres";
-import { migrate } from "../lib/migrations.ts";
+import { migrate } from "../lib/database/migrations.ts";
 import { startService } from "../lib/service.ts";
-import { VoteWriter } from "../lib/writer.ts";
+import { VoteWriter } from "../lib/database/writer.ts";
 import { createTestDatabase, createTestQueue, results, type TestDatabase, testPool } from "./support/servers.ts";
 import { testConfig } from "./support/service.ts";
 import { sha256 } from "./support/votes.ts";

@@ -6,10 +6,10 @@ import { createTestDatabase, createTestQueue, lockLaw, RABBITMQ_URL, results, te
 import { serviceEnv, spawnService, testConfig } from "./support/service.ts";
 import { seedVote, workerVote } from "./support/votes.ts";
 import { waitForEvent, waitUntil } from "./support/wait.ts";
-import { migrate } from "../lib/migrations.ts";
-import { createMetrics } from "../lib/metrics.ts";
+import { migrate } from "../lib/database/migrations.ts";
+import { createMetrics } from "../lib/metrics/registry.ts";
 import { startService } from "../lib/service.ts";
-import { VoteWriter } from "../lib/writer.ts";
+import { VoteWriter } from "../lib/database/writer.ts";
 
 Deno.test("service: a mixed stream is counted exactly; malformed messages end in the DLQ with their reason", async () => {
   await using db = await createTestDatabase();

@@ -3,7 +3,7 @@ import postgres from "postgres";
 import { describeConnectionFailure, isConnectionFailure, openDatabase } from "../lib/startup.ts";
 import { AbortedError } from "../lib/retry.ts";
 import { TimeoutError } from "../lib/timeout.ts";
-import { loadConfig } from "../lib/config.ts";
+import { loadConfig } from "../lib/config/config.ts";
 import { TcpProxy } from "./support/proxy.ts";
 import { POSTGRES_URL } from "./support/servers.ts";
 import { waitUntil } from "./support/wait.ts";

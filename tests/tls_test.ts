@@ -1,5 +1,5 @@
 /**
- * TLS to PostgreSQL, for real: the service's pool (lib/database.ts) against a
+ * TLS to PostgreSQL, for real: the service's pool (lib/database/pool.ts) against a
  * server that speaks TLS, under each POSTGRES_SSLMODE.
  *
  * The server is the shared one (TEST_POSTGRES_URL) when `SHOW ssl` is on there.
@@ -11,8 +11,8 @@
  */
 
 import assert from "node:assert/strict";
-import { connectDatabase, type Sql, warmUp } from "../lib/database.ts";
-import { type Config, loadConfig } from "../lib/config.ts";
+import { connectDatabase, type Sql, warmUp } from "../lib/database/pool.ts";
+import { type Config, loadConfig } from "../lib/config/config.ts";
 import { startService } from "../lib/service.ts";
 import { POSTGRES_URL } from "./support/servers.ts";
 import { freePort } from "./support/service.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { loadConfig } from "../lib/config.ts";
+import { loadConfig } from "../lib/config/config.ts";
 import { BATCH_SPAN } from "../lib/pipeline/tracing.ts";
 import { permissionFlags } from "../tools/permissions.ts";
 import { createTestDatabase, createTestQueue, lockLaw, results } from "./support/servers.ts";

@@ -12,9 +12,9 @@
  */
 
 import assert from "node:assert/strict";
-import { migrate } from "../lib/migrations.ts";
+import { migrate } from "../lib/database/migrations.ts";
 import { parseVote, type Vote } from "../lib/vote.ts";
-import { VoteWriter } from "../lib/writer.ts";
+import { VoteWriter } from "../lib/database/writer.ts";
 import { createTestDatabase, testPool } from "./support/servers.ts";
 import { sha256 } from "./support/votes.ts";
 

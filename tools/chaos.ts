@@ -17,7 +17,7 @@
  * @module
  */
 
-import { numberFlag, orExit, parseFlags } from "../lib/cli.ts";
+import { numberFlag, orExit, parseFlags } from "../lib/config/cli.ts";
 import { formatSummary } from "./chaos/report.ts";
 import { runSoak } from "./chaos/soak.ts";
 

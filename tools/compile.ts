@@ -17,7 +17,7 @@
  * @module
  */
 
-import { loadConfigOrExit, orExit, UsageError } from "../lib/cli.ts";
+import { loadConfigOrExit, orExit, UsageError } from "../lib/config/cli.ts";
 import { permissionFlags } from "./permissions.ts";
 import { denoExecutable } from "./start.ts";
 

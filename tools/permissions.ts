@@ -2,7 +2,7 @@
  * The service's permission set: the one place that says what `main.ts` may do.
  * `deno task start` (tools/start.ts) runs the service with these flags,
  * `deno task compile` (tools/compile.ts) bakes them into the binary, and
- * tests/permissions_test.ts runs the real service under exactly them.
+ * tests/config/permissions_test.ts runs the real service under exactly them.
  *
  * It is computed from the configuration the service itself reads
  * (`loadConfig(await envWithDotenv())`), so the network allow-list names the
@@ -12,9 +12,9 @@
  *   database's host:port (`DATABASE_URL` or `POSTGRES_HOST`/`POSTGRES_PORT`), and the address the
  *   control plane listens on (`HTTP_HOST`:`PROMETHEUS_PORT`; Deno checks a listen against the bind
  *   address as written, so `0.0.0.0:8001` is its own entry and grants no outgoing connection).
- * - `--allow-env`: exactly `VARIABLE_NAMES` from lib/variables.ts.
+ * - `--allow-env`: exactly `VARIABLE_NAMES` from lib/config/variables.ts.
  * - `--allow-read`: `.env`, plus `RABBITMQ_CA_FILE` and `POSTGRES_SSLROOTCERT` when set. The SQL
- *   migrations are imported as text modules (lib/database.ts), so they need no read permission, in
+ *   migrations are imported as text modules (lib/database/pool.ts), so they need no read permission, in
  *   `deno run` or in the binary; `.env` stays relative, resolved against the working directory at run
  *   time in both.
  * - `--ignore-env` (grants nothing) for the variables npm:postgres reads as fallbacks: see
@@ -35,7 +35,7 @@
  * static set would either allow any host (`"net": true`, defeating the point)
  * or need deno.json edited per deployment; and its `env` list would be a second
  * copy of `VARIABLE_NAMES` that drifts. Deno 2.9 also prints that `-P` is
- * experimental. Generating the flags keeps one source (lib/config.ts), follows
+ * experimental. Generating the flags keeps one source (lib/config/config.ts), follows
  * the deployment's own configuration, and works the same for `deno run` and
  * `deno compile`.
  *
@@ -45,12 +45,12 @@
  * @module
  */
 
-import { loadConfigOrExit } from "../lib/cli.ts";
-import { VARIABLE_NAMES } from "../lib/variables.ts";
-import { endpoints, type PermissionConfig } from "../lib/permissions.ts";
-import { hostPort } from "../lib/url.ts";
+import { loadConfigOrExit } from "../lib/config/cli.ts";
+import { VARIABLE_NAMES } from "../lib/config/variables.ts";
+import { endpoints, type PermissionConfig } from "../lib/config/permissions.ts";
+import { hostPort } from "../lib/config/url.ts";
 
-export { deniedEndpoints, type Endpoint, endpoints, type PermissionConfig } from "../lib/permissions.ts";
+export { deniedEndpoints, type Endpoint, endpoints, type PermissionConfig } from "../lib/config/permissions.ts";
 
 /**
  * Environment variables npm:postgres (postgres.js 3.4.9, `parseOptions` in src/index.js) reads as
@@ -61,9 +61,9 @@ export { deniedEndpoints, type Endpoint, endpoints, type PermissionConfig } from
  * read throws (NotCapable) and the service cannot start.
  *
  * They are given to `--ignore-env`, not `--allow-env`: reads return `undefined`, so the database
- * connection follows lib/config.ts alone (a stray `PGSSLMODE`-like variable on a host cannot change
+ * connection follows lib/config/config.ts alone (a stray `PGSSLMODE`-like variable on a host cannot change
  * it) and no access is granted. Any other unexpected read still fails loudly, which
- * tests/permissions_test.ts would catch after a dependency upgrade.
+ * tests/config/permissions_test.ts would catch after a dependency upgrade.
  */
 export const IGNORED_ENV = [
   "PGHOST",
@@ -97,10 +97,10 @@ export const IGNORED_ENV = [
 export const DEPENDENCY_NOTES: readonly string[] = [
   "npm:postgres reads PG* variables (and USERNAME/USER/LOGNAME) as fallbacks for options the service " +
   "leaves unset; each read throws under --no-prompt. --ignore-env makes them undefined instead of " +
-  "granting them (IGNORED_ENV), so only lib/config.ts configures the connection.",
+  "granting them (IGNORED_ENV), so only lib/config/config.ts configures the connection.",
   "npm:prom-client's default process metrics read /proc/self/status, /proc/self/fd and /proc/self/limits " +
   "on Linux. Deno grants /proc/self only under --allow-all (not even --allow-read=/proc/self/status), " +
-  "which is not given. Left denied: lib/metrics.ts drops those five metrics and reports " +
+  "which is not given. Left denied: lib/metrics/registry.ts drops those five metrics and reports " +
   "process_resident_memory_bytes from Deno.memoryUsage(), which needs no permission.",
   "Traces (OTEL_DENO=true, lib/pipeline/tracing.ts): Deno's built-in OpenTelemetry reads OTEL_* and sends to " +
   "the collector from the runtime itself, outside the permission system, and npm:@opentelemetry/api reads no " +

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { loadConfigOrExit } from "../lib/cli.ts";
+import { loadConfigOrExit } from "../lib/config/cli.ts";
 import { permissionFlags, shellQuote } from "./permissions.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;

@@ -7,7 +7,7 @@
  * the pages, the ids themselves the rows. (Instances whose clocks disagree by
  * more than a chunk's time span make chunks overlap: still right, slower.)
  *
- * The canonical encoding (the same as {@link ../sql/append_ledger.ts} writes):
+ * The canonical encoding (the same as {@link ../database/sql/append_ledger.ts} writes):
  *
  * - a law's digest: `sha256` of `"<vote_hash><choice>"` (64 hex, `oui`/`non`) for each vote of the
  *   batch and law, in vote_hash order;

@@ -10,8 +10,8 @@
  * @module
  */
 
-import { loadToolConfigOrExit, orExit, parseFlags, UsageError } from "../cli.ts";
-import { connectDatabase } from "../database.ts";
+import { loadToolConfigOrExit, orExit, parseFlags, UsageError } from "../config/cli.ts";
+import { connectDatabase } from "../database/pool.ts";
 import { progressOnStderr } from "./progress.ts";
 import { digestLine, formatReport, reportJson } from "./report.ts";
 import { type ExpectedDigest, parseExpectedDigest, verify } from "./verify.ts";

@@ -17,7 +17,7 @@
  * @module
  */
 
-import type { Sql } from "../database.ts";
+import type { Sql } from "../database/pool.ts";
 import { type ChainReplay, replayChain } from "./chain.ts";
 import type { Finding } from "./findings.ts";
 import { agrees, type LawRecount, recount, unknownBatches } from "./recount.ts";

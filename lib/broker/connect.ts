@@ -11,7 +11,7 @@
 
 import amqp from "amqplib";
 import type { ChannelModel, Options, RecoveringChannelModel } from "amqplib";
-import { urlCredentials } from "../url.ts";
+import { urlCredentials } from "../config/url.ts";
 import { getLogger } from "../log.ts";
 import { abortable, AbortedError, backoffDelay } from "../retry.ts";
 import { STARTUP_ATTEMPTS, STARTUP_BACKOFF } from "../startup.ts";

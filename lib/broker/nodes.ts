@@ -21,7 +21,7 @@
  * @module
  */
 
-import { hostPort } from "../url.ts";
+import { hostPort } from "../config/url.ts";
 
 /** One node, as amqplib's `connect` takes an object URL (read again at each attempt). */
 export interface BrokerNode {

@@ -28,7 +28,7 @@
  */
 
 import type { Channel } from "amqplib";
-import type { QueueType } from "../config.ts";
+import type { QueueType } from "../config/config.ts";
 import { getLogger } from "../log.ts";
 
 const log = getLogger("broker");

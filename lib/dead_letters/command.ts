@@ -13,7 +13,7 @@
  */
 
 import amqp from "amqplib";
-import { loadToolConfigOrExit, orExit, parseFlags, UsageError } from "../cli.ts";
+import { loadToolConfigOrExit, orExit, parseFlags, UsageError } from "../config/cli.ts";
 import { brokerSocketOptions } from "../broker/connect.ts";
 import { deadLetterNames } from "../broker/topology.ts";
 import { purge, replay, show, summary } from "./operations.ts";

@@ -6,7 +6,7 @@
  *    dead-letter copy sent at once and rides on in its batch.
  * 2. `scheduler.ts` (with `batcher.ts`) — messages gather in the open batch;
  *    closed batches are committed, up to `maxInflightBatches` at a time.
- * 3. `outage.ts` — the commit (`../writer.ts`), retried through database
+ * 3. `outage.ts` — the commit (`../database/writer.ts`), retried through database
  *    outages with consumption paused.
  * 4. `dead_letters.ts` — votes the database refused are dead-lettered; a batch
  *    whose dead-letter copies were not all confirmed is not acknowledged.
@@ -21,8 +21,8 @@
 
 import type { Delivery } from "../broker/delivery.ts";
 import { getLogger } from "../log.ts";
-import type { Metrics } from "../metrics.ts";
-import type { CommitPart } from "../writer.ts";
+import type { Metrics } from "../metrics/registry.ts";
+import type { CommitPart } from "../database/writer.ts";
 import { TimeoutError, withTimeout } from "../timeout.ts";
 import { Acker, type Acknowledger } from "./acker.ts";
 import { type DeadLetterBroker, DeadLetters } from "./dead_letters.ts";

@@ -16,7 +16,7 @@
 import type { Delivery } from "../broker/delivery.ts";
 import { getLogger } from "../log.ts";
 import type { Rejection } from "../vote.ts";
-import type { CommitResult } from "../writer.ts";
+import type { CommitResult } from "../database/writer.ts";
 import type { Batch, Message } from "./message.ts";
 import type { Telemetry } from "./telemetry.ts";
 

@@ -18,7 +18,7 @@
 import { getLogger } from "../log.ts";
 import { AbortedError, retry, RetryError } from "../retry.ts";
 import type { Vote } from "../vote.ts";
-import type { CommitResult } from "../writer.ts";
+import type { CommitResult } from "../database/writer.ts";
 
 const log = getLogger("aggregator");
 

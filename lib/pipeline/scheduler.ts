@@ -14,7 +14,7 @@
  *   First copy wins: a batch sharing a vote hash with one still committing
  *   waits, or the later copy could commit first.
  *
- * It does not own what a commit does (`outage.ts`, `../writer.ts`) nor the
+ * It does not own what a commit does (`outage.ts`, `../database/writer.ts`) nor the
  * acknowledgements (`acker.ts`).
  *
  * @module

@@ -12,10 +12,10 @@
  */
 
 import { getLogger } from "../log.ts";
-import { rejectionErrorType } from "../metric_labels.ts";
-import type { Metrics } from "../metrics.ts";
+import { rejectionErrorType } from "../metrics/labels.ts";
+import type { Metrics } from "../metrics/registry.ts";
 import type { RejectReason } from "../vote.ts";
-import type { CommitPart, CommitResult } from "../writer.ts";
+import type { CommitPart, CommitResult } from "../database/writer.ts";
 import type { Batch } from "./message.ts";
 import { STATE_NAMES, type StateName } from "./state.ts";
 

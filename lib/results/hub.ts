@@ -27,7 +27,7 @@
  * @module
  */
 
-import type { StreamEventType } from "../metric_labels.ts";
+import type { StreamEventType } from "../metrics/labels.ts";
 import { StreamClient } from "./client.ts";
 import type { LawResult } from "./store.ts";
 

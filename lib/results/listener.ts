@@ -22,8 +22,8 @@
  */
 
 import type postgres from "postgres";
-import type { Config } from "../config.ts";
-import { connectDatabase, type Sql } from "../database.ts";
+import type { Config } from "../config/config.ts";
+import { connectDatabase, type Sql } from "../database/pool.ts";
 import { getLogger } from "../log.ts";
 import { backoffDelay } from "../retry.ts";
 import { delay } from "../timeout.ts";

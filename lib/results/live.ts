@@ -15,11 +15,11 @@
  * @module
  */
 
-import type { Config } from "../config.ts";
-import type { ResultsStats } from "../metrics.ts";
+import type { Config } from "../config/config.ts";
+import type { ResultsStats } from "../metrics/registry.ts";
 import { getLogger } from "../log.ts";
 import { withTimeout } from "../timeout.ts";
-import { redactUrl } from "../url.ts";
+import { redactUrl } from "../config/url.ts";
 import { ResultsHub } from "./hub.ts";
 import { ResultsListener } from "./listener.ts";
 import { type ResultsHandler, resultsRoutes } from "./routes.ts";
@@ -33,7 +33,7 @@ const STREAM_END_GRACE_MS = 2000;
 export interface LiveResults {
   hub: ResultsHub;
   listener: ResultsListener;
-  /** For lib/http.ts: answers the results routes, undefined for the others. */
+  /** For lib/http/server.ts: answers the results routes, undefined for the others. */
   handle: ResultsHandler;
   /** Sends every stream the last committed totals, ends the streams, closes the connections. */
   stop(): Promise<void>;

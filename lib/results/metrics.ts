@@ -1,6 +1,6 @@
 /**
  * The live results' metrics: `results_stream_clients`, `results_stream_events_total{type}` and
- * `results_listener_reconnects_total`, for the registry of {@link ../metrics.ts}. They are read at
+ * `results_listener_reconnects_total`, for the registry of {@link ../metrics/registry.ts}. They are read at
  * each scrape from the counts the hub and the listener keep in plain numbers
  * ({@link ./live.ts} `stats()`), so a write to a stream client costs no metric update.
  *
@@ -8,7 +8,7 @@
  */
 
 import client from "prom-client";
-import { STREAM_EVENT_TYPES, type StreamEventType } from "../metric_labels.ts";
+import { STREAM_EVENT_TYPES, type StreamEventType } from "../metrics/labels.ts";
 
 /** The live results' counts, read at each scrape. */
 export interface ResultsStats {

@@ -20,9 +20,9 @@
  * @module
  */
 
-import type { Sql } from "../database.ts";
+import type { Sql } from "../database/pool.ts";
 import { getLogger } from "../log.ts";
-import { bearerToken, tokenChecker } from "../token.ts";
+import { bearerToken, tokenChecker } from "../http/token.ts";
 import { HubFullError, type ResultsHub } from "./hub.ts";
 import page from "./page.html" with { type: "text" };
 import { readLaw, readResults } from "./store.ts";

@@ -15,9 +15,9 @@
  * @module
  */
 
-import type { Sql } from "../database.ts";
+import type { Sql } from "../database/pool.ts";
 
-/** The channel `lib/sql/count_votes.ts` notifies on commit; PostgreSQL scopes it to the database. */
+/** The channel `lib/database/sql/count_votes.ts` notifies on commit; PostgreSQL scopes it to the database. */
 export const RESULTS_CHANNEL = "vote_results_changed";
 
 /**

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { loadConfig } from "../../lib/config.ts";
+import { loadConfig } from "../../lib/config/config.ts";
 import { permissionFlags } from "../../tools/permissions.ts";
 import { createTestQueue, RABBITMQ_URL } from "../support/servers.ts";
 import { runTool } from "../support/tool.ts";

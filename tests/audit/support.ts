@@ -7,9 +7,9 @@
  */
 
 import type postgres from "postgres";
-import { migrate } from "../../lib/migrations.ts";
+import { migrate } from "../../lib/database/migrations.ts";
 import type { Vote } from "../../lib/vote.ts";
-import { VoteWriter } from "../../lib/writer.ts";
+import { VoteWriter } from "../../lib/database/writer.ts";
 import { createTestDatabase, type TestDatabase, testPool } from "../support/servers.ts";
 import { sha256 } from "../support/votes.ts";
 

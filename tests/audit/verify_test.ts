@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { verify } from "../../lib/audit/verify.ts";
 import type { FindingKind } from "../../lib/audit/findings.ts";
-import { VoteWriter } from "../../lib/writer.ts";
+import { VoteWriter } from "../../lib/database/writer.ts";
 import { testPool } from "../support/servers.ts";
 import { bypassingTriggers, countedDatabase, vote } from "./support.ts";
 

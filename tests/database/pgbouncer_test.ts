@@ -9,8 +9,8 @@
  */
 
 import assert from "node:assert/strict";
-import { MIGRATIONS } from "../../lib/migrations.ts";
-import { usePreparedStatements } from "../../lib/pooler.ts";
+import { MIGRATIONS } from "../../lib/database/migrations.ts";
+import { usePreparedStatements } from "../../lib/database/pooler.ts";
 import { pgbouncerSkipReason, startPgBouncer } from "../support/pgbouncer.ts";
 import { createTestDatabase, createTestQueue, results, visibleVotes } from "../support/servers.ts";
 import { serviceEnv, spawnService } from "../support/service.ts";

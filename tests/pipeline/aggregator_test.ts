@@ -3,9 +3,9 @@ import type { Delivery } from "../../lib/broker/delivery.ts";
 import { Aggregator, type Broker, type Writer } from "../../lib/pipeline/aggregator.ts";
 import { fakeDelivery } from "../support/deliveries.ts";
 import { waitForEvent } from "../support/wait.ts";
-import { createMetrics } from "../../lib/metrics.ts";
+import { createMetrics } from "../../lib/metrics/registry.ts";
 import type { Vote } from "../../lib/vote.ts";
-import type { CommitResult } from "../../lib/writer.ts";
+import type { CommitResult } from "../../lib/database/writer.ts";
 
 // Unit tests of the pipeline's ordering rules, with an in-memory broker and writer that record what
 // happens; the same rules against the real RabbitMQ and PostgreSQL are in service_test.ts and faults_test.ts.

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { Batch, Message } from "../../lib/pipeline/message.ts";
 import { Scheduler } from "../../lib/pipeline/scheduler.ts";
-import { migrate } from "../../lib/migrations.ts";
+import { migrate } from "../../lib/database/migrations.ts";
 import { startService } from "../../lib/service.ts";
 import { fakeDelivery } from "../support/deliveries.ts";
 import { createTestDatabase, createTestQueue, lockLaw, results, testPool } from "../support/servers.ts";

@@ -5,10 +5,10 @@
  * and resynchronised, and the stream still ends on the exact totals.
  */
 import assert from "node:assert/strict";
-import { migrate } from "../../lib/migrations.ts";
+import { migrate } from "../../lib/database/migrations.ts";
 import { ResultsHub } from "../../lib/results/hub.ts";
 import { LISTENER_APPLICATION_NAME, ResultsListener } from "../../lib/results/listener.ts";
-import { countVotes } from "../../lib/sql/count_votes.ts";
+import { countVotes } from "../../lib/database/sql/count_votes.ts";
 import { TcpProxy, viaPort } from "../support/proxy.ts";
 import { lawVote, resultsService, untilTotals } from "../support/results.ts";
 import { createTestDatabase, results, type TestDatabase, testPool } from "../support/servers.ts";

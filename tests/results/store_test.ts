@@ -4,7 +4,7 @@
  * versions, chunked under PostgreSQL's 8,000-byte limit; and reading results.
  */
 import assert from "node:assert/strict";
-import { migrate } from "../../lib/migrations.ts";
+import { migrate } from "../../lib/database/migrations.ts";
 import {
   NOTIFY_CHUNK_LAWS,
   parseNotification,
@@ -12,7 +12,7 @@ import {
   readResults,
   RESULTS_CHANNEL,
 } from "../../lib/results/store.ts";
-import { countVotes } from "../../lib/sql/count_votes.ts";
+import { countVotes } from "../../lib/database/sql/count_votes.ts";
 import { createTestDatabase, testPool } from "../support/servers.ts";
 import { lawVote as vote } from "../support/results.ts";
 import { waitUntil } from "../support/wait.ts";

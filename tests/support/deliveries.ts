@@ -6,7 +6,7 @@
  *
  * @example
  * ```ts
- * import { fakeDelivery } from "../support/deliveries.ts";
+ * import { fakeDelivery } from "./deliveries.ts";
  * aggregator.receive(fakeDelivery('{"vote_hash": "…"}', { tag: 1 }));
  * ```
  *

@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import postgres from "postgres";
 import { declareTopology } from "../../lib/broker/topology.ts";
-import { connectDatabase, type Sql } from "../../lib/database.ts";
+import { connectDatabase, type Sql } from "../../lib/database/pool.ts";
 import { setupLogging } from "../../lib/log.ts";
 import type { Vote } from "../../lib/vote.ts";
 import { Deadline } from "./wait.ts";

@@ -7,8 +7,8 @@
  * @module
  */
 
-import { type Config, loadConfig } from "../../lib/config.ts";
-import { VARIABLE_NAMES } from "../../lib/variables.ts";
+import { type Config, loadConfig } from "../../lib/config/config.ts";
+import { VARIABLE_NAMES } from "../../lib/config/variables.ts";
 import type { Status } from "../../lib/pipeline/aggregator.ts";
 import { V8_FLAGS } from "../../tools/permissions.ts";
 import { withTimeout } from "../../lib/timeout.ts";

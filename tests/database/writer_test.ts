@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { migrate } from "../lib/migrations.ts";
-import type { Vote } from "../lib/vote.ts";
-import { RetryError, VoteWriter } from "../lib/writer.ts";
-import { createTestDatabase, results, testPool } from "./support/servers.ts";
-import { sha256 } from "./support/votes.ts";
+import { migrate } from "../../lib/database/migrations.ts";
+import type { Vote } from "../../lib/vote.ts";
+import { RetryError, VoteWriter } from "../../lib/database/writer.ts";
+import { createTestDatabase, results, testPool } from "../support/servers.ts";
+import { sha256 } from "../support/votes.ts";
 
 function vote(voter: number, lawId: string, choice: "oui" | "non", timestamp = "2026-11-22T10:00:00Z"): Vote {
   return { hash: sha256(`${voter}:${lawId}`), citizenId: `c${voter}`, lawId, choice, timestamp };

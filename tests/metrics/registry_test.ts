@@ -1,14 +1,14 @@
 import assert from "node:assert/strict";
-import { ERROR_TYPES, REJECT_REASONS, rejectionErrorType, STREAM_EVENT_TYPES } from "../lib/metric_labels.ts";
-import { LISTENER_APPLICATION_NAME } from "../lib/results/listener.ts";
-import { createMetrics } from "../lib/metrics.ts";
-import { startService } from "../lib/service.ts";
-import { createTestDatabase, createTestQueue } from "./support/servers.ts";
-import { openStream } from "./support/sse.ts";
-import { testConfig } from "./support/service.ts";
-import { seedVote } from "./support/votes.ts";
-import { waitForEvent, waitUntil } from "./support/wait.ts";
-import { HAVE_PROMTOOL, promtool } from "./support/promtool.ts";
+import { ERROR_TYPES, REJECT_REASONS, rejectionErrorType, STREAM_EVENT_TYPES } from "../../lib/metrics/labels.ts";
+import { LISTENER_APPLICATION_NAME } from "../../lib/results/listener.ts";
+import { createMetrics } from "../../lib/metrics/registry.ts";
+import { startService } from "../../lib/service.ts";
+import { createTestDatabase, createTestQueue } from "../support/servers.ts";
+import { openStream } from "../support/sse.ts";
+import { testConfig } from "../support/service.ts";
+import { seedVote } from "../support/votes.ts";
+import { waitForEvent, waitUntil } from "../support/wait.ts";
+import { HAVE_PROMTOOL, promtool } from "../support/promtool.ts";
 
 /** Sample lines of a text exposition, as a map from series (name and labels) to value. */
 function samples(text: string): Map<string, number> {
@@ -39,7 +39,7 @@ Deno.test("metrics: every labelled counter's values exist at 0 from the start", 
 });
 
 Deno.test("metrics: the README names every error_type and dead-letter reason", async () => {
-  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
   for (const value of [...ERROR_TYPES, ...REJECT_REASONS]) assert.ok(readme.includes(`\`${value}\``), value);
 });
 

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { envWithDotenv, loadConfig } from "../lib/config.ts";
+import { envWithDotenv, loadConfig } from "../../lib/config/config.ts";
 import {
   COMPILE_BROKER_HOSTS,
   COMPILE_DATABASE_HOSTS,
@@ -14,15 +14,15 @@ import {
   IGNORED_ENV,
   permissionFlags,
   shellQuote,
-} from "../tools/permissions.ts";
-import { compileArgs, EXIT_DENORT_UNAVAILABLE } from "../tools/compile.ts";
-import { createTestDatabase, createTestQueue, RABBITMQ_URL, results } from "./support/servers.ts";
-import { collectOutput, freePort, spawnService } from "./support/service.ts";
-import { openStream } from "./support/sse.ts";
-import { seedVote } from "./support/votes.ts";
-import { waitUntil } from "./support/wait.ts";
+} from "../../tools/permissions.ts";
+import { compileArgs, EXIT_DENORT_UNAVAILABLE } from "../../tools/compile.ts";
+import { createTestDatabase, createTestQueue, RABBITMQ_URL, results } from "../support/servers.ts";
+import { collectOutput, freePort, spawnService } from "../support/service.ts";
+import { openStream } from "../support/sse.ts";
+import { seedVote } from "../support/votes.ts";
+import { waitUntil } from "../support/wait.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
+const ROOT = new URL("../..", import.meta.url).pathname;
 // Longest a refused start may take: well under the broker client's retry schedule (~15 s).
 const PROMPT_FAILURE_MS = 8_000;
 
@@ -81,7 +81,7 @@ Deno.test("permissions: the default configuration's flags", () => {
   assert.ok(!flags.some((f) => /^--allow-(sys|run|write|ffi|all|import)/.test(f) || f === "-A"), flags.join(" "));
 });
 
-Deno.test("permissions: --allow-env is exactly the variables lib/config.ts reads", async () => {
+Deno.test("permissions: --allow-env is exactly the variables lib/config/config.ts reads", async () => {
   const read = new Set<string>();
   loadConfig((name) => (read.add(name), undefined));
   const flags = permissionFlags(loadConfig({}));

@@ -5,14 +5,14 @@
  *
  * @example
  * ```ts
- * import { rejectionErrorType } from "./metric_labels.ts";
+ * import { rejectionErrorType } from "./labels.ts";
  * rejectionErrorType("invalid_json"); // "json_decode", the seed's value
  * ```
  *
  * @module
  */
 
-import type { RejectReason } from "./vote.ts";
+import type { RejectReason } from "../vote.ts";
 
 /** Types of `results_stream_events_total{type}`: what the results stream sends its clients. */
 export const STREAM_EVENT_TYPES = ["snapshot", "totals", "heartbeat"] as const;

@@ -24,7 +24,7 @@
  * @module
  */
 
-import type { Sql } from "../database.ts";
+import type { Sql } from "../pool.ts";
 
 /** What {@link appendLedger} needs. */
 export interface LedgerAppend {

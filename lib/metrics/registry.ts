@@ -1,13 +1,13 @@
 /**
  * Metrics: the Prometheus registry and every metric on it. The seed's names
  * and labels are kept unchanged so existing dashboards keep working; the rest
- * are new (the live results' three are built in {@link ./results/metrics.ts}).
- * The label values a metric may take are {@link ./metric_labels.ts}'s;
+ * are new (the live results' three are built in {@link ../results/metrics.ts}).
+ * The label values a metric may take are {@link ./labels.ts}'s;
  * what is counted when is the pipeline's telemetry (`pipeline/telemetry.ts`).
  *
  * @example
  * ```ts
- * import { createMetrics } from "./metrics.ts";
+ * import { createMetrics } from "./registry.ts";
  * const metrics = createMetrics();
  * metrics.deadLettered.inc({ reason: "invalid_json" });
  * console.log(await metrics.registry.metrics());
@@ -17,9 +17,9 @@
  */
 
 import client from "prom-client";
-import { STATE_NAMES } from "./pipeline/state.ts";
-import { ERROR_TYPES, POOL_STATES, REJECT_REASONS } from "./metric_labels.ts";
-import { resultsMetrics, type ResultsStats } from "./results/metrics.ts";
+import { STATE_NAMES } from "../pipeline/state.ts";
+import { ERROR_TYPES, POOL_STATES, REJECT_REASONS } from "./labels.ts";
+import { resultsMetrics, type ResultsStats } from "../results/metrics.ts";
 
 export type { ResultsStats };
 

@@ -8,8 +8,8 @@
  * @module
  */
 
-import type { Sql } from "../database.ts";
-import type { Vote } from "../vote.ts";
+import type { Sql } from "../pool.ts";
+import type { Vote } from "../../vote.ts";
 import { toColumns } from "./vote_columns.ts";
 
 /**

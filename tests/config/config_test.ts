@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { ConfigError, envWithDotenv, loadConfig } from "../lib/config.ts";
-import { redactUrl, urlCredentials } from "../lib/url.ts";
-import { VARIABLE_NAMES } from "../lib/variables.ts";
+import { ConfigError, envWithDotenv, loadConfig } from "../../lib/config/config.ts";
+import { redactUrl, urlCredentials } from "../../lib/config/url.ts";
+import { VARIABLE_NAMES } from "../../lib/config/variables.ts";
 
 function configError(env: Record<string, string>): ConfigError {
   try {
@@ -128,7 +128,7 @@ Deno.test("config: a percent-encoded % or UTF-8 password is read as written, a r
 
 Deno.test("config: a % in DATABASE_URL's password stops main.ts with exit 2 and one line naming DATABASE_URL", async () => {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--quiet", "--allow-env", "--allow-read=.env", new URL("../main.ts", import.meta.url).pathname],
+    args: ["run", "--quiet", "--allow-env", "--allow-read=.env", new URL("../../main.ts", import.meta.url).pathname],
     env: { DATABASE_URL: "postgres://u:pa%ss@127.0.0.1:1/db", PROMETHEUS_PORT: "0" },
     cwd: await Deno.makeTempDir({ prefix: "h12_config_" }),
     clearEnv: true,

@@ -7,7 +7,7 @@
  * stands in between (a pooler, or a port mapping), and prepared statements are then left off (the
  * cost of being wrong that way is a little CPU; the other way, failed commits).
  *
- * It does not own the pool ({@link ./database.ts} opens it with the answer), nor `LISTEN`, which
+ * It does not own the pool ({@link ./pool.ts} opens it with the answer), nor `LISTEN`, which
  * needs a session and so a direct connection (README "Scaling out").
  *
  * @example
@@ -20,9 +20,9 @@
  */
 
 import postgres from "postgres";
-import type { Config } from "./config.ts";
-import { sslOption } from "./database.ts";
-import { getLogger } from "./log.ts";
+import type { Config } from "../config/config.ts";
+import { sslOption } from "./pool.ts";
+import { getLogger } from "../log.ts";
 
 const log = getLogger("database");
 
@@ -35,7 +35,7 @@ export type PoolerConfig =
  * Whether the pool should use named prepared statements: `POSTGRES_PREPARE`, or for `auto` whether the
  * server listens on the port the URL names (one connection, one query).
  *
- * @throws the connection's error when the server cannot be asked (start-up retries it, `./startup.ts`)
+ * @throws the connection's error when the server cannot be asked (start-up retries it, `../startup.ts`)
  */
 export async function usePreparedStatements(config: PoolerConfig): Promise<boolean> {
   if (config.postgresPrepare !== "auto") return config.postgresPrepare === "true";

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { migrate } from "../../lib/migrations.ts";
-import { recordDuplicates } from "../../lib/sql/record_duplicates.ts";
-import { countVotes } from "../../lib/sql/count_votes.ts";
-import type { Vote } from "../../lib/vote.ts";
-import { createTestDatabase, insertAuditRows, results, testPool } from "../support/servers.ts";
-import { sha256 } from "../support/votes.ts";
+import { migrate } from "../../../lib/database/migrations.ts";
+import { recordDuplicates } from "../../../lib/database/sql/record_duplicates.ts";
+import { countVotes } from "../../../lib/database/sql/count_votes.ts";
+import type { Vote } from "../../../lib/vote.ts";
+import { createTestDatabase, insertAuditRows, results, testPool } from "../../support/servers.ts";
+import { sha256 } from "../../support/votes.ts";
 
 const STORED = 20_000;
 

@@ -18,7 +18,7 @@
 
 import dotenv from "dotenv";
 import { buildUrl, hostList } from "./url.ts";
-import { ConfigError, type EnvReader, valueReaders } from "./config_values.ts";
+import { ConfigError, type EnvReader, valueReaders } from "./values.ts";
 
 export { ConfigError, type EnvReader };
 
@@ -60,7 +60,7 @@ export interface Config {
   postgresSslMode: SslMode;
   /** CA bundle (PEM) for `verify-full`. */
   postgresSslRootCert: string | undefined;
-  /** Named prepared statements: `true`, `false` (behind a transaction pooler), or `auto` (detected, `./pooler.ts`). @default "auto" */
+  /** Named prepared statements: `true`, `false` (behind a transaction pooler), or `auto` (detected, `../database/pooler.ts`). @default "auto" */
   postgresPrepare: "auto" | "true" | "false";
   /** A batch closes when it holds this many messages. @default 1000 */
   batchSize: number;

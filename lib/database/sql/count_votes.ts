@@ -18,9 +18,9 @@
  * @module
  */
 
-import type { Sql } from "../database.ts";
-import type { Vote } from "../vote.ts";
-import { NOTIFY_CHUNK_LAWS, RESULTS_CHANNEL } from "../results/store.ts";
+import type { Sql } from "../pool.ts";
+import type { Vote } from "../../vote.ts";
+import { NOTIFY_CHUNK_LAWS, RESULTS_CHANNEL } from "../../results/store.ts";
 import { appendLedger, newBatchId } from "./append_ledger.ts";
 import { toColumns } from "./vote_columns.ts";
 

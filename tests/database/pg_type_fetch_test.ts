@@ -1,5 +1,5 @@
 /**
- * The guard of lib/pg_type_fetch.ts, against the real database: postgres.js's
+ * The guard of lib/database/pg_type_fetch.ts, against the real database: postgres.js's
  * own type-catalog query fails on a new connection (here: cancelled by a 1 ms
  * statement_timeout, the reproduction of porsager/postgres#1192), its
  * discarded promise rejects, and the process lives on. Each case runs in a
@@ -13,11 +13,11 @@
  */
 
 import assert from "node:assert/strict";
-import { isTypeFetchFailure } from "../lib/pg_type_fetch.ts";
-import { createTestDatabase } from "./support/servers.ts";
+import { isTypeFetchFailure } from "../../lib/database/pg_type_fetch.ts";
+import { createTestDatabase } from "../support/servers.ts";
 
-const DATABASE = new URL("../lib/database.ts", import.meta.url).href;
-const GUARD = new URL("../lib/pg_type_fetch.ts", import.meta.url).href;
+const DATABASE = new URL("../../lib/database/pool.ts", import.meta.url).href;
+const GUARD = new URL("../../lib/database/pg_type_fetch.ts", import.meta.url).href;
 
 /** Runs `body` (after the imports) in a new Deno process with DATABASE_URL; its exit code and output. */
 async function inProcess(url: string, body: string): Promise<{ code: number; output: string }> {
@@ -37,7 +37,7 @@ async function inProcess(url: string, body: string): Promise<{ code: number; out
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["eval", "--ext=ts", script],
     env: { DATABASE_URL: url },
-    cwd: new URL("..", import.meta.url).pathname,
+    cwd: new URL("../..", import.meta.url).pathname,
     stdout: "piped",
     stderr: "piped",
   }).output();

@@ -20,7 +20,7 @@
  *
  * @example
  * ```ts
- * import { serveControlPlane } from "./http.ts";
+ * import { serveControlPlane } from "./server.ts";
  * const server = serveControlPlane({ hostname: "127.0.0.1", port: 8001, adminToken: undefined,
  *   aggregator, metrics });
  * await server.shutdown();
@@ -29,11 +29,11 @@
  * @module
  */
 
-import type { Aggregator } from "./pipeline/aggregator.ts";
-import { IllegalTransitionError } from "./pipeline/state.ts";
-import { getLogger } from "./log.ts";
-import type { Metrics } from "./metrics.ts";
-import type { ResultsHandler } from "./results/routes.ts";
+import type { Aggregator } from "../pipeline/aggregator.ts";
+import { IllegalTransitionError } from "../pipeline/state.ts";
+import { getLogger } from "../log.ts";
+import type { Metrics } from "../metrics/registry.ts";
+import type { ResultsHandler } from "../results/routes.ts";
 import { bearerToken, tokenChecker } from "./token.ts";
 
 const log = getLogger("http");

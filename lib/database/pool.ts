@@ -1,12 +1,12 @@
 /**
  * Database: the postgres.js pool (TLS, timeouts, session settings), the database's creation on a
  * fresh server, and telling a refused value from an unwell database. The schema is
- * {@link ./migrations.ts}'s; the statements are in `lib/sql/`. Whether to use named prepared
+ * {@link ./migrations.ts}'s; the statements are in `lib/database/sql/`. Whether to use named prepared
  * statements (not behind PgBouncer in transaction mode) is {@link ./pooler.ts}'s decision.
  *
  * @example
  * ```ts
- * import { connectDatabase, ensureDatabase } from "./database.ts";
+ * import { connectDatabase, ensureDatabase } from "./pool.ts";
  * import { migrate } from "./migrations.ts";
  * await ensureDatabase({ databaseUrl: "postgres://postgres@127.0.0.1/votes", postgresSslMode: "disable",
  *   postgresSslRootCert: undefined }); // creates it when missing
@@ -20,8 +20,8 @@
 
 import { checkServerIdentity } from "node:tls";
 import postgres from "postgres";
-import type { Config } from "./config.ts";
-import { getLogger } from "./log.ts";
+import type { Config } from "../config/config.ts";
+import { getLogger } from "../log.ts";
 import { guardTypeFetch } from "./pg_type_fetch.ts";
 
 /** The pool: a postgres.js `sql` tag. */

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Choice, Vote } from "../vote.ts";
+import type { Choice, Vote } from "../../vote.ts";
 
 /** The columns of a batch of votes, in the batch's order. */
 export interface VoteColumns {

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { startService } from "../lib/service.ts";
-import { createTestDatabase, createTestQueue, lockLaw, results } from "./support/servers.ts";
-import { testConfig } from "./support/service.ts";
-import { seedVote } from "./support/votes.ts";
-import { waitForEvent, waitUntil } from "./support/wait.ts";
+import { startService } from "../../lib/service.ts";
+import { createTestDatabase, createTestQueue, lockLaw, results } from "../support/servers.ts";
+import { testConfig } from "../support/service.ts";
+import { seedVote } from "../support/votes.ts";
+import { waitForEvent, waitUntil } from "../support/wait.ts";
 
 const TOKEN = "test-admin-token-0123456789";
 const auth = { authorization: `Bearer ${TOKEN}` };

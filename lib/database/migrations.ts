@@ -3,14 +3,14 @@
  * lock, so that several instances can start at once; a failure names the file and step and leaves
  * nothing applied. The lock is transaction-level (`pg_advisory_xact_lock`), so it holds behind
  * PgBouncer in `pool_mode=transaction` too, where a session-level one would go back to the pool
- * with the connection. It does not open connections ({@link ./database.ts} does).
+ * with the connection. It does not open connections ({@link ./pool.ts} does).
  *
  * The migrations are imported as text, so they are part of the module graph and
  * embedded in a `deno compile` binary: no file is read at run time.
  *
  * @example
  * ```ts
- * import { connectDatabase } from "./database.ts";
+ * import { connectDatabase } from "./pool.ts";
  * import { migrate } from "./migrations.ts";
  * const sql = connectDatabase({ databaseUrl: "postgres://postgres@127.0.0.1/votes", postgresMaxConnections: 10,
  *   postgresSslMode: "disable", postgresSslRootCert: undefined });
@@ -21,13 +21,13 @@
  */
 
 import postgres from "postgres";
-import type { Sql } from "./database.ts";
-import schema001 from "../sql/001_schema.sql" with { type: "text" };
-import seedContract002 from "../sql/002_seed_contract.sql" with { type: "text" };
-import resultsVersion003 from "../sql/003_results_version.sql" with { type: "text" };
-import batchLedger004 from "../sql/004_batch_ledger.sql" with { type: "text" };
-import hashCheck005 from "../sql/005_hash_check.sql" with { type: "text" };
-import brinAutosummarizeOff006 from "../sql/006_brin_autosummarize_off.sql" with { type: "text" };
+import type { Sql } from "./pool.ts";
+import schema001 from "../../sql/001_schema.sql" with { type: "text" };
+import seedContract002 from "../../sql/002_seed_contract.sql" with { type: "text" };
+import resultsVersion003 from "../../sql/003_results_version.sql" with { type: "text" };
+import batchLedger004 from "../../sql/004_batch_ledger.sql" with { type: "text" };
+import hashCheck005 from "../../sql/005_hash_check.sql" with { type: "text" };
+import brinAutosummarizeOff006 from "../../sql/006_brin_autosummarize_off.sql" with { type: "text" };
 
 /** One migration: its version (the file's number) and SQL text. */
 export interface Migration {

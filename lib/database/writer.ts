@@ -4,7 +4,7 @@
  * statements: retries of a transient failure (bounded, timed out per attempt),
  * isolating a vote the database refuses by splitting the batch, and telling
  * what a timed-out attempt committed after all. The statements themselves are
- * in `lib/sql/`: {@link ./sql/count_votes.ts} counts the batch as one
+ * in `lib/database/sql/`: {@link ./sql/count_votes.ts} counts the batch as one
  * transaction; only when some vote was not counted does
  * {@link ./sql/record_duplicates.ts} look at why (a redelivery does nothing, a
  * different vote with the same hash is recorded once in `duplicate_attempts`).
@@ -22,13 +22,13 @@
  * @module
  */
 
-import type { Sql } from "./database.ts";
-import { isDataError } from "./database.ts";
-import { retry, RetryError } from "./retry.ts";
-import { TimeoutError, withTimeout } from "./timeout.ts";
+import type { Sql } from "./pool.ts";
+import { isDataError } from "./pool.ts";
+import { retry, RetryError } from "../retry.ts";
+import { TimeoutError, withTimeout } from "../timeout.ts";
 import { countVotes, type LawTotals } from "./sql/count_votes.ts";
 import { recordDuplicates } from "./sql/record_duplicates.ts";
-import type { Vote } from "./vote.ts";
+import type { Vote } from "../vote.ts";
 
 export type { LawTotals };
 

@@ -19,7 +19,7 @@
  * @module
  */
 
-import { getLogger } from "./log.ts";
+import { getLogger } from "../log.ts";
 
 const log = getLogger("database");
 let installed = false;

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
-import { isDataError } from "../lib/database.ts";
-import { migrate, MIGRATIONS } from "../lib/migrations.ts";
-import { VoteWriter } from "../lib/writer.ts";
-import { createTestDatabase, testPool } from "./support/servers.ts";
+import { isDataError } from "../../lib/database/pool.ts";
+import { migrate, MIGRATIONS } from "../../lib/database/migrations.ts";
+import { VoteWriter } from "../../lib/database/writer.ts";
+import { createTestDatabase, testPool } from "../support/servers.ts";
 
 Deno.test("migrations: every sql/NNN_*.sql file is listed, in order", async () => {
   const files: string[] = [];
-  for await (const entry of Deno.readDir(new URL("../sql/", import.meta.url))) {
+  for await (const entry of Deno.readDir(new URL("../../sql/", import.meta.url))) {
     if (/^\d{3}_.*\.sql$/.test(entry.name)) files.push(entry.name);
   }
   assert.deepEqual(MIGRATIONS.map((m) => m.name), files.sort());
@@ -72,7 +72,7 @@ Deno.test("role: vote_aggregator can run the service and nothing more", async ()
   url.username = "vote_aggregator";
   const role = testPool(url.toString());
   try {
-    const script = await Deno.readTextFile(new URL("../sql/role_vote_aggregator.sql", import.meta.url));
+    const script = await Deno.readTextFile(new URL("../../sql/role_vote_aggregator.sql", import.meta.url));
     // The role alone, before the tables exist: the script up to its first statement that is not the role's
     // (a line starting with REVOKE; the header's comments mention REVOKE too).
     await owner.unsafe(script.slice(0, script.search(/^REVOKE/m)));

@@ -30,6 +30,7 @@ import { abortable, AbortedError } from "./retry.ts";
 import { openDatabase, STARTUP_ATTEMPTS } from "./startup.ts";
 import { withTimeout } from "./timeout.ts";
 import { VoteWriter } from "./database/writer.ts";
+import { ServerInUse } from "./database/server.ts";
 
 const log = getLogger("service");
 
@@ -66,6 +67,9 @@ export interface StartOptions {
 
 /** Bytes of unacknowledged messages (bodies and headers) above which the start warns. */
 const IN_FLIGHT_WARNING_BYTES = 256 * 2 ** 20;
+
+/** How often the server in use is asked who it is (`database/server.ts`): a failover shows within this. */
+const SERVER_CHECK_MS = 2000;
 
 /** Longest wait for each closing step of a stop (broker, pool, HTTP server), so that a silent peer cannot hold it. */
 const CLOSE_TIMEOUT_MS = 5000;
@@ -114,6 +118,15 @@ export async function startService(config: Config, options: StartOptions = {}): 
     },
   });
 
+  const database = new ServerInUse(config.databaseUrl, (host, previous) => {
+    if (previous !== undefined) metrics.postgresConnectedHost.set({ host: previous }, 0);
+    if (host !== undefined) metrics.postgresConnectedHost.set({ host }, 1);
+  });
+  for (const host of database.hosts) metrics.postgresConnectedHost.set({ host: host.address }, 0);
+  await database.refresh(sql);
+  const serverCheck = setInterval(() => void database.refresh(sql), SERVER_CHECK_MS);
+  Deno.unrefTimer(serverCheck);
+
   let sessions = 0;
   for (const node of new BrokerNodes(config.rabbitmqUrls).nodes) {
     metrics.brokerConnectedNode.set({ node: node.address }, 0);
@@ -145,6 +158,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     poolSize: config.postgresMaxConnections,
     retryDelayMs: config.retryDelayMs,
     metricsMaxLaws: config.metricsMaxLaws,
+    database,
   });
   if (config.rabbitmqPrefetchCount < config.batchSize) {
     log.warn(
@@ -175,6 +189,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     });
   } catch (error) {
     await results.stop();
+    clearInterval(serverCheck);
     await sql.end({ timeout: 1 });
     throw new Error(
       `Cannot serve HTTP on ${config.httpHost}:${config.prometheusPort} (PROMETHEUS_PORT): ${(error as Error).message}`,
@@ -191,6 +206,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     await bounded(broker.close(), "closing the broker connection");
     await results.stop();
     await bounded(server.shutdown(), "closing the HTTP server");
+    clearInterval(serverCheck);
     await sql.end({ timeout: 1 });
     throw error;
   }
@@ -220,6 +236,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     // (a client that reads nothing keeps its connection's last write pending: the bounded wait below).
     await results.stop();
     await bounded(broker.close(), "closing the broker connection");
+    clearInterval(serverCheck);
     await sql.end({ timeout: CLOSE_TIMEOUT_MS / 1000 });
     await bounded(server.shutdown(), "closing the HTTP server");
     log.info("Stopped: {totals}", { totals: aggregator.totals });

@@ -45,7 +45,10 @@ export interface Config {
   rabbitmqDeliveryLimit: number;
   /** CA bundle (PEM) for `amqps://`. */
   rabbitmqCaFile: string | undefined;
-  /** PostgreSQL URL, from `DATABASE_URL` or built from the `POSTGRES_*` parts. Holds the password. */
+  /**
+   * PostgreSQL URL, from `DATABASE_URL` or built from the `POSTGRES_*` parts; several hosts in libpq's form
+   * (`h1:5432,h2:5432`, read by `parseDatabaseUrl` in ./url.ts). Holds the password.
+   */
   databaseUrl: string;
   /**
    * `RESULTS_DATABASE_URL`: where the live results' listener and readers connect (a session: `LISTEN`), when the
@@ -114,7 +117,8 @@ export function loadConfig(
   env: Record<string, string | undefined> | EnvReader,
 ): Config {
   const read: EnvReader = typeof env === "function" ? env : (n) => env[n];
-  const { text, optional, integer, seconds, oneOf, boolean, url, urls, name, origins } = valueReaders(read);
+  const { text, optional, integer, seconds, oneOf, boolean, urls, databaseUrl: postgresUrl, name, origins } =
+    valueReaders(read);
 
   const tls = boolean("RABBITMQ_TLS");
   const brokerUrls = (): string[] => {
@@ -134,15 +138,14 @@ export function loadConfig(
     );
   };
   const rabbitmqUrls = urls("RABBITMQ_URL", ["amqp", "amqps"]) ?? brokerUrls();
-  const databaseUrl = url("DATABASE_URL", ["postgres", "postgresql"]) ??
-    buildUrl(
-      "postgres",
-      text("POSTGRES_USER"),
-      text("POSTGRES_PASSWORD"),
-      text("POSTGRES_HOST"),
-      integer("POSTGRES_PORT", 1, 65535),
-      name("POSTGRES_DB", 63),
-    );
+  const databaseUrlFromParts = (): string => {
+    const port = integer("POSTGRES_PORT", 1, 65535);
+    const hosts = hostList(text("POSTGRES_HOST"));
+    const rule = "must be host or host:port, or several separated by commas";
+    if (hosts === undefined) throw new ConfigError("POSTGRES_HOST", rule, text("POSTGRES_HOST"));
+    return buildUrl("postgres", text("POSTGRES_USER"), text("POSTGRES_PASSWORD"), hosts, port, name("POSTGRES_DB", 63));
+  };
+  const databaseUrl = postgresUrl("DATABASE_URL") ?? databaseUrlFromParts();
 
   const config: Config = {
     rabbitmqUrls,
@@ -152,7 +155,7 @@ export function loadConfig(
     rabbitmqDeliveryLimit: integer("RABBITMQ_DELIVERY_LIMIT", 1, 1_000_000),
     rabbitmqCaFile: optional("RABBITMQ_CA_FILE"),
     databaseUrl,
-    resultsDatabaseUrl: url("RESULTS_DATABASE_URL", ["postgres", "postgresql"]),
+    resultsDatabaseUrl: postgresUrl("RESULTS_DATABASE_URL"),
     postgresMinConnections: integer("POSTGRES_MIN_CONNECTIONS", 0, 1000),
     postgresMaxConnections: integer("POSTGRES_MAX_CONNECTIONS", 1, 1000),
     postgresSslMode: oneOf("POSTGRES_SSLMODE", [

@@ -13,10 +13,7 @@
  */
 
 import type { Config } from "./config.ts";
-import { bracket, hostPort } from "./url.ts";
-
-/** PostgreSQL's default port, by URL scheme. */
-const POSTGRES_PORTS = { postgres: 5432, postgresql: 5432 };
+import { bracket, type DatabaseHost, hostPort, parseDatabaseUrl } from "./url.ts";
 
 /** The parts of the configuration the permission set depends on. */
 export type PermissionConfig = Pick<
@@ -43,13 +40,20 @@ export interface Endpoint {
 /** The addresses `config` makes the service connect to (every broker node, database) and listen on (HTTP). */
 export function endpoints(config: PermissionConfig): Endpoint[] {
   const brokers = config.rabbitmqUrls.map((url) => endpoint(url, { amqp: 5672, amqps: 5671 }));
-  const database = endpoint(config.databaseUrl, POSTGRES_PORTS);
-  const results = config.resultsDatabaseUrl === undefined
-    ? undefined
-    : endpoint(config.resultsDatabaseUrl, POSTGRES_PORTS);
-  const databaseAddress = hostPort(database.host, database.port);
-  const resultsAddress = results && hostPort(results.host, results.port);
   const unique = new Map(brokers.map((broker) => [hostPort(broker.host, broker.port), broker]));
+  // Every host of a multi-host URL; the live results' session (beside a transaction pooler) only where it
+  // names an address the write pool does not.
+  const databases = new Map<string, Endpoint>();
+  for (
+    const [url, variables] of [
+      [config.databaseUrl, "DATABASE_URL or POSTGRES_HOST/POSTGRES_PORT"],
+      [config.resultsDatabaseUrl, "RESULTS_DATABASE_URL"],
+    ] as const
+  ) {
+    for (const { host, port, address } of url === undefined ? [] : databaseEndpoints(url)) {
+      if (!databases.has(address)) databases.set(address, { what: "PostgreSQL", host, port, address, variables });
+    }
+  }
   return [
     ...[...unique].map(([address, broker]): Endpoint => ({
       what: "RabbitMQ",
@@ -57,16 +61,7 @@ export function endpoints(config: PermissionConfig): Endpoint[] {
       address,
       variables: "RABBITMQ_URL or RABBITMQ_HOST/RABBITMQ_PORT",
     })),
-    {
-      what: "PostgreSQL",
-      ...database,
-      address: databaseAddress,
-      variables: "DATABASE_URL or POSTGRES_HOST/POSTGRES_PORT",
-    },
-    // The live results' session, beside a transaction pooler (the same address needs no second entry).
-    ...(results && resultsAddress !== databaseAddress
-      ? [{ what: "PostgreSQL" as const, ...results, address: resultsAddress!, variables: "RESULTS_DATABASE_URL" }]
-      : []),
+    ...databases.values(),
     {
       what: "HTTP",
       host: config.httpHost,
@@ -101,6 +96,11 @@ export function deniedEndpoints(config: PermissionConfig, only?: readonly Endpoi
       "(tools/permissions.ts): start with `deno task start`, or rebuild the binary with `deno task compile` " +
       "under this configuration"
     );
+}
+
+/** The hosts of a PostgreSQL URL (validated by the configuration), 5432 where it names no port. */
+function databaseEndpoints(url: string): DatabaseHost[] {
+  return parseDatabaseUrl(url)?.hosts ?? [];
 }
 
 function endpoint(url: string, defaultPorts: Record<string, number>): { host: string; port: number } {

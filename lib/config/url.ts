@@ -14,15 +14,66 @@
  * @module
  */
 
-/** `url` with its password replaced by `***`, safe to log. */
+/** `url` with its password replaced by `***`, safe to log; a PostgreSQL URL may name several hosts. */
 export function redactUrl(url: string): string {
   try {
     const parsed = new URL(url);
     if (parsed.password) parsed.password = "***";
     return parsed.toString();
   } catch {
-    return "<unparseable URL>";
+    const multiHost = parseDatabaseUrl(url);
+    if (multiHost === undefined) return "<unparseable URL>";
+    const { url: first, authority } = multiHost;
+    if (first.password) first.password = "***";
+    // The first host's form, redacted, with the whole host list put back.
+    return first.toString().replace(`@${first.host}`, `@${authority}`).replace(`//${first.host}`, `//${authority}`);
   }
+}
+
+/** One host of a PostgreSQL URL, with its port (5432 when the URL gives none). */
+export interface DatabaseHost {
+  host: string;
+  port: number;
+  /** `host:port`, as logs, `/status` and the `postgres_connected_host` metric show it. */
+  address: string;
+}
+
+/** A PostgreSQL URL read as libpq reads it: see {@link parseDatabaseUrl}. */
+export interface DatabaseAddress {
+  /** The URL with its first host only: user, password, database and options as `new URL` reads them. */
+  url: URL;
+  /** Every host, in the order given. */
+  hosts: DatabaseHost[];
+  /** The hosts as the URL writes them (`h1:5432,h2:5433`). */
+  authority: string;
+}
+
+/**
+ * A PostgreSQL URL, which may name several hosts as libpq's multi-host form does
+ * (`postgres://user:pass@h1:5432,[::1]:5433/db?target_session_attrs=read-write`); `undefined` when it is
+ * not a URL, or a host of the list is empty or has a port out of 1 to 65535.
+ */
+export function parseDatabaseUrl(value: string): DatabaseAddress | undefined {
+  const match = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#]*)(.*)$/is.exec(value);
+  if (match === null) return undefined;
+  const [, scheme, authority, rest] = match;
+  const at = authority.lastIndexOf("@");
+  const hostsPart = authority.slice(at + 1);
+  const nodes = hostsPart.includes(",") ? hostList(hostsPart) : [undefined];
+  if (nodes === undefined) return undefined;
+  let url: URL;
+  try {
+    const first = nodes[0] === undefined ? hostsPart : hostPort(nodes[0].host, nodes[0].port ?? 5432);
+    url = new URL(scheme + authority.slice(0, at + 1) + first + rest);
+  } catch {
+    return undefined;
+  }
+  const hosts = nodes.map((node) => {
+    const host = node?.host ?? url.hostname.replace(/^\[(.*)\]$/, "$1");
+    const port = node ? node.port ?? 5432 : url.port ? Number(url.port) : 5432;
+    return { host, port, address: hostPort(host, port) };
+  });
+  return { url, hosts, authority: hostsPart };
 }
 
 /** A comma-separated list of URLs, each redacted (empty items kept empty). */
@@ -46,18 +97,22 @@ export function hostList(value: string): { host: string; port: number | undefine
   return nodes.some((node) => node === undefined) ? undefined : nodes as { host: string; port: number | undefined }[];
 }
 
-/** A URL from its parts, each percent-encoded; an IPv6 literal host gets its brackets. */
+/**
+ * A URL from its parts, each percent-encoded; an IPv6 literal host gets its brackets. Several hosts (a
+ * PostgreSQL URL in libpq's multi-host form) are written `h1:p1,h2:p2`, `port` for those without one.
+ */
 export function buildUrl(
   scheme: string,
   user: string,
   password: string,
-  host: string,
+  host: string | { host: string; port: number | undefined }[],
   port: number,
   path: string,
 ): string {
-  return `${scheme}://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${hostPort(host, port)}/${
-    encodeURIComponent(path)
-  }`;
+  const hosts = typeof host === "string"
+    ? hostPort(host, port)
+    : host.map((node) => hostPort(node.host, node.port ?? port)).join(",");
+  return `${scheme}://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${hosts}/${encodeURIComponent(path)}`;
 }
 
 /** `host` as written before `:port`: IPv6 literals in brackets (`[::1]`), others as they are. */

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { parseOrigins, redactUrl, redactUrls, undecodablePart } from "./url.ts";
+import { parseDatabaseUrl, parseOrigins, redactUrl, redactUrls, undecodablePart } from "./url.ts";
 import { type Variable, type VariableName, VARIABLES } from "./variables.ts";
 
 /** A configuration value that breaks its rule; the message names the variable. */
@@ -23,6 +23,9 @@ export class ConfigError extends Error {
     this.variable = variable;
   }
 }
+
+/** The `target_session_attrs` a PostgreSQL URL may give: those a server that takes writes satisfies. */
+export const TARGET_SESSION_ATTRS: readonly string[] = ["read-write", "primary", "any"];
 
 /** Reads one environment variable; `undefined` when unset. */
 export type EnvReader = (name: string) => string | undefined;
@@ -108,6 +111,23 @@ export function valueReaders(read: EnvReader) {
     }
     return list.map((item) => url(name, schemes, item) as string);
   };
+  // A PostgreSQL URL, with one host or several (libpq's `h1:p1,h2:p2`), and a `target_session_attrs` a writer can use.
+  const databaseUrl = (name: VariableName): string | undefined => {
+    const value = optional(name);
+    if (value === undefined) return undefined;
+    const address = parseDatabaseUrl(value);
+    if (address === undefined) {
+      const rule = "must be a URL (postgres or postgresql), several hosts written host:port,host:port, none empty";
+      throw new ConfigError(name, rule, redactUrl(value));
+    }
+    url(name, ["postgres", "postgresql"], address.url.toString());
+    const attrs = address.url.searchParams.get("target_session_attrs");
+    if (attrs !== null && !TARGET_SESSION_ATTRS.includes(attrs)) {
+      const rule = `its target_session_attrs must be one of ${TARGET_SESSION_ATTRS.join(", ")} (the service writes)`;
+      throw new ConfigError(name, rule, redactUrl(value));
+    }
+    return value;
+  };
   const name = (variable: VariableName, max: number): string => {
     const value = text(variable);
     if (value.length === 0 || value.length > max) {
@@ -126,5 +146,5 @@ export function valueReaders(read: EnvReader) {
     }
     return list;
   };
-  return { raw, text, optional, integer, seconds, oneOf, boolean, url, urls, name, origins };
+  return { raw, text, optional, integer, seconds, oneOf, boolean, url, urls, databaseUrl, name, origins };
 }

@@ -50,9 +50,13 @@ export const VARIABLES = {
     doc: "Quorum queues: deliveries before the broker dead-letters a message",
   },
   DATABASE_URL: {
-    doc: "Full PostgreSQL URL; wins over the POSTGRES_* parts",
+    doc:
+      "Full PostgreSQL URL, or libpq's multi-host form (postgres://u:p@h1:5432,h2:5432/db); wins over the POSTGRES_* parts",
   },
-  POSTGRES_HOST: { default: "localhost", doc: "Database host" },
+  POSTGRES_HOST: {
+    default: "localhost",
+    doc: "Database host, or several host[:port] separated by commas (the one that takes writes is used)",
+  },
   POSTGRES_PORT: { default: "5432", doc: "Database port" },
   POSTGRES_DB: { default: "election_votes", doc: "Database name" },
   POSTGRES_USER: { default: "postgres", doc: "Database user" },

@@ -21,6 +21,7 @@
 import { checkServerIdentity } from "node:tls";
 import postgres from "postgres";
 import type { Config } from "../config/config.ts";
+import { parseDatabaseUrl } from "../config/url.ts";
 import { getLogger } from "../log.ts";
 import { guardTypeFetch } from "./pg_type_fetch.ts";
 
@@ -55,12 +56,14 @@ export function connectDatabase(
   { prepare = true, applicationName = "vote-aggregator", extra = {} }: ConnectOptions = {},
 ): Sql {
   guardTypeFetch(); // a failed type-catalog query must not end the process (see pg_type_fetch.ts)
-  return postgres(config.databaseUrl, {
+  const server = serverOptions(config.databaseUrl);
+  return postgres(server.url, {
     ...extra,
+    ...server.options,
     max: config.postgresMaxConnections,
     // Covers TCP, TLS and the start-up handshake (until the server is ready for a query).
     connect_timeout: (config.connectTimeoutMs ?? 10_000) / 1000,
-    ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, new URL(config.databaseUrl).hostname),
+    ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, server.hostname),
     onnotice: () => {},
     // Named prepared statements, or unnamed ones behind a transaction pooler (./pooler.ts).
     prepare,
@@ -97,11 +100,13 @@ export async function ensureDatabase(
     & Pick<Config, "databaseUrl" | "postgresSslMode" | "postgresSslRootCert">
     & Partial<Pick<Config, "connectTimeoutMs">>,
 ): Promise<boolean> {
-  const url = new URL(config.databaseUrl);
+  const server = serverOptions(config.databaseUrl);
+  const url = new URL(server.url);
   const name = decodeURIComponent(url.pathname.slice(1)) || decodeURIComponent(url.username) || "postgres";
   const probe = async (target: URL, query: (sql: Sql) => Promise<unknown>) => {
     guardTypeFetch(); // this pool's connection starts with the catalog query too
     const sql = postgres(target.toString(), {
+      ...server.options,
       max: 1,
       connect_timeout: (config.connectTimeoutMs ?? 10_000) / 1000,
       ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, target.hostname),
@@ -145,6 +150,49 @@ export async function ensureDatabase(
 
 function quoteIdentifier(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
+}
+
+/**
+ * What postgres.js is given for `databaseUrl`: the URL with its first host, and for several hosts
+ * (libpq's `h1:p1,h2:p2`, `../config/url.ts`) the hosts and ports as lists, which postgres.js tries in
+ * turn, and `target_session_attrs` (`read-write` unless the URL says otherwise), so that only a server
+ * that takes writes is kept. postgres.js's own reading of a host list cuts at every `:`, which breaks
+ * IPv6 literals: hence the lists.
+ */
+export function serverOptions(databaseUrl: string): {
+  url: string;
+  hostname: string;
+  options: { host?: string; port?: number; target_session_attrs?: "primary" };
+} {
+  const address = parseDatabaseUrl(databaseUrl);
+  if (address === undefined) return { url: databaseUrl, hostname: "", options: {} };
+  const { url, hosts } = address;
+  const attrs = url.searchParams.get("target_session_attrs") ?? (hosts.length > 1 ? "read-write" : "any");
+  if (url.searchParams.has("target_session_attrs")) url.searchParams.delete("target_session_attrs");
+  // postgres.js 3.4.9 tells `read-write` by `default_transaction_read_only` alone, which a hot standby of
+  // PostgreSQL 14+ reports as off (it is `transaction_read_only` that is on there): it would keep a standby.
+  // `primary` (not in recovery, `in_hot_standby`) is what skips one.
+  const target = attrs === "read-write" || attrs === "primary" ? { target_session_attrs: "primary" as const } : {};
+  return {
+    url: hosts.length > 1 || attrs !== "any" ? url.toString() : databaseUrl,
+    hostname: url.hostname,
+    // postgres.js takes lists here (src/index.js, parseOptions) though its types say one host and one port.
+    options: hosts.length > 1
+      ? {
+        host: hosts.map((h) => h.host) as unknown as string,
+        port: hosts.map((h) => h.port) as unknown as number,
+        ...target,
+      }
+      : target,
+  };
+}
+
+/**
+ * True for a write refused because the server is read-only (SQLSTATE 25006: a hot standby, a demoted
+ * primary, `default_transaction_read_only`): the database is unavailable for writing, the data is fine.
+ */
+export function isReadOnly(error: unknown): boolean {
+  return error instanceof postgres.PostgresError && error.code === "25006";
 }
 
 /** True for errors that mean the data is refused (SQLSTATE classes 22 and 23), not that the database is unwell. */

@@ -21,7 +21,8 @@
 
 import postgres from "postgres";
 import type { Config } from "../config/config.ts";
-import { sslOption } from "./pool.ts";
+import { serverOptions, sslOption } from "./pool.ts";
+import { parseDatabaseUrl } from "../config/url.ts";
 import { getLogger } from "../log.ts";
 
 const log = getLogger("database");
@@ -39,19 +40,21 @@ export type PoolerConfig =
  */
 export async function usePreparedStatements(config: PoolerConfig): Promise<boolean> {
   if (config.postgresPrepare !== "auto") return config.postgresPrepare === "true";
-  const url = new URL(config.databaseUrl);
-  const urlPort = Number(url.port || 5432);
-  const sql = postgres(config.databaseUrl, {
+  const server = serverOptions(config.databaseUrl);
+  const urlPorts = parseDatabaseUrl(config.databaseUrl)?.hosts.map((host) => host.port) ?? [5432];
+  const urlPort = urlPorts.join(", ");
+  const sql = postgres(server.url, {
+    ...server.options,
     max: 1,
     connect_timeout: (config.connectTimeoutMs ?? 10_000) / 1000,
     prepare: false,
-    ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, url.hostname),
+    ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, server.hostname),
     onnotice: () => {},
     connection: { application_name: "vote-aggregator" },
   });
   try {
     const [{ port }] = await sql<{ port: string }[]>`select current_setting('port') as port`;
-    if (Number(port) === urlPort) return true;
+    if (urlPorts.includes(Number(port))) return true;
     log.info(
       "PostgreSQL listens on port {port} but the URL names {urlPort}: a pooler (PgBouncer) or a port mapping is " +
         "in between, so prepared statements are off (set POSTGRES_PREPARE=true to force them)",

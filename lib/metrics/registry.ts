@@ -50,6 +50,10 @@ export interface Metrics {
   brokerReconnects: client.Counter;
   /** 1 for the broker node (`host:port`) the session is on, 0 for the other configured nodes. */
   brokerConnectedNode: client.Gauge<"node">;
+  /** 1 for the PostgreSQL host (`host:port`) the pool writes to, 0 for the other configured hosts. */
+  postgresConnectedHost: client.Gauge<"host">;
+  /** Bytes of WAL each streaming standby has not yet flushed, as the primary last saw it. */
+  postgresStandbyLag: client.Gauge<"standby">;
   /** Deprecated (one release): `in_use` is {@link committingBatches}, `max` the pool size. */
   dbPoolConnections: client.Gauge<"state">;
   committingBatches: client.Gauge;
@@ -188,6 +192,18 @@ export function createMetrics(collectDefaults = true): Metrics {
       name: "broker_connected_node",
       help: "1 for the RabbitMQ node (host:port) the service is connected to, 0 for the other configured nodes",
       labelNames: ["node"],
+      registers,
+    }),
+    postgresConnectedHost: new client.Gauge({
+      name: "postgres_connected_host",
+      help: "1 for the PostgreSQL host (host:port) the service writes to, 0 for the other configured hosts",
+      labelNames: ["host"],
+      registers,
+    }),
+    postgresStandbyLag: new client.Gauge({
+      name: "postgres_standby_flush_lag_bytes",
+      help: "WAL bytes a streaming standby has not flushed yet (POSTGRES_MIN_STANDBYS), as last read on the primary",
+      labelNames: ["standby"],
       registers,
     }),
     dbPoolConnections: new client.Gauge({

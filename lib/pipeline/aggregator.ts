@@ -65,6 +65,8 @@ export interface AggregatorOptions {
   retryDelayMs?: number;
   /** Laws with metric series of their own. @default 1000 */
   metricsMaxLaws?: number;
+  /** The database server in use and what a commit waits for (`/status`, readiness). */
+  database?: { readonly host?: string | undefined; readonly waiting?: string | undefined };
 }
 
 /** The pipeline (see the module doc); dispatches `acked` each time committed batches are acknowledged. */
@@ -77,12 +79,14 @@ export class Aggregator extends EventTarget {
   readonly #outage: OutageGuard;
   readonly #scheduler: Scheduler<Committed | undefined>;
   readonly #poolSize: number;
+  readonly #database: NonNullable<AggregatorOptions["database"]>;
   readonly #tracer = new BatchTracer();
 
   constructor(options: AggregatorOptions) {
     super();
     this.#broker = options.broker;
     this.#poolSize = options.poolSize ?? 10;
+    this.#database = options.database ?? {};
     this.#telemetry = new Telemetry(options.metrics, options.metricsMaxLaws);
     this.#acker = new Acker(options.broker);
     this.#deadLetters = new DeadLetters(options.broker, this.#telemetry);
@@ -120,7 +124,10 @@ export class Aggregator extends EventTarget {
 
   /** Whether the instance does its job now, and if not which part is why (`readiness.ts`). */
   readiness(): Readiness {
-    return readinessOf(this.#state.current, this.#broker);
+    return readinessOf(this.#state.current, this.#broker, {
+      down: this.#outage.reason,
+      waiting: this.#database.waiting,
+    });
   }
 
   /** Totals since start. */
@@ -206,6 +213,7 @@ export class Aggregator extends EventTarget {
       openBatch: { messages: this.#scheduler.openMessages, openedAt: this.#scheduler.openedAt },
       inflightBatches: this.#acker.length,
       lastCommitAt: this.#telemetry.lastCommitAt,
+      databaseHost: this.#database.host,
       databaseFailing: this.databaseFailing,
       totals: this.totals,
     });

@@ -9,6 +9,9 @@
  * answers; then consumption resumes. Only a drain that outlived its deadline
  * abandons the batch, unacknowledged, to be redelivered.
  *
+ * A server that answers read-only (a standby, a demoted primary: SQLSTATE 25006) is such an outage, not
+ * refused data: nothing is dead-lettered, and counting resumes once a server that takes writes answers.
+ *
  * Several batches may be failing at once (`MAX_INFLIGHT_BATCHES` > 1): the
  * database counts as down from the first failure to the last recovery.
  *
@@ -19,6 +22,7 @@ import { getLogger } from "../log.ts";
 import { AbortedError, retry, RetryError } from "../retry.ts";
 import type { Vote } from "../vote.ts";
 import type { CommitResult } from "../database/writer.ts";
+import { isReadOnly } from "../database/pool.ts";
 
 const log = getLogger("aggregator");
 
@@ -53,9 +57,20 @@ export interface OutageGuardOptions {
 export class OutageGuard {
   readonly #options: OutageGuardOptions;
   #failing = 0;
+  #lastError: unknown;
 
   constructor(options: OutageGuardOptions) {
     this.#options = options;
+  }
+
+  /** Why commits fail, while they do: the last error, said as what it means for the service. */
+  get reason(): string | undefined {
+    if (this.#failing === 0) return undefined;
+    const error = this.#lastError instanceof RetryError ? this.#lastError.cause : this.#lastError;
+    if (isReadOnly(error)) {
+      return "the server is read-only (a standby, or a demoted primary): waiting for one that takes writes";
+    }
+    return `commits fail past the retry budget (${(error as Error)?.message ?? error})`;
   }
 
   /** True while some batch cannot be committed. */
@@ -86,6 +101,7 @@ export class OutageGuard {
         jitter: 0.5,
         aborted: this.#options.abandoned,
         onRetry: (error) => {
+          this.#lastError = error;
           this.#options.onFailedAttempt();
           if (!(error instanceof RetryError)) log.error("Unexpected error committing a batch: {error}", { error });
           if (failing) return;

@@ -8,7 +8,8 @@
  * | --- | --- | --- |
  * | `running`, consuming | yes | — |
  * | `paused` (operator) | yes: a deliberate pause is a working instance | — |
- * | `degraded`, database | no | `database: …` |
+ * | `degraded`, database | no | `database: …` (why commits fail: e.g. the server is read-only) |
+ * | `running`, a commit waits for standbys | no | `database: …` (`POSTGRES_MIN_STANDBYS`) |
  * | `degraded`, broker | no | `broker: …` |
  * | `draining` | no: load balancers and Kubernetes stop routing to it | `draining: …` |
  *
@@ -29,7 +30,7 @@ export interface Readiness {
   /** The part that is not ready and why; `null` when ready. */
   reason: string | null;
   broker: "up" | "connected, not consuming" | "down";
-  /** `up`, or `down: …` while commits fail past the retry budget. */
+  /** `up`, `down: …` while commits fail past the retry budget, or `waiting: …` for standbys. */
   database: string;
 }
 
@@ -39,10 +40,22 @@ export interface BrokerView {
   readonly consuming: boolean;
 }
 
+/** The database as readiness sees it, beyond the state: why it is down, what a commit waits for. */
+export interface DatabaseView {
+  /** Why commits fail, while they do (`outage.ts`). */
+  readonly down?: string | undefined;
+  /** Set while a committed batch waits, past a short grace, for standbys to flush it (`../database/standbys.ts`). */
+  readonly waiting?: string | undefined;
+}
+
 /** Readiness in `state` with `broker`; see the module documentation. */
-export function readinessOf(state: State, broker: BrokerView): Readiness {
+export function readinessOf(state: State, broker: BrokerView, view: DatabaseView = {}): Readiness {
   const databaseDown = state.name === "degraded" && state.database;
-  const database = databaseDown ? "down: commits fail past the retry budget; retrying with backoff" : "up";
+  const database = databaseDown
+    ? `down: ${view.down ?? "commits fail past the retry budget"}; retrying with backoff`
+    : view.waiting !== undefined
+    ? `waiting: ${view.waiting}`
+    : "up";
   // Consumption is off by design while paused or draining; otherwise a connected broker must be consuming.
   const consumingExpected = state.name === "running";
   // The state's fact wins over the session's flag: both move on the same event, the state is what stops consumption.
@@ -54,6 +67,7 @@ export function readinessOf(state: State, broker: BrokerView): Readiness {
       ? "draining: stopping; the drain deadline passed, uncommitted votes will be redelivered"
       : "draining: stopping; committing what is batched";
   } else if (databaseDown) reason = `database: ${database.slice("down: ".length)}`;
+  else if (view.waiting !== undefined) reason = `database: ${view.waiting}`;
   else if (brokerState !== "up") reason = `broker: ${brokerState}`;
   return { ready: reason === null, state: state.name, reason, broker: brokerState, database };
 }

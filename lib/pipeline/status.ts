@@ -26,6 +26,8 @@ export interface Status {
   broker_connected: boolean;
   /** `host:port` of the RabbitMQ node the session is on; `null` while disconnected. */
   broker_node: string | null;
+  /** `host:port` of the PostgreSQL server written to (one of the configured hosts); `null` while none answers. */
+  database_host: string | null;
   database_failing: boolean;
   totals: Totals;
 }
@@ -39,6 +41,7 @@ export interface StatusParts {
   /** Closed batches not yet acknowledged. */
   inflightBatches: number;
   lastCommitAt: Date | null;
+  databaseHost?: string | undefined;
   databaseFailing: boolean;
   totals: Totals;
 }
@@ -57,6 +60,7 @@ export function statusOf(parts: StatusParts): Status {
     last_commit_at: parts.lastCommitAt?.toISOString() ?? null,
     broker_connected: parts.broker.connected,
     broker_node: parts.broker.node ?? null,
+    database_host: parts.databaseHost ?? null,
     database_failing: parts.databaseFailing,
     totals: { ...parts.totals },
   };

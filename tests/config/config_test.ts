@@ -148,6 +148,52 @@ Deno.test("config: errors and redacted URLs never show secrets", () => {
   assert.equal(redactUrl("amqp://guest:hunter2@h:5672/"), "amqp://guest:***@h:5672/");
 });
 
+Deno.test("config: several PostgreSQL hosts, in libpq's multi-host DATABASE_URL or a POSTGRES_HOST list", () => {
+  const url = "postgres://u:p@10.0.0.1:5432,[fd00::2]:5433/election_votes?target_session_attrs=read-write";
+  assert.equal(loadConfig({ DATABASE_URL: url }).databaseUrl, url);
+  assert.equal(
+    loadConfig({ POSTGRES_HOST: "10.0.0.1, db2:5433,::1", POSTGRES_PORT: "6432" }).databaseUrl,
+    "postgres://postgres:postgres@10.0.0.1:6432,db2:5433,[::1]:6432/election_votes",
+  );
+  // One host is the URL it always was.
+  assert.equal(loadConfig({ POSTGRES_HOST: "db" }).databaseUrl, "postgres://postgres:postgres@db:5432/election_votes");
+  assert.equal(
+    redactUrl("postgres://u:hunter2@h1:5432,[::1]:5433/db"),
+    "postgres://u:***@h1:5432,[::1]:5433/db",
+  );
+});
+
+for (
+  const [variable, value, rule] of [
+    ["POSTGRES_HOST", "10.0.0.1,", "must be host or host:port, or several separated by commas"],
+    ["POSTGRES_HOST", "db1,db2:70000", "must be host or host:port"],
+    ["DATABASE_URL", "postgres://u:hunter2@h1:5432,,h2/db", "several hosts written host:port,host:port, none empty"],
+    ["DATABASE_URL", "postgres://u:hunter2@h1:0,h2/db", "several hosts written host:port"],
+    ["DATABASE_URL", "postgres://u:hunter2@h1,h2/db?target_session_attrs=standby", "target_session_attrs must be one"],
+    ["RESULTS_DATABASE_URL", "postgres://u:hunter2@h1,:5/db", "none empty"],
+  ]
+) {
+  Deno.test(`config: ${variable}="${value}" is refused with one line naming it, no password`, () => {
+    const error = configError({ [variable]: value });
+    assert.equal(error.variable, variable);
+    assert.ok(error.message.includes(rule), error.message);
+    assert.ok(!error.message.includes("hunter2"), error.message);
+  });
+}
+
+Deno.test("config: POSTGRES_HOST=a,, stops main.ts with exit 2 and one line naming POSTGRES_HOST", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--quiet", "--allow-env", "--allow-read=.env", new URL("../../main.ts", import.meta.url).pathname],
+    env: { POSTGRES_HOST: "a,,b", PROMETHEUS_PORT: "0" },
+    cwd: await Deno.makeTempDir({ prefix: "h24_config_" }),
+    clearEnv: true,
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr).trim();
+  assert.equal(out.code, 2, stderr);
+  assert.equal(stderr.split("\n").length, 1, stderr);
+  assert.match(stderr, /^vote-aggregator: Invalid POSTGRES_HOST: /);
+});
+
 Deno.test("config: the results' variables", () => {
   const defaults = loadConfig({});
   assert.deepEqual(

@@ -353,3 +353,15 @@ Deno.test({
     assert.match(denied[0], /RabbitMQ at mq2:5673/);
   },
 });
+
+Deno.test("permissions: every host of a multi-host DATABASE_URL or POSTGRES_HOST list is allowed", () => {
+  const net = (env: Record<string, string>) => flag(permissionFlags(loadConfig(env)), "--allow-net");
+  assert.deepEqual(
+    net({ DATABASE_URL: "postgres://u:p@db1:5432,[fd00::2]:5433,db3/votes", RABBITMQ_HOST: "mq" }),
+    ["mq:5672", "db1:5432", "[fd00::2]:5433", "db3:5432", "0.0.0.0:8001"],
+  );
+  assert.deepEqual(
+    net({ POSTGRES_HOST: "db1,db2:6000", POSTGRES_PORT: "5433", RABBITMQ_HOST: "mq" }),
+    ["mq:5672", "db1:5433", "db2:6000", "0.0.0.0:8001"],
+  );
+});

@@ -22,7 +22,7 @@ export type CutMode =
 export class TcpProxy implements AsyncDisposable {
   #listener: Deno.TcpListener;
   readonly #port: number;
-  readonly #target: Deno.ConnectOptions;
+  #target: Deno.ConnectOptions;
   readonly #pairs = new Set<Pair>();
   #accepting: Promise<void>;
   #mode: CutMode | undefined;
@@ -61,6 +61,14 @@ export class TcpProxy implements AsyncDisposable {
   setLatency(ms: number): void {
     if (!(ms >= 0)) throw new RangeError(`Cannot set latency as 'ms' must be 0 or more: current value is ${ms}`);
     this.#latencyMs = ms;
+  }
+
+  /**
+   * Sends new connections to another target (an address that moves: a virtual IP, a DNS name, a repointed
+   * pooler); open ones stay where they are.
+   */
+  retarget(port: number, host = "127.0.0.1"): void {
+    this.#target = { hostname: host, port };
   }
 
   /** Makes the target unreachable (see {@link CutMode}) until {@link restore}. */

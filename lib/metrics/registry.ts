@@ -19,6 +19,7 @@
 import client from "prom-client";
 import { STATE_NAMES } from "../pipeline/state.ts";
 import { ERROR_TYPES, POOL_STATES, REJECT_REASONS } from "./labels.ts";
+import { VERSION } from "../version.ts";
 import { resultsMetrics, type ResultsStats } from "../results/metrics.ts";
 
 export type { ResultsStats };
@@ -88,6 +89,12 @@ const TOTAL_SUFFIXED_GAUGES = [
 export function createMetrics(collectDefaults = true): Metrics {
   const registry = new client.Registry();
   const registers = [registry];
+  new client.Gauge({
+    name: "vote_aggregator_build_info",
+    help: "Always 1; its label is the running build's version (deno.json).",
+    labelNames: ["version"],
+    registers,
+  }).set({ version: VERSION }, 1);
   if (collectDefaults) {
     client.collectDefaultMetrics({ register: registry });
     for (const name of TOTAL_SUFFIXED_GAUGES) registry.removeSingleMetric(name);

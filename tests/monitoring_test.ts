@@ -126,7 +126,7 @@ Deno.test({
     assert.equal(rules.code, 0, rules.output);
     const tests = await promtool(["test", "rules", path("monitoring/alerts_test.yml")]);
     assert.equal(tests.code, 0, tests.output);
-    assert.match(tests.output, /SUCCESS/);
+    assert.match(tests.stdout, /SUCCESS/, tests.output);
     // At least three alerts under test, each with a firing case.
     const unit = YAML.parse(await read("monitoring/alerts_test.yml"));
     const firing = new Set<string>();
@@ -148,9 +148,9 @@ Deno.test({
     const file = await Deno.makeTempFile({ dir: "/tmp", prefix: "dashboard-rules-", suffix: ".yml" });
     try {
       await Deno.writeTextFile(file, JSON.stringify({ groups: [{ name: "dashboard", rules }] }));
-      const { code, output } = await promtool(["check", "rules", file]);
+      const { code, stdout, output } = await promtool(["check", "rules", file]);
       assert.equal(code, 0, output);
-      assert.match(output, new RegExp(`SUCCESS: ${rules.length} rules found`));
+      assert.match(stdout, new RegExp(`SUCCESS: ${rules.length} rules found`), output);
     } finally {
       await Deno.remove(file);
     }

@@ -32,6 +32,7 @@ import type { ConfirmChannel, ConsumeMessage } from "amqplib";
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import type { Rejection } from "../vote.ts";
+import { copiedHeaders, HEADERS_DROPPED_HEADER } from "./copied_headers.ts";
 import type { Delivery } from "./delivery.ts";
 import { deadLetterNames } from "./topology.ts";
 
@@ -48,16 +49,8 @@ export const ORIGINAL_DIGEST_HEADER = "x-original-digest";
 export const DEAD_LETTER_ID_HEADER = "x-dead-letter-id";
 /** Says that the original's body was over the limit and is cut in the copy: its size and what is kept. */
 export const BODY_TRUNCATED_HEADER = "x-reject-body-truncated";
-/** Says that the original's headers were too large to copy, and how large they were. */
-export const HEADERS_DROPPED_HEADER = "x-reject-headers-dropped";
 /** Longest `x-reject-detail`, in characters. */
 const MAX_DETAIL_CHARS = 500;
-/**
- * Largest encoded size of the original's headers that a copy carries. amqplib encodes a message's
- * properties into one 64 KiB buffer: a copy over it fails to publish and closes the channel, so the
- * message would come back and fail again for ever. Larger headers are dropped, and the copy says so.
- */
-export const MAX_COPIED_HEADER_BYTES = 16 * 1024;
 
 /** Publishes dead-letter copies for one vote queue; see the module documentation. */
 export class DeadLetterPublisher {
@@ -156,26 +149,4 @@ function canonical(value: unknown): unknown {
     );
   }
   return value;
-}
-
-/** The original's headers, or — when they would not fit in a copy — a header saying how large they were. */
-export function copiedHeaders(headers: Record<string, unknown> | undefined): Record<string, unknown> {
-  if (headers === undefined) return {};
-  const size = encodedSize(headers);
-  if (size <= MAX_COPIED_HEADER_BYTES) return headers;
-  return { [HEADERS_DROPPED_HEADER]: `${size} bytes of headers dropped (limit ${MAX_COPIED_HEADER_BYTES})` };
-}
-
-/** An upper bound of the AMQP field-table size of `value` (UTF-8 strings, 8 bytes a number, framing). */
-function encodedSize(value: unknown): number {
-  if (typeof value === "string") return 5 + new TextEncoder().encode(value).byteLength;
-  if (value instanceof Uint8Array) return 5 + value.byteLength;
-  if (Array.isArray(value)) return value.reduce((n: number, v) => n + encodedSize(v), 5);
-  if (value !== null && typeof value === "object") {
-    return Object.entries(value).reduce(
-      (n, [k, v]) => n + 2 + new TextEncoder().encode(k).byteLength + encodedSize(v),
-      5,
-    );
-  }
-  return 9;
 }

@@ -1,9 +1,11 @@
 /**
- * Metrics: the Prometheus registry and every metric on it. The seed's names
- * and labels are kept unchanged so existing dashboards keep working; the rest
- * are new (the live results' three are built in {@link ../results/metrics.ts}).
- * The label values a metric may take are {@link ./labels.ts}'s;
- * what is counted when is the pipeline's telemetry (`pipeline/telemetry.ts`).
+ * Metrics: the Prometheus registry and the service's metrics on it. The seed's
+ * names and labels are kept unchanged so existing dashboards keep working; the
+ * rest are new. The label values a metric may take are {@link ./labels.ts}'s;
+ * what is counted when is the pipeline's telemetry (`pipeline/telemetry.ts`),
+ * which also gives `aggregator_state` a series for each state it knows. A part
+ * with metrics of its own registers them on this registry itself (the live
+ * results: `results/metrics.ts`): the registry does not know its users.
  *
  * @example
  * ```ts
@@ -17,11 +19,7 @@
  */
 
 import client from "prom-client";
-import { STATE_NAMES } from "../pipeline/state.ts";
 import { ERROR_TYPES, POOL_STATES, REJECT_REASONS } from "./labels.ts";
-import { resultsMetrics, type ResultsStats } from "../results/metrics.ts";
-
-export type { ResultsStats };
 
 /** The service's metrics, on their own registry. */
 export interface Metrics {
@@ -44,6 +42,7 @@ export interface Metrics {
   redeliveredNoops: client.Counter;
   deadLettered: client.Counter<"reason">;
   consumerPaused: client.Gauge;
+  /** 1 for the service's current state, 0 for the others: the pipeline sets each state it has. */
   consumerState: client.Gauge<"state">;
   /** 1 while `/readyz` answers 200. */
   ready: client.Gauge;
@@ -55,11 +54,6 @@ export interface Metrics {
   committingBatches: client.Gauge;
   oldestUnackedSeconds: client.Gauge;
   openBatchVotes: client.Gauge;
-  resultsStreamClients: client.Gauge;
-  resultsStreamEvents: client.Counter<"type">;
-  resultsListenerReconnects: client.Counter;
-  /** Where the three `results_*` metrics are read from at a scrape (lib/service.ts sets it); unset: they stay 0. */
-  resultsStats: (() => ResultsStats) | undefined;
 }
 
 // prom-client's default metrics that come from /proc/self on Linux (see createMetrics).
@@ -81,7 +75,7 @@ const TOTAL_SUFFIXED_GAUGES = [
 ];
 
 /**
- * Creates the registry with every metric, and the default process metrics.
+ * Creates the registry with the service's metrics, and the default process metrics.
  *
  * @param collectDefaults add prom-client's process metrics (CPU, memory, event loop)
  */
@@ -106,7 +100,6 @@ export function createMetrics(collectDefaults = true): Metrics {
   }
   const metrics: Metrics = {
     registry,
-    resultsStats: undefined,
     votesAggregated: new client.Counter({
       name: "votes_aggregated_total",
       help: "Votes counted into vote_results, by law and choice",
@@ -211,13 +204,11 @@ export function createMetrics(collectDefaults = true): Metrics {
       help: "Messages in the batch being filled",
       registers,
     }),
-    ...resultsMetrics(registers, () => metrics.resultsStats?.()),
   };
   // Every label value from the start, at 0: increase() and rate() see a series' first sample as its
   // start, so an event before a labelled series existed would be missed (the first dead letter, …).
   for (const type of ERROR_TYPES) metrics.aggregationErrors.inc({ error_type: type }, 0);
   for (const reason of REJECT_REASONS) metrics.deadLettered.inc({ reason }, 0);
-  for (const state of STATE_NAMES) metrics.consumerState.set({ state }, 0);
   for (const state of POOL_STATES) metrics.dbPoolConnections.set({ state }, 0);
   return metrics;
 }

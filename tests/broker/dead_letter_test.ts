@@ -1,11 +1,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import {
-  HEADERS_DROPPED_HEADER,
-  MAX_COPIED_HEADER_BYTES,
-  originalDigest,
-  REJECT_REASON_HEADER,
-} from "../../lib/broker/dead_letter.ts";
+import { HEADERS_DROPPED_HEADER, MAX_COPIED_HEADER_BYTES } from "../../lib/broker/copied_headers.ts";
+import { originalDigest, REJECT_REASON_HEADER } from "../../lib/broker/dead_letter.ts";
 import { startService } from "../../lib/service.ts";
 import { createTestDatabase, createTestQueue, results } from "../support/servers.ts";
 import { testConfig } from "../support/service.ts";

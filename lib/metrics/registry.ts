@@ -20,6 +20,7 @@
 
 import client from "prom-client";
 import { ERROR_TYPES, POOL_STATES, REJECT_REASONS } from "./labels.ts";
+import { VERSION } from "../version.ts";
 
 /** The service's metrics, on their own registry. */
 export interface Metrics {
@@ -91,6 +92,8 @@ export function createMetrics(collectDefaults = true): Metrics {
     new client.Gauge<L>({ name, help, labelNames, registers });
   const histogram = (name: string, help: string, buckets: number[]) =>
     new client.Histogram({ name, help, buckets, registers });
+  gauge("vote_aggregator_build_info", "Always 1; its label is the running build's version (deno.json).", ["version"])
+    .set({ version: VERSION }, 1);
   if (collectDefaults) {
     client.collectDefaultMetrics({ register: registry });
     for (const name of TOTAL_SUFFIXED_GAUGES) registry.removeSingleMetric(name);

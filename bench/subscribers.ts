@@ -19,19 +19,20 @@
 
 import { isDeepStrictEqual } from "node:util";
 import { parseNotification, RESULTS_CHANNEL } from "../lib/results/store.ts";
-import { createTestDatabase, createTestQueue, results, testPool } from "../tests/support/servers.ts";
+import { createTestDatabase, createTestQueue, testPool } from "../tests/support/servers.ts";
 import { cpuSeconds, peakRssMb } from "../tests/support/process.ts";
 import { admin, ADMIN_TOKEN, spawnService } from "../tests/support/service.ts";
 import { openStream, type SseClient, streamCrowd } from "../tests/support/sse.ts";
 import {
   benchEnv,
   benchMix,
+  drainRow,
   expectedResults,
   type Options,
   preload,
-  SHUTDOWN_GRACE_MS,
   sleep,
-  visibleVotes,
+  stopAndCheck,
+  untilAllVisible,
 } from "./common.ts";
 import { progress, type Row, say } from "./report.ts";
 
@@ -80,32 +81,28 @@ async function run(options: Options, count: number, signal: AbortSignal): Promis
   const cpuBefore = cpuSeconds(service.pid) ?? 0;
   const resumedAt = performance.now();
   await admin(service, "/resume");
-  let visible = 0;
   let peakRss = 0;
-  while (visible < votes.valid) {
-    signal.throwIfAborted();
-    visible = await visibleVotes(db.sql);
+  await untilAllVisible(db, votes, [service], signal, (visible) => {
     peakRss = Math.max(peakRss, peakRssMb(service.pid) ?? 0);
     progress(`${label}: ${visible}/${votes.valid} votes visible`);
-    if (service.exitCode !== undefined) throw new Error(`the service exited with ${service.exitCode}`);
-    if (visible < votes.valid) await sleep(20, signal);
-  }
+  });
   const seconds = (performance.now() - resumedAt) / 1000;
   const cpu = (cpuSeconds(service.pid) ?? 0) - cpuBefore;
   const expected = expectedResults(votes);
-  const notes: string[] = [];
+  const failures: string[] = [];
   for (const client of measuring) {
     const deadline = performance.now() + 10_000;
     while (!isDeepStrictEqual(client.totals(), expected) && performance.now() < deadline) await sleep(20, signal);
-    if (!isDeepStrictEqual(client.totals(), expected)) notes.push(`${label}: a subscriber did not end on the totals`);
+    if (!isDeepStrictEqual(client.totals(), expected)) {
+      failures.push(`${label}: a subscriber did not end on the totals`);
+    }
   }
   const latencies = measuring.flatMap((client) => latenciesOf(client, committedAt));
   const events = measuring.reduce((n, client) => n + client.events.filter((e) => e.event === "totals").length, 0) /
     Math.max(1, measuring.length);
   for (const client of measuring) await client.close();
   await listening.end({ timeout: 1 });
-  const code = await service.stopWithin(SHUTDOWN_GRACE_MS);
-  const exact = isDeepStrictEqual(await results(db.sql), expected) && notes.length === 0 && code === 0;
+  for (const failure of await stopAndCheck([service], db, queue, votes)) failures.push(`${label}: ${failure}`);
   latencies.sort((a, b) => a - b);
   const at = (q: number) =>
     latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] : undefined;
@@ -115,16 +112,11 @@ async function run(options: Options, count: number, signal: AbortSignal): Promis
         ? `; commit → event p50 ${at(0.5)?.toFixed(0)} ms, p99 ${at(0.99)?.toFixed(0)} ms (${latencies.length} samples)`
         : ""),
   );
-  return {
-    phase: label,
-    n: options.n,
-    seconds,
-    rate: options.n / seconds,
+  return drainRow(label, options.n, seconds, failures, {
     p50: count ? at(0.5) : undefined,
     p99: count ? at(0.99) : undefined,
     max: count ? latencies.at(-1) : undefined,
     rssMb: peakRss,
-    exact,
     notes: [
       `${label}: the service used ${cpu.toFixed(2)} s of CPU during the drain (${
         (cpu / seconds * 100).toFixed(0)
@@ -137,10 +129,8 @@ async function run(options: Options, count: number, signal: AbortSignal): Promis
           }/s, RESULTS_EVENT_INTERVAL_MS=${options.eventIntervalMs}), ${committedAt.size} law versions committed`,
         ]
         : []),
-      ...notes,
-      ...(code === 0 ? [] : [`${label}: exit code ${code}`]),
     ],
-  };
+  });
 }
 
 /** Per law version a subscriber was brought: ms from its commit to the event that carried it (or a later one). */

@@ -6,7 +6,7 @@
  * | `/metrics` | GET | Prometheus text format |
  * | `/healthz` | GET | 200 while the process runs its loops |
  * | `/readyz` | GET | 200 while running or paused by an operator; 503 while degraded (database failing past the retry budget, broker down) or draining, with a `reason` naming the part (pipeline/readiness.ts) |
- * | `/status` | GET | state, open batch, last commit, totals since start |
+ * | `/status` | GET | version, state, open batch, last commit, totals since start |
  * | `/flush` | POST, admin | commits the open batch, then answers `{flushed: n}` |
  * | `/pause` | POST, admin | stops consuming, commits what is batched, answers the state (409 while draining) |
  * | `/resume` | POST, admin | consumes again (409 while draining) |
@@ -14,8 +14,11 @@
  * The results routes (`/`, `/results`, `/results/{law_id}`, `/results/stream`) are
  * lib/results/routes.ts's, with their own token (`RESULTS_TOKEN`) and CORS.
  *
- * A malformed request (a Host or target that is not a URL) answers 400 on every
- * route, with no internals. Admin routes need `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant
+ * A malformed request (a Host or target that is not a URL, or no Host header at
+ * all) answers 400 on every route, with no internals. RFC 9112 §3.2 asks 400 of an
+ * HTTP/1.1 request without Host; `Deno.serve` does not tell a handler the request's
+ * HTTP version, so an HTTP/1.0 request without Host answers 400 too (an empty
+ * `Host:` is allowed, as the RFC allows it). Admin routes need `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant
  * time); without `ADMIN_TOKEN` they answer 403.
  *
  * @example
@@ -35,6 +38,7 @@ import { getLogger } from "../log.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import type { ResultsHandler } from "../results/routes.ts";
 import { bearerToken, tokenChecker } from "./token.ts";
+import { VERSION } from "../version.ts";
 
 const log = getLogger("http");
 
@@ -85,7 +89,7 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
         return json(readiness.ready ? 200 : 503, readiness);
       },
     },
-    "/status": { method: "GET", admin: false, handle: () => json(200, aggregator.status()) },
+    "/status": { method: "GET", admin: false, handle: () => json(200, { version: VERSION, ...aggregator.status() }) },
     "/flush": {
       method: "POST",
       admin: true,
@@ -121,6 +125,8 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
       return json(500, { error: "internal error" });
     },
   }, async (request) => {
+    // Without Host, Deno makes the URL from the listening address: the request itself is malformed.
+    if (!request.headers.has("host")) return json(400, { error: "malformed request: no Host header" });
     const url = urlOf(request);
     // A Host or target that does not make a URL (`Host: a b`) is the client's error, on every route.
     if (url === undefined) return json(400, { error: "malformed request: its Host or target is not a valid URL" });

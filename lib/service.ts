@@ -32,6 +32,7 @@ import { openDatabase, STARTUP_ATTEMPTS } from "./startup.ts";
 import { withTimeout } from "./timeout.ts";
 import { VoteWriter } from "./database/writer.ts";
 import { ServerInUse } from "./database/server.ts";
+import { StandbyWaiter, unprotectedReplication } from "./database/standbys.ts";
 
 const log = getLogger("service");
 
@@ -104,7 +105,17 @@ export async function startService(config: Config, options: StartOptions = {}): 
     throw error;
   }
 
+  const standbys = config.postgresMinStandbys === 0 ? undefined : new StandbyWaiter(sql, {
+    minStandbys: config.postgresMinStandbys,
+    onLag: (lags) => {
+      metrics.postgresStandbyLag.reset();
+      for (const { standby, bytes } of lags) metrics.postgresStandbyLag.set({ standby }, bytes);
+    },
+  });
+  const risk = await unprotectedReplication(sql, config.postgresMinStandbys).catch(() => undefined);
+  if (risk !== undefined) log.warn("{risk}", { risk });
   const writer = new VoteWriter(sql, {
+    standbys,
     maxRetryAttempts: config.maxRetryAttempts,
     retryDelayMs: config.retryDelayMs,
     commitTimeoutMs: config.commitTimeoutMs,
@@ -160,7 +171,14 @@ export async function startService(config: Config, options: StartOptions = {}): 
     poolSize: config.postgresMaxConnections,
     retryDelayMs: config.retryDelayMs,
     metricsMaxLaws: config.metricsMaxLaws,
-    database,
+    database: {
+      get host() {
+        return database.host;
+      },
+      get waiting() {
+        return standbys?.waiting;
+      },
+    },
   });
   if (config.rabbitmqPrefetchCount < config.batchSize) {
     log.warn(

@@ -18,6 +18,8 @@
 --     row on by one (UPDATE … RETURNING needs SELECT)            INSERT … RETURNING needs); ledger_head:
 --                                                                SELECT, UPDATE
 --   their ids                                                  USAGE on these tables' sequences
+--   POSTGRES_MIN_STANDBYS: reads the standbys' flushed WAL     EXECUTE on standby_flush_lsns() (007,
+--     positions                                                  SECURITY DEFINER: no pg_read_all_stats)
 -- It cannot delete or rewrite a vote, truncate a table, change the schema, or read or write anything else;
 -- it may append to vote_ledger but never update or delete a ledger row.
 --
@@ -52,6 +54,7 @@ GRANT SELECT, INSERT ON duplicate_attempts TO vote_aggregator;
 GRANT INSERT ON aggregation_stats TO vote_aggregator;
 GRANT SELECT, INSERT ON vote_ledger TO vote_aggregator;
 GRANT SELECT, UPDATE ON ledger_head TO vote_aggregator;
+GRANT EXECUTE ON FUNCTION standby_flush_lsns() TO vote_aggregator;
 -- The seed's vote_results has an id sequence too.
 DO $$
 DECLARE

@@ -59,6 +59,11 @@ export interface Config {
   postgresMinConnections: number;
   /** Pool size. @default 10 */
   postgresMaxConnections: number;
+  /**
+   * Streaming standbys that must have flushed a batch's commit before it is acknowledged, so that a failover
+   * to any of them loses no acknowledged vote (`../database/standbys.ts`). @default 0
+   */
+  postgresMinStandbys: number;
   /** @default "prefer" */
   postgresSslMode: SslMode;
   /** CA bundle (PEM) for `verify-full`. */
@@ -158,6 +163,7 @@ export function loadConfig(
     resultsDatabaseUrl: postgresUrl("RESULTS_DATABASE_URL"),
     postgresMinConnections: integer("POSTGRES_MIN_CONNECTIONS", 0, 1000),
     postgresMaxConnections: integer("POSTGRES_MAX_CONNECTIONS", 1, 1000),
+    postgresMinStandbys: integer("POSTGRES_MIN_STANDBYS", 0, 16),
     postgresSslMode: oneOf("POSTGRES_SSLMODE", [
       "disable",
       "prefer",

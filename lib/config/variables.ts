@@ -63,6 +63,10 @@ export const VARIABLES = {
   POSTGRES_PASSWORD: { default: "postgres", doc: "Database password" },
   POSTGRES_MIN_CONNECTIONS: { default: "2", doc: "Connections opened at start" },
   POSTGRES_MAX_CONNECTIONS: { default: "10", doc: "Pool size" },
+  POSTGRES_MIN_STANDBYS: {
+    default: "0",
+    doc: "Acknowledge a batch only once this many streaming standbys flushed its commit (0: at commit)",
+  },
   POSTGRES_SSLMODE: {
     default: "prefer",
     doc: "disable, prefer, require or verify-full",

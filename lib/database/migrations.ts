@@ -28,6 +28,7 @@ import resultsVersion003 from "../../sql/003_results_version.sql" with { type: "
 import batchLedger004 from "../../sql/004_batch_ledger.sql" with { type: "text" };
 import hashCheck005 from "../../sql/005_hash_check.sql" with { type: "text" };
 import brinAutosummarizeOff006 from "../../sql/006_brin_autosummarize_off.sql" with { type: "text" };
+import standbyFlush007 from "../../sql/007_standby_flush.sql" with { type: "text" };
 
 /** One migration: its version (the file's number) and SQL text. */
 export interface Migration {
@@ -44,6 +45,7 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 4, name: "004_batch_ledger.sql", sql: batchLedger004 },
   { version: 5, name: "005_hash_check.sql", sql: hashCheck005 },
   { version: 6, name: "006_brin_autosummarize_off.sql", sql: brinAutosummarizeOff006 },
+  { version: 7, name: "007_standby_flush.sql", sql: standbyFlush007 },
 ];
 
 // Arbitrary but fixed: every instance of this service locks the same key while migrating.

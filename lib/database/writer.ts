@@ -29,6 +29,7 @@ import { TimeoutError, withTimeout } from "../timeout.ts";
 import { countVotes, type LawTotals } from "./sql/count_votes.ts";
 import { recordDuplicates } from "./sql/record_duplicates.ts";
 import type { Vote } from "../vote.ts";
+import type { StandbyWaiter } from "./standbys.ts";
 
 export type { LawTotals };
 
@@ -46,10 +47,12 @@ export interface CommitResult {
   rejected: { index: number; detail: string }[];
   /** Transactions it took (more than one when a refused vote had to be isolated). */
   transactions: number;
+  /** The server that committed it (`CountedVotes.server`); undefined when no transaction ran. */
+  server?: string;
 }
 
 /** What one transaction of a {@link VoteWriter.commit} did. */
-export type CommitPart = Pick<CommitResult, "counted" | "duplicates" | "redelivered" | "laws">;
+export type CommitPart = Pick<CommitResult, "counted" | "duplicates" | "redelivered" | "laws" | "server">;
 
 /** Options of {@link VoteWriter}. */
 export interface VoteWriterOptions {
@@ -66,6 +69,11 @@ export interface VoteWriterOptions {
   instance?: string;
   /** Append each batch to the batch ledger. @default true (false only for the benchmark's comparison) */
   ledger?: boolean;
+  /**
+   * With `POSTGRES_MIN_STANDBYS`: a commit is reported only once enough standbys flushed it
+   * (`./standbys.ts`); a wait that fails throws, and the batch is committed again.
+   */
+  standbys?: Pick<StandbyWaiter, "flushed">;
   /** Called before each retry, for logs and metrics. */
   onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
   /**
@@ -88,6 +96,7 @@ export class VoteWriter {
   readonly #ledger: boolean;
   readonly #onRetry: VoteWriterOptions["onRetry"];
   readonly #onLateCommit: VoteWriterOptions["onLateCommit"];
+  readonly #standbys: VoteWriterOptions["standbys"];
 
   constructor(sql: Sql, options: VoteWriterOptions = {}) {
     this.#sql = sql;
@@ -98,6 +107,7 @@ export class VoteWriter {
     this.#ledger = options.ledger ?? true;
     this.#onRetry = options.onRetry;
     this.#onLateCommit = options.onLateCommit;
+    this.#standbys = options.standbys;
   }
 
   /**
@@ -108,6 +118,7 @@ export class VoteWriter {
    * @param batchAgeMs milliseconds since the batch's first message, for `aggregation_stats`
    * @throws {RetryError} when a transient error outlasts the retry budget: nothing in this call
    *   that is not reported as committed may be acknowledged
+   * @throws {StandbyWaitError} when the wait for standbys failed: nothing may be acknowledged, commit again
    */
   async commit(votes: Vote[], batchAgeMs = 0): Promise<CommitResult> {
     const result: CommitResult = {
@@ -119,6 +130,7 @@ export class VoteWriter {
       transactions: 0,
     };
     if (votes.length > 0) await this.#commitIsolating(votes, 0, batchAgeMs, result);
+    if (this.#standbys !== undefined && result.server !== undefined) await this.#standbys.flushed(result.server);
     return result;
   }
 
@@ -135,6 +147,8 @@ export class VoteWriter {
       result.duplicates += part.duplicates;
       result.redelivered += part.redelivered;
       result.laws.push(...part.laws);
+      // Transactions on two servers (a failover between the parts) match no poll: the wait fails, all is redone.
+      result.server = result.server === undefined || result.server === part.server ? part.server : "several";
     } catch (error) {
       if (!isDataError(error)) throw error;
       result.transactions += 1;
@@ -173,7 +187,7 @@ export class VoteWriter {
   }
 
   async #commitOnce(votes: Vote[], batchAgeMs: number): Promise<CommitPart> {
-    const { laws, skipped } = await countVotes(this.#sql, votes, {
+    const { laws, skipped, server } = await countVotes(this.#sql, votes, {
       batchAgeMs,
       instance: this.#instance,
       ledger: this.#ledger,
@@ -181,6 +195,12 @@ export class VoteWriter {
     const duplicates = skipped.length === 0
       ? 0
       : await recordDuplicates(this.#sql, skipped.map((ord) => votes[ord - 1]));
-    return { counted: votes.length - skipped.length, duplicates, redelivered: skipped.length - duplicates, laws };
+    return {
+      counted: votes.length - skipped.length,
+      duplicates,
+      redelivered: skipped.length - duplicates,
+      laws,
+      server,
+    };
   }
 }

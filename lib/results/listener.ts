@@ -61,6 +61,7 @@ export class ResultsListener {
   #ending = false;
   #listening: Promise<void> | undefined;
   #lostMeanwhile = false;
+  readonly #firstFailure = Promise.withResolvers<unknown>();
   /** Times it listened (1 at start, +1 per reconnect). */
   listens = 0;
 
@@ -95,6 +96,14 @@ export class ResultsListener {
     return this.#listening ??= this.#listen().finally(() => this.#listening = undefined);
   }
 
+  /**
+   * Settles with the error of the first attempt at listening that failed (a standby refuses `LISTEN` during
+   * recovery): start-up goes on without waiting for {@link start}, which keeps trying.
+   */
+  get firstFailure(): Promise<unknown> {
+    return this.#firstFailure.promise;
+  }
+
   /** Reads the whole table into the hub now (at shutdown: the last commits are sent before streams end). */
   async resynchronise(): Promise<void> {
     this.#resync = true;
@@ -123,6 +132,7 @@ export class ResultsListener {
         attempt = 1;
       } catch (error) {
         if (this.#ending) return;
+        this.#firstFailure.resolve(error);
         const ms = backoffDelay(attempt++, { minDelayMs: this.#retryDelayMs, jitter: 0.2 });
         log.warn("Results: cannot listen on {channel} ({error}); again in {ms} ms", {
           channel: RESULTS_CHANNEL,

@@ -56,7 +56,10 @@ export type LiveResultsConfig = Pick<
   | "resultsEventIntervalMs"
 >;
 
-/** Starts listening and loads every law; resolves once the hub holds the table. */
+/**
+ * Starts listening and loads every law; resolves once the hub holds the table, or once a first attempt
+ * failed (the listener then keeps trying in the background).
+ */
 export async function startLiveResults(config: LiveResultsConfig): Promise<LiveResults> {
   const hub = new ResultsHub({
     maxClients: config.resultsMaxClients,
@@ -65,7 +68,14 @@ export async function startLiveResults(config: LiveResultsConfig): Promise<LiveR
   });
   const listener = new ResultsListener({ config, hub });
   try {
-    await listener.start();
+    // Listening on a server that cannot (a standby refuses LISTEN during recovery) must not hold the start: the
+    // listener keeps trying in the background, and the streams follow once a primary answers.
+    const failed = await Promise.race([listener.start().then(() => undefined), listener.firstFailure]);
+    if (failed !== undefined) {
+      log.warn("Results: not listening yet ({error}); starting anyway, live results follow once it does", {
+        error: (failed as Error).message,
+      });
+    }
   } catch (error) {
     hub.close();
     await listener.end();

@@ -41,6 +41,11 @@ export interface CountedVotes {
   skipped: number[];
   /** The batch's `vote_ledger.seq`; null when it counted nothing (or the ledger was left alone). */
   ledgerSeq: number | null;
+  /**
+   * The server that committed it, as `pg_postmaster_start_time()`: a standby promoted since, or the same
+   * server restarted, answers another (`../standbys.ts` waits for standbys of this one only).
+   */
+  server: string;
 }
 
 /** What {@link countVotes} writes to `aggregation_stats`. */
@@ -75,8 +80,8 @@ export async function countVotes(
   // One id per attempt: a retry after a late commit counts nothing, so appends nothing.
   const batchId = newBatchId();
   const tag = ledger === false ? null : batchId;
-  const [{ laws, skipped, ledger_seq }] = await sql<
-    { laws: LawRow[]; skipped: number[]; ledger_seq: string | null }[]
+  const [{ laws, skipped, ledger_seq, server }] = await sql<
+    { laws: LawRow[]; skipped: number[]; ledger_seq: string | null; server: string }[]
   >`
     with batch as (
       select * from unnest(
@@ -182,7 +187,8 @@ export async function countVotes(
         select array_agg(b.ord::int order by b.ord) from batch b
         where not exists (select 1 from firsts f join counted c using (vote_hash) where f.ord = b.ord)
       ), '{}') as skipped,
-      (select count(*) from notified) as notifications`;
+      (select count(*) from notified) as notifications,
+      pg_postmaster_start_time()::text as server`;
   return {
     laws: laws.map((r) => ({
       lawId: r.law_id,
@@ -193,5 +199,6 @@ export async function countVotes(
     })),
     skipped,
     ledgerSeq: ledger_seq === null ? null : Number(ledger_seq),
+    server,
   };
 }

@@ -136,6 +136,9 @@ export async function startPostgresPair(options: PairOptions = {}): Promise<Post
     const standbySettings = [
       `port = ${standby.port}`,
       `primary_conninfo = 'host=127.0.0.1 port=${replication.port} user=${USER} application_name=${STANDBY_NAME}'`,
+      // Promoted, it has no standby of its own to wait for (pg_basebackup copied the primary's setting), as
+      // Patroni's and CloudNativePG's synchronous modes drop the wait when no standby is left.
+      "synchronous_standby_names = ''",
     ];
     await Deno.writeTextFile(`${standby.dir}/postgresql.auto.conf`, standbySettings.join("\n") + "\n", {
       append: true,

@@ -51,10 +51,11 @@ export interface DatabaseView {
 /** Readiness in `state` with `broker`; see the module documentation. */
 export function readinessOf(state: State, broker: BrokerView, view: DatabaseView = {}): Readiness {
   const databaseDown = state.name === "degraded" && state.database;
-  const database = databaseDown
-    ? `down: ${view.down ?? "commits fail past the retry budget"}; retrying with backoff`
-    : view.waiting !== undefined
+  // A commit that went through and now waits for standbys says so, even while an earlier failure of it is retried.
+  const database = view.waiting !== undefined
     ? `waiting: ${view.waiting}`
+    : databaseDown
+    ? `down: ${view.down ?? "commits fail past the retry budget"}; retrying with backoff`
     : "up";
   // Consumption is off by design while paused or draining; otherwise a connected broker must be consuming.
   const consumingExpected = state.name === "running";
@@ -66,8 +67,7 @@ export function readinessOf(state: State, broker: BrokerView, view: DatabaseView
     reason = state.abandoned
       ? "draining: stopping; the drain deadline passed, uncommitted votes will be redelivered"
       : "draining: stopping; committing what is batched";
-  } else if (databaseDown) reason = `database: ${database.slice("down: ".length)}`;
-  else if (view.waiting !== undefined) reason = `database: ${view.waiting}`;
+  } else if (databaseDown || view.waiting !== undefined) reason = `database: ${database.replace(/^\w+: /, "")}`;
   else if (brokerState !== "up") reason = `broker: ${brokerState}`;
   return { ready: reason === null, state: state.name, reason, broker: brokerState, database };
 }

@@ -8,7 +8,7 @@
 
 import { isDeepStrictEqual } from "node:util";
 import type postgres from "postgres";
-import { RABBITMQ_URL, results, type TestQueue, visibleVotes } from "../tests/support/servers.ts";
+import { RABBITMQ_URL, results, type TestDatabase, type TestQueue, visibleVotes } from "../tests/support/servers.ts";
 
 export { visibleVotes };
 import { freePort, type ServiceProcess } from "../tests/support/service.ts";
@@ -40,6 +40,8 @@ export interface Options {
   eventIntervalMs: number;
   /** Also run the ledger's cost phase (ledger.ts). */
   ledger: boolean;
+  /** Also the drain and latency with POSTGRES_MIN_STANDBYS 0 and 1 on a primary with a standby (standbys.ts). */
+  standbys: boolean;
   /** Votes of the recount phase's database; 0 skips it (recount.ts). */
   recount: number;
   /** Messages of the counting phase; 0 skips it (counting.ts). */
@@ -47,6 +49,17 @@ export interface Options {
   phaseTimeoutMs: number;
   /** Instance counts of the scaling phase; empty: skipped. */
   scaling: number[];
+}
+
+/**
+ * Where a drain or latency phase runs, when not on a fresh database of the local PostgreSQL with the
+ * service's defaults (the standbys phase: a primary with a streaming standby, POSTGRES_MIN_STANDBYS).
+ */
+export interface Target {
+  /** A fresh database for the phase. @default createTestDatabase (tests/support/servers.ts) */
+  database?: () => Promise<TestDatabase>;
+  /** More variables for the service. */
+  env?: Record<string, string>;
 }
 
 export const DUPLICATE_FRACTION = 0.05;

@@ -20,18 +20,28 @@ import {
   preload,
   serviceBackends,
   stopAndCheck,
+  type Target,
   untilAllVisible,
 } from "./common.ts";
 import { progress, type Row, say } from "./report.ts";
 
 /** Runs a drain of `n` preloaded messages. */
-export async function drain(options: Options, n: number, label: string, signal: AbortSignal): Promise<Row> {
-  await using db = await createTestDatabase();
+export async function drain(
+  options: Options,
+  n: number,
+  label: string,
+  signal: AbortSignal,
+  target: Target = {},
+): Promise<Row> {
+  await using db = await (target.database ?? createTestDatabase)();
   await using queue = await createTestQueue();
   const votes = benchMix(options, n);
   await preload(queue, votes, label, signal);
 
-  await using service = await spawnService(benchEnv(options, db, queue), { viaStartTask: true, waitHealthy: false });
+  await using service = await spawnService(benchEnv(options, db, queue, target.env), {
+    viaStartTask: true,
+    waitHealthy: false,
+  });
   let firstVisibleAt: number | undefined;
   // CPU from the first vote visible on (start-up excluded): the service's, its PostgreSQL backends', the broker's.
   let cpuAtFirst: { service: number; postgres: number; broker: number; visible: number } | undefined;

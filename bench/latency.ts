@@ -13,18 +13,32 @@ import { createTestDatabase, createTestQueue, results } from "../tests/support/s
 import { peakRssMb } from "../tests/support/process.ts";
 import { spawnService } from "../tests/support/service.ts";
 import { generateVotes, publishVotes } from "../tools/publish.ts";
-import { benchEnv, expectedResults, type Options, SHUTDOWN_GRACE_MS, sleep, visibleVotes } from "./common.ts";
+import {
+  benchEnv,
+  expectedResults,
+  type Options,
+  SHUTDOWN_GRACE_MS,
+  sleep,
+  type Target,
+  visibleVotes,
+} from "./common.ts";
 import { progress, type Row, say } from "./report.ts";
 
 const POLL_MS = 5;
 
-/** Runs the latency phase at `options.rate` with `BATCH_TIMEOUT_SECONDS=timeout`. */
-export async function latency(options: Options, timeout: string, signal: AbortSignal): Promise<Row> {
-  const label = `latency ${options.rate}/s, BATCH_TIMEOUT_SECONDS=${timeout}`;
+/** Runs the latency phase at `options.rate` with `BATCH_TIMEOUT_SECONDS=timeout` (on `target`, and so labelled). */
+export async function latency(
+  options: Options,
+  timeout: string,
+  signal: AbortSignal,
+  target: Target & { label?: string } = {},
+): Promise<Row> {
+  const label = `latency ${options.rate}/s, BATCH_TIMEOUT_SECONDS=${timeout}${target.label ?? ""}`;
   const count = Math.round(options.rate * options.seconds);
-  await using db = await createTestDatabase();
+  await using db = await (target.database ?? createTestDatabase)();
   await using queue = await createTestQueue();
-  await using service = await spawnService(benchEnv(options, db, queue, { BATCH_TIMEOUT_SECONDS: timeout }), {
+  const env = { ...target.env, BATCH_TIMEOUT_SECONDS: timeout };
+  await using service = await spawnService(benchEnv(options, db, queue, env), {
     viaStartTask: true,
     waitHealthy: false,
   });

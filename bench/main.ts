@@ -25,7 +25,8 @@
  *    (`scaling.ts`): drain rate, service CPU per message, PostgreSQL lock waits.
  *
  * Beside them, on request: `--counting N` (the counting statement alone, its
- * backend's CPU per vote, `counting.ts`), `--ledger` (`ledger.ts`), `--recount N`
+ * backend's CPU per vote, `counting.ts`), `--ledger` (`ledger.ts`), `--standbys` (the cost of
+ * `POSTGRES_MIN_STANDBYS`, `standbys.ts`), `--recount N`
  * (`recount.ts`), `--election N` (`election.ts`).
  *
  * Prints one markdown table and the command line that produced it. One file
@@ -47,6 +48,7 @@ import { ledgerCost } from "./ledger.ts";
 import { recountRate } from "./recount.ts";
 import { counting } from "./counting.ts";
 import { scaling } from "./scaling.ts";
+import { standbys } from "./standbys.ts";
 import { describe, type Row, say, table } from "./report.ts";
 
 /** How the drain and latency phases start the service: as operators do. */
@@ -74,6 +76,8 @@ const USAGE = `Usage: deno task bench [options]
       --recount N      also time verify on a database of N counted votes built for it (recount.ts)
       --counting N     also the counting statement alone: N votes on one connection, its backend's CPU (counting.ts)
       --ledger         also measure the batch ledger's cost: N votes committed with and without it (ledger.ts)
+      --standbys       also the drain and latency on a private primary with a standby, POSTGRES_MIN_STANDBYS=0 and 1
+                       (standbys.ts)
       --phase-timeout S  longest any phase may take, preloading included (default 900)
   -h, --help`;
 
@@ -98,6 +102,7 @@ function parseOptions(args: string[]): Options | undefined {
     "skip-drain": { type: "boolean", default: false },
     "skip-latency": { type: "boolean", default: false },
     ledger: { type: "boolean", default: false },
+    standbys: { type: "boolean", default: false },
     recount: { type: "string" },
     counting: { type: "string" },
     "phase-timeout": { type: "string" },
@@ -161,6 +166,7 @@ function parseOptions(args: string[]): Options | undefined {
     skipLatency: values["skip-latency"],
     subscribers: values.subscribers === "0" ? 0 : positive("subscribers", values.subscribers, 1000),
     ledger: values.ledger,
+    standbys: values.standbys,
     recount: values.recount === undefined ? 0 : positive("recount", values.recount, 0),
     counting: values.counting === undefined ? 0 : positive("counting", values.counting, 0),
     phaseTimeoutMs: positive("phase-timeout", values["phase-timeout"], 900, false) * 1000,
@@ -239,6 +245,7 @@ async function main(args: string[]): Promise<number> {
   }
   if (options.subscribers > 0) await phase("subscribers", (s) => subscribers(options, s));
   if (options.ledger) await phase("ledger cost", (s) => ledgerCost(options, options.n, s));
+  if (options.standbys) await phase("standbys", (s) => standbys(options, s));
   if (options.counting > 0) await phase("counting", (s) => counting(options, options.counting, s));
   if (options.recount > 0) await phase("recount", (s) => recountRate(options, options.recount, s));
   if (options.backlog > 0) {

@@ -38,3 +38,23 @@ Deno.test("readiness: each state, and the part it names", () => {
   assert.match(readinessOf(after("database_down"), stopped).database, /^down: /);
   assert.equal(readinessOf(after("database_down"), stopped).broker, "up");
 });
+
+Deno.test("readiness: why the database is down, and a commit waiting for standbys, are said", () => {
+  const readOnly = "the server is read-only (a standby, or a demoted primary): waiting for one that takes writes";
+  const down = readinessOf(after("database_down"), stopped, { down: readOnly });
+  assert.equal(down.ready, false);
+  assert.equal(down.reason, `database: ${readOnly}; retrying with backoff`);
+  assert.equal(down.database, `down: ${readOnly}; retrying with backoff`);
+
+  const waiting = "a commit has waited 2.0 s for 1 standby(s) to flush it (POSTGRES_MIN_STANDBYS)";
+  const held = readinessOf(after(), consuming, { waiting });
+  assert.deepEqual([held.ready, held.reason, held.database], [false, `database: ${waiting}`, `waiting: ${waiting}`]);
+  // The same commit failed before it waited (its first server went away): the wait is what holds it now.
+  assert.equal(
+    readinessOf(after("database_down"), stopped, { down: readOnly, waiting }).reason,
+    `database: ${waiting}`,
+  );
+  // Draining says so first.
+  assert.match(readinessOf(after("drain"), stopped, { waiting }).reason ?? "", /^draining: /);
+  assert.equal(readinessOf(after(), consuming, {}).ready, true);
+});

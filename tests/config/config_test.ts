@@ -126,16 +126,22 @@ Deno.test("config: a percent-encoded % or UTF-8 password is read as written, a r
   assert.ok(!configError({ DATABASE_URL: "postgres://u:hunter2%@db/x" }).message.includes("hunter2"));
 });
 
-Deno.test("config: a % in DATABASE_URL's password stops main.ts with exit 2 and one line naming DATABASE_URL", async () => {
+/** Runs main.ts with only `env`; asserts it stops with exit 2 and one line; returns that line. */
+async function configExit(env: Record<string, string>): Promise<string> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--quiet", "--allow-env", "--allow-read=.env", new URL("../../main.ts", import.meta.url).pathname],
-    env: { DATABASE_URL: "postgres://u:pa%ss@127.0.0.1:1/db", PROMETHEUS_PORT: "0" },
-    cwd: await Deno.makeTempDir({ prefix: "h12_config_" }),
+    env: { ...env, PROMETHEUS_PORT: "0" },
+    cwd: await Deno.makeTempDir({ prefix: "config_test_" }),
     clearEnv: true,
   }).output();
   const stderr = new TextDecoder().decode(out.stderr).trim();
   assert.equal(out.code, 2, stderr);
   assert.equal(stderr.split("\n").length, 1, stderr);
+  return stderr;
+}
+
+Deno.test("config: a % in DATABASE_URL's password stops main.ts with exit 2 and one line naming DATABASE_URL", async () => {
+  const stderr = await configExit({ DATABASE_URL: "postgres://u:pa%ss@127.0.0.1:1/db" });
   assert.match(stderr, /^vote-aggregator: Invalid DATABASE_URL: .*percent-encode/);
   assert.ok(!stderr.includes("pa%ss"), stderr);
 });
@@ -181,17 +187,8 @@ for (
   });
 }
 
-Deno.test("config: POSTGRES_HOST=a,, stops main.ts with exit 2 and one line naming POSTGRES_HOST", async () => {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--quiet", "--allow-env", "--allow-read=.env", new URL("../../main.ts", import.meta.url).pathname],
-    env: { POSTGRES_HOST: "a,,b", PROMETHEUS_PORT: "0" },
-    cwd: await Deno.makeTempDir({ prefix: "h24_config_" }),
-    clearEnv: true,
-  }).output();
-  const stderr = new TextDecoder().decode(out.stderr).trim();
-  assert.equal(out.code, 2, stderr);
-  assert.equal(stderr.split("\n").length, 1, stderr);
-  assert.match(stderr, /^vote-aggregator: Invalid POSTGRES_HOST: /);
+Deno.test("config: POSTGRES_HOST=a,,b stops main.ts with exit 2 and one line naming POSTGRES_HOST", async () => {
+  assert.match(await configExit({ POSTGRES_HOST: "a,,b" }), /^vote-aggregator: Invalid POSTGRES_HOST: /);
 });
 
 Deno.test("config: the results' variables", () => {

@@ -29,6 +29,7 @@ export class ServerInUse {
   readonly hosts: readonly DatabaseHost[];
   readonly #onChange: (host: string | undefined, previous: string | undefined) => void;
   #host: string | undefined;
+  #asking: Promise<string | undefined> | undefined;
 
   /**
    * @param databaseUrl `DATABASE_URL` as configured (validated)
@@ -47,8 +48,15 @@ export class ServerInUse {
     return this.#host;
   }
 
-  /** Asks the pool's server who it is; a failure means none answers now. */
-  async refresh(sql: Sql): Promise<string | undefined> {
+  /**
+   * Asks the pool's server who it is; a failure means none answers now. One question at a time: while no
+   * host takes writes the question waits for one, and asking again meanwhile would only open more connections.
+   */
+  refresh(sql: Sql): Promise<string | undefined> {
+    return this.#asking ??= this.#ask(sql).finally(() => this.#asking = undefined);
+  }
+
+  async #ask(sql: Sql): Promise<string | undefined> {
     let host: string | undefined;
     try {
       const [row] = await sql<{ addr: string | null; port: number | null }[]>`

@@ -22,6 +22,7 @@ import { checkServerIdentity } from "node:tls";
 import postgres from "postgres";
 import type { Config } from "../config/config.ts";
 import { parseDatabaseUrl } from "../config/url.ts";
+import { DatabaseHosts } from "./hosts.ts";
 import { getLogger } from "../log.ts";
 import { guardTypeFetch } from "./pg_type_fetch.ts";
 
@@ -56,7 +57,7 @@ export function connectDatabase(
   { prepare = true, applicationName = "vote-aggregator", extra = {} }: ConnectOptions = {},
 ): Sql {
   guardTypeFetch(); // a failed type-catalog query must not end the process (see pg_type_fetch.ts)
-  const server = serverOptions(config.databaseUrl);
+  const server = serverOptions(config.databaseUrl, config.connectTimeoutMs);
   return postgres(server.url, {
     ...extra,
     ...server.options,
@@ -100,7 +101,7 @@ export async function ensureDatabase(
     & Pick<Config, "databaseUrl" | "postgresSslMode" | "postgresSslRootCert">
     & Partial<Pick<Config, "connectTimeoutMs">>,
 ): Promise<boolean> {
-  const server = serverOptions(config.databaseUrl);
+  const server = serverOptions(config.databaseUrl, config.connectTimeoutMs);
   const url = new URL(server.url);
   const name = decodeURIComponent(url.pathname.slice(1)) || decodeURIComponent(url.username) || "postgres";
   const probe = async (target: URL, query: (sql: Sql) => Promise<unknown>) => {
@@ -153,16 +154,24 @@ function quoteIdentifier(name: string): string {
 }
 
 /**
- * What postgres.js is given for `databaseUrl`: the URL with its first host, and for several hosts
- * (libpq's `h1:p1,h2:p2`, `../config/url.ts`) the hosts and ports as lists, which postgres.js tries in
- * turn, and `target_session_attrs` (`read-write` unless the URL says otherwise), so that only a server
- * that takes writes is kept. postgres.js's own reading of a host list cuts at every `:`, which breaks
- * IPv6 literals: hence the lists.
+ * What postgres.js is given for `databaseUrl`: the URL with its first host, and `target_session_attrs`
+ * (`read-write` unless the URL says otherwise) so that only a server that takes writes is kept. For
+ * several hosts (libpq's `h1:p1,h2:p2`, `../config/url.ts`) the connections are opened by
+ * {@link DatabaseHosts} (`socket`: the next host at once, a backoff after a full round); the host list is
+ * given too, as it keeps a failed attempt inside postgres.js, which tries again (through `socket`)
+ * rather than failing the query at each host.
+ *
+ * @param connectTimeoutMs `CONNECT_TIMEOUT_SECONDS`: a connection open that long counts as a success
  */
-export function serverOptions(databaseUrl: string): {
+export function serverOptions(databaseUrl: string, connectTimeoutMs = 10_000): {
   url: string;
   hostname: string;
-  options: { host?: string; port?: number; target_session_attrs?: "primary" };
+  options: {
+    host?: string;
+    port?: number;
+    socket?: DatabaseHosts["socket"];
+    target_session_attrs?: "primary";
+  };
 } {
   const address = parseDatabaseUrl(databaseUrl);
   if (address === undefined) return { url: databaseUrl, hostname: "", options: {} };
@@ -181,6 +190,7 @@ export function serverOptions(databaseUrl: string): {
       ? {
         host: hosts.map((h) => h.host) as unknown as string,
         port: hosts.map((h) => h.port) as unknown as number,
+        socket: new DatabaseHosts(hosts, connectTimeoutMs + 1000).socket,
         ...target,
       }
       : target,

@@ -40,7 +40,7 @@ export type PoolerConfig =
  */
 export async function usePreparedStatements(config: PoolerConfig): Promise<boolean> {
   if (config.postgresPrepare !== "auto") return config.postgresPrepare === "true";
-  const server = serverOptions(config.databaseUrl);
+  const server = serverOptions(config.databaseUrl, config.connectTimeoutMs);
   const urlPorts = parseDatabaseUrl(config.databaseUrl)?.hosts.map((host) => host.port) ?? [5432];
   const urlPort = urlPorts.join(", ");
   const sql = postgres(server.url, {

@@ -54,6 +54,8 @@ export type LiveResultsConfig = Pick<
   | "resultsMaxClients"
   | "resultsHeartbeatMs"
   | "resultsEventIntervalMs"
+  | "resultsCacheSeconds"
+  | "resultsPageMode"
 >;
 
 /** Starts listening and loads every law; resolves once the hub holds the table. */
@@ -81,6 +83,8 @@ export async function startLiveResults(config: LiveResultsConfig): Promise<LiveR
     sql: listener.sql,
     token: config.resultsToken,
     corsOrigins: config.resultsCorsOrigins,
+    cacheSeconds: config.resultsCacheSeconds,
+    pageMode: config.resultsPageMode,
   });
   let stopping: Promise<void> | undefined;
   const stop = async () => {

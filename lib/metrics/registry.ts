@@ -88,22 +88,7 @@ const TOTAL_SUFFIXED_GAUGES = [
 export function createMetrics(collectDefaults = true): Metrics {
   const registry = new client.Registry();
   const registers = [registry];
-  if (collectDefaults) {
-    client.collectDefaultMetrics({ register: registry });
-    for (const name of TOTAL_SUFFIXED_GAUGES) registry.removeSingleMetric(name);
-    // prom-client reads these from /proc/self on Linux, which Deno allows only under --allow-all: under
-    // the service's permission set they would read 0. Resident memory comes from Deno instead (no
-    // permission needed); the others are left out rather than reported wrong.
-    for (const name of LINUX_PROC_METRICS) registry.removeSingleMetric(name);
-    new client.Gauge({
-      name: "process_resident_memory_bytes",
-      help: "Resident memory size in bytes.",
-      registers,
-      collect() {
-        this.set(Deno.memoryUsage().rss);
-      },
-    });
-  }
+  if (collectDefaults) processMetrics(registry);
   const metrics: Metrics = {
     registry,
     resultsStats: undefined,
@@ -220,4 +205,33 @@ export function createMetrics(collectDefaults = true): Metrics {
   for (const state of STATE_NAMES) metrics.consumerState.set({ state }, 0);
   for (const state of POOL_STATES) metrics.dbPoolConnections.set({ state }, 0);
   return metrics;
+}
+
+/**
+ * The registry of a results-only instance (`vote-aggregator results`): the process metrics and the live
+ * results' three, none of the counting's (it counts nothing, so they would only read 0).
+ */
+export function createResultsMetrics(stats: () => ResultsStats | undefined): Pick<Metrics, "registry"> {
+  const registry = new client.Registry();
+  processMetrics(registry);
+  resultsMetrics([registry], stats);
+  return { registry };
+}
+
+/** prom-client's process metrics (CPU, memory, event loop) on `registry`, as they read right under Deno. */
+function processMetrics(registry: client.Registry): void {
+  client.collectDefaultMetrics({ register: registry });
+  for (const name of TOTAL_SUFFIXED_GAUGES) registry.removeSingleMetric(name);
+  // prom-client reads these from /proc/self on Linux, which Deno allows only under --allow-all: under
+  // the service's permission set they would read 0. Resident memory comes from Deno instead (no
+  // permission needed); the others are left out rather than reported wrong.
+  for (const name of LINUX_PROC_METRICS) registry.removeSingleMetric(name);
+  new client.Gauge({
+    name: "process_resident_memory_bytes",
+    help: "Resident memory size in bytes.",
+    registers: [registry],
+    collect() {
+      this.set(Deno.memoryUsage().rss);
+    },
+  });
 }

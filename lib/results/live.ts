@@ -58,14 +58,25 @@ export type LiveResultsConfig = Pick<
   | "resultsPageMode"
 >;
 
-/** Starts listening and loads every law; resolves once the hub holds the table. */
-export async function startLiveResults(config: LiveResultsConfig): Promise<LiveResults> {
+/** Options of {@link startLiveResults}. */
+export interface LiveResultsOptions {
+  /** Read the table this often instead of listening (a results-only instance: it may read a standby). */
+  pollMs?: number;
+  /** Its reads in read-only transactions (a results-only instance). @default false */
+  readOnly?: boolean;
+}
+
+/** Starts listening (or polling) and loads every law; resolves once the hub holds the table. */
+export async function startLiveResults(
+  config: LiveResultsConfig,
+  options: LiveResultsOptions = {},
+): Promise<LiveResults> {
   const hub = new ResultsHub({
     maxClients: config.resultsMaxClients,
     heartbeatMs: config.resultsHeartbeatMs,
     eventIntervalMs: config.resultsEventIntervalMs,
   });
-  const listener = new ResultsListener({ config, hub });
+  const listener = new ResultsListener({ config, hub, ...options });
   try {
     await listener.start();
   } catch (error) {

@@ -58,7 +58,8 @@ export interface Metrics {
   resultsStreamClients: client.Gauge;
   resultsStreamEvents: client.Counter<"type">;
   resultsListenerReconnects: client.Counter;
-  /** Where the three `results_*` metrics are read from at a scrape (lib/service.ts sets it); unset: they stay 0. */
+  resultsRequests: client.Counter<"route">;
+  /** Where the four `results_*` metrics are read from at a scrape (lib/service.ts sets it); unset: they stay 0. */
   resultsStats: (() => ResultsStats) | undefined;
 }
 

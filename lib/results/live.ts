@@ -37,7 +37,7 @@ export interface LiveResults {
   handle: ResultsHandler;
   /** Sends every stream the last committed totals, ends the streams, closes the connections. */
   stop(): Promise<void>;
-  /** Clients, events sent and listener reconnects, for the `results_*` metrics. */
+  /** Clients, events sent, listener reconnects and requests, for the `results_*` metrics. */
   stats(): ResultsStats;
 }
 
@@ -89,7 +89,9 @@ export async function startLiveResults(
       url: redactUrl(config.resultsDatabaseUrl),
     });
   }
+  const requests = { page: 0, results: 0, law: 0, stream: 0 };
   const handle = resultsRoutes({
+    requests,
     hub,
     sql: listener.sql,
     token: config.resultsToken,
@@ -114,6 +116,7 @@ export async function startLiveResults(
     clients: hub.clients,
     events: hub.sent,
     listenerReconnects: Math.max(0, listener.listens - 1),
+    requests: { ...requests },
   });
   return { hub, listener, handle, stop: () => stopping ??= stop(), stats };
 }

@@ -34,6 +34,7 @@ import { getLogger } from "../log.ts";
 import { bearerToken, tokenChecker } from "../http/token.ts";
 import { cacheControl, entityTag, notModified } from "./cache.ts";
 import { HubFullError, type ResultsHub } from "./hub.ts";
+import type { ResultsRoute } from "../metrics/labels.ts";
 import page from "./page.html" with { type: "text" };
 import { readLaw, readResults } from "./store.ts";
 
@@ -53,6 +54,8 @@ export interface ResultsRoutesOptions {
   cacheSeconds?: number;
   /** `RESULTS_PAGE_MODE`: how the page follows the results. @default "stream" */
   pageMode?: "stream" | "poll";
+  /** Counted into per route, for `results_requests_total` (read at each scrape). */
+  requests?: Record<ResultsRoute, number>;
 }
 
 /** Answers a results request, or undefined when `path` is not a results route. */
@@ -218,9 +221,15 @@ export function resultsRoutes(options: ResultsRoutesOptions): ResultsHandler {
     return new Response(body, { headers: streamHeaders });
   };
 
+  const requests = options.requests;
   return (request, url) => {
     const path = url.pathname;
     if (path !== "/" && path !== "/results" && !path.startsWith("/results/")) return undefined;
+    if (requests) {
+      requests[
+        path === "/" ? "page" : path === "/results" ? "results" : path === "/results/stream" ? "stream" : "law"
+      ]++;
+    }
     return handle(request, url).catch((error) => {
       log.error("Results request failed: {error}", { error: (error as Error).message });
       return json(503, { error: "results are unavailable right now" }, { "retry-after": retryAfter });

@@ -37,6 +37,10 @@ export interface Options {
   subscribers: number;
   /** RESULTS_EVENT_INTERVAL_MS of the subscribers phase. */
   eventIntervalMs: number;
+  /** Viewers of the viewers phase, polling through nginx; 0 skips it (viewers.ts). */
+  viewers: number;
+  /** Pause of each viewer between an answer and its next request; 0: none. */
+  viewerIntervalMs: number;
   /** Also run the ledger's cost phase (ledger.ts). */
   ledger: boolean;
   /** Votes of the recount phase's database; 0 skips it (recount.ts). */

@@ -14,6 +14,7 @@
  *   redelivered);
  * - 2: a bad configuration.
  *
+ * `vote-aggregator --version` prints the version (lib/version.ts).
  * `vote-aggregator verify …` and `vote-aggregator dead-letters …` run the
  * operator's tools instead (lib/audit/command.ts, lib/dead_letters/command.ts),
  * under the same permission set; `vote-aggregator results` runs a results-only
@@ -31,6 +32,7 @@ import { deniedEndpoints } from "./lib/config/permissions.ts";
 import { AbortedError } from "./lib/retry.ts";
 import { type Service, type StartPhase, startService } from "./lib/service.ts";
 import { delay, withTimeout } from "./lib/timeout.ts";
+import { VERSION } from "./lib/version.ts";
 
 /** Longest start-up may take to unwind after a signal before the process exits anyway. */
 const STARTUP_UNWIND_MS = 5000;
@@ -45,6 +47,10 @@ const SUBCOMMANDS: Record<string, (args: string[], program: string) => Promise<n
 
 async function main(): Promise<number> {
   const [subcommand, ...args] = Deno.args;
+  if (subcommand === "--version" || subcommand === "-V") {
+    console.log(`vote-aggregator ${VERSION}`);
+    return 0;
+  }
   if (subcommand !== undefined && Object.hasOwn(SUBCOMMANDS, subcommand)) {
     return await SUBCOMMANDS[subcommand](args, `vote-aggregator ${subcommand}`);
   }

@@ -1,5 +1,5 @@
 /**
- * The fault suite (issue 4): the service runs as a separate process
+ * The fault suite: the service runs as a separate process
  * (`spawnService`) against the real RabbitMQ and PostgreSQL of this machine,
  * each case with its own database and queue, and every case ends by checking
  * the exact outcome: `vote_results` equal to the distinct valid votes,
@@ -665,7 +665,7 @@ faultCase(
       [...poison].sort(),
       "each poison vote once, nothing else",
     );
-    // Since issue 12 the parser refuses what PostgreSQL would (one dead-letter, no bisection of the batch);
+    // The parser refuses what PostgreSQL would (one dead-letter, no bisection of the batch);
     // the database's own refusal and its isolation are tested in tests/database/writer_test.ts.
     for (const m of dead) {
       assert.equal(m.properties.headers?.[REJECT_REASON_HEADER], "invalid_field");

@@ -1,5 +1,5 @@
 /**
- * Hostile input and hostile networks (issue 12), against the service as a
+ * Hostile input and hostile networks, against the service as a
  * separate process on the real broker and database: large bodies at the
  * default prefetch must not blow its memory; a broker or a database that
  * accepts TCP and then never answers must be timed out, retried, and must not

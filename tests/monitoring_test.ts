@@ -82,13 +82,13 @@ Deno.test("monitoring: the alerts and the dashboard read only series that exist"
   assert.deepEqual(seriesNames('sum by (le) (rate(a_total{x="y"}[5m])) > on () group_left () b'), ["a_total", "b"]);
 });
 
-Deno.test("monitoring: the alerts the README's 'Operating it' section explains are the alerts", async () => {
-  const readme = await read("README.md");
-  const section = readme.slice(readme.indexOf("## Operating it"));
-  assert.ok(readme.includes("## Operating it"));
+Deno.test("monitoring: the alerts docs/operations.md explains are the alerts", async () => {
+  const page = await read("docs/operations.md");
+  assert.ok(page.includes("## Alerts"));
+  const section = page.slice(page.indexOf("## Alerts"));
   const alerts = (await rulesOf("monitoring/alerts.yml")).flatMap((r) => r.alert ?? []);
   assert.ok(alerts.length >= 7, "service down, not ready, queue growing, dead letters, latency, retries, no votes");
-  for (const alert of alerts) assert.ok(section.includes(`\`${alert}\``), `README "Operating it" lacks ${alert}`);
+  for (const alert of alerts) assert.ok(section.includes(`\`${alert}\``), `docs/operations.md "Alerts" lacks ${alert}`);
 });
 
 Deno.test("monitoring: prometheus.yml loads the rules and scrapes RabbitMQ's plugin; compose mounts and enables them", async () => {

@@ -78,5 +78,7 @@ if (import.meta.main) {
   if (config.logLevel === "DEBUG") {
     console.error(`vote-aggregator: deno run ${shellQuote(flags)} main.ts`);
   }
-  Deno.exit(await runService(flags, Deno.args));
+  // `deno task start -- --version` passes the "--" on: it only separates the task's arguments.
+  const args = Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args;
+  Deno.exit(await runService(flags, args));
 }

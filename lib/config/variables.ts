@@ -1,6 +1,6 @@
 /**
  * The variable table: every environment variable the service reads, with its
- * default and its one-line documentation. The README's Configuration section,
+ * default and its one-line documentation. docs/configuration.md's table,
  * `.env.example` and the `--allow-env` list of the permission set are checked
  * against it. How a value is validated lives in {@link ./config.ts}, not here.
  *
@@ -17,7 +17,7 @@
 export interface Variable {
   /** Default as it would be written in `.env`; `undefined` when optional. */
   default?: string;
-  /** One line for the README and `.env.example`. */
+  /** One line for docs/configuration.md and `.env.example`. */
   doc: string;
 }
 

@@ -121,7 +121,7 @@ async function applyMigration(tx: postgres.TransactionSql, migration: Migration)
       const object = [e.table_name, e.column_name].filter(Boolean).join(".") || e.constraint_name;
       const todo = e.hint ??
         "fix what the error names (or restore the database from its backup), then start the service again; " +
-          'README "Replacing the Python aggregator" says what each migration changes';
+          "docs/seed-system.md says what each migration changes";
       throw new MigrationError(
         `Migration sql/${migration.name} failed in step "${step.name}"${object ? ` on ${object}` : ""}: ` +
           `${e.message}${e.detail ? ` (${e.detail})` : ""}. Nothing was changed (the migrations run in one ` +

@@ -6,7 +6,7 @@
  * | `/metrics` | GET | Prometheus text format |
  * | `/healthz` | GET | 200 while the process runs its loops |
  * | `/readyz` | GET | 200 while running or paused by an operator; 503 while degraded (database failing past the retry budget, broker down) or draining, with a `reason` naming the part (pipeline/readiness.ts) |
- * | `/status` | GET | state, open batch, last commit, totals since start |
+ * | `/status` | GET | version, state, open batch, last commit, totals since start |
  * | `/flush` | POST, admin | commits the open batch, then answers `{flushed: n}` |
  * | `/pause` | POST, admin | stops consuming, commits what is batched, answers the state (409 while draining) |
  * | `/resume` | POST, admin | consumes again (409 while draining) |
@@ -38,6 +38,7 @@ import { getLogger } from "../log.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import type { ResultsHandler } from "../results/routes.ts";
 import { bearerToken, tokenChecker } from "./token.ts";
+import { VERSION } from "../version.ts";
 
 const log = getLogger("http");
 
@@ -141,7 +142,7 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
 /** The routes that observe and steer the pipeline: a counting instance's only. */
 function pipelineRoutes(aggregator: NonNullable<ControlPlaneOptions["aggregator"]>): Record<string, Route> {
   return {
-    "/status": { method: "GET", admin: false, handle: () => json(200, aggregator.status()) },
+    "/status": { method: "GET", admin: false, handle: () => json(200, { version: VERSION, ...aggregator.status() }) },
     "/flush": {
       method: "POST",
       admin: true,

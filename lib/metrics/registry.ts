@@ -19,6 +19,7 @@
 import client from "prom-client";
 import { STATE_NAMES } from "../pipeline/state.ts";
 import { ERROR_TYPES, POOL_STATES, REJECT_REASONS } from "./labels.ts";
+import { VERSION } from "../version.ts";
 import { resultsMetrics, type ResultsStats } from "../results/metrics.ts";
 
 export type { ResultsStats };
@@ -89,6 +90,7 @@ const TOTAL_SUFFIXED_GAUGES = [
 export function createMetrics(collectDefaults = true): Metrics {
   const registry = new client.Registry();
   const registers = [registry];
+  buildInfo(registry);
   if (collectDefaults) processMetrics(registry);
   const metrics: Metrics = {
     registry,
@@ -214,9 +216,20 @@ export function createMetrics(collectDefaults = true): Metrics {
  */
 export function createResultsMetrics(stats: () => ResultsStats | undefined): Pick<Metrics, "registry"> {
   const registry = new client.Registry();
+  buildInfo(registry);
   processMetrics(registry);
   resultsMetrics([registry], stats);
   return { registry };
+}
+
+/** `vote_aggregator_build_info{version}` on `registry`: always 1, labelled with the running build's version. */
+function buildInfo(registry: client.Registry): void {
+  new client.Gauge({
+    name: "vote_aggregator_build_info",
+    help: "Always 1; its label is the running build's version (deno.json).",
+    labelNames: ["version"],
+    registers: [registry],
+  }).set({ version: VERSION }, 1);
 }
 
 /** prom-client's process metrics (CPU, memory, event loop) on `registry`, as they read right under Deno. */

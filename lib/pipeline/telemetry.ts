@@ -131,7 +131,7 @@ export class Telemetry {
     m.consumerPaused.set(present.consuming ? 0 : 1);
     m.openBatchVotes.set(present.openMessages);
     m.committingBatches.set(present.committingBatches);
-    // Deprecated names, kept for one release (README, Metrics): in_use always counted committing batches.
+    // Deprecated names, kept for one release (docs/operations.md, Metrics): in_use always counted committing batches.
     m.dbPoolConnections.set({ state: "in_use" }, present.committingBatches);
     m.dbPoolConnections.set({ state: "max" }, present.poolSize);
     const oldest = present.oldestReceivedAt;

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { VERSION } from "../../lib/version.ts";
 import { startService } from "../../lib/service.ts";
 import { createTestDatabase, createTestQueue, lockLaw, results } from "../support/servers.ts";
 import { testConfig } from "../support/service.ts";
@@ -45,6 +46,7 @@ Deno.test("http: observation routes, status codes, and no secrets", async () => 
     const status = await call(base, "/status");
     assert.equal(status.status, 200);
     assert.equal(status.body.state, "running");
+    assert.equal(status.body.version, VERSION);
     assert.equal(status.body.totals.counted, 1);
     assert.equal(status.body.totals.deadLettered, 1);
     assert.match(status.body.last_commit_at, /^\d{4}-/);

@@ -44,9 +44,10 @@ Deno.test("metrics: every labelled counter's values exist at 0 from the start", 
   assert.equal(REJECT_REASONS.length, 7, "every RejectReason, no more");
 });
 
-Deno.test("metrics: the README names every error_type and dead-letter reason", async () => {
-  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
-  for (const value of [...ERROR_TYPES, ...REJECT_REASONS]) assert.ok(readme.includes(`\`${value}\``), value);
+Deno.test("metrics: docs/ names every error_type and dead-letter reason", async () => {
+  const read = (page: string) => Deno.readTextFile(new URL(`../../docs/${page}`, import.meta.url));
+  const page = (await read("operations.md")) + (await read("architecture.md"));
+  for (const value of [...ERROR_TYPES, ...REJECT_REASONS]) assert.ok(page.includes(`\`${value}\``), value);
 });
 
 Deno.test({

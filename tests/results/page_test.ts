@@ -2,9 +2,9 @@
  * The results page in a real browser (headless Chromium over the DevTools
  * protocol): loaded from the service under an embargo token, votes are
  * published, and the page's numbers reach the database's totals, live. With
- * `UPDATE_SCREENSHOT=1` (and write access to docs/) it saves the screenshot the
- * README shows, docs/results-page.png. In poll mode, and when its stream is
- * refused, the page follows the results by conditional requests to `/results`.
+ * `UPDATE_SCREENSHOT=1` (and write access to docs/) it saves the screenshot
+ * docs/live-results.md shows, docs/results-page.png. In poll mode, and when its
+ * stream is refused, the page follows the results by conditional requests to `/results`.
  */
 import assert from "node:assert/strict";
 import { isDeepStrictEqual } from "node:util";

@@ -177,10 +177,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
   } catch (error) {
     await results?.stop();
     await sql.end({ timeout: 1 });
-    throw new Error(
-      `Cannot serve HTTP on ${config.httpHost}:${config.prometheusPort} (PROMETHEUS_PORT): ${(error as Error).message}`,
-      { cause: error },
-    );
+    throw error;
   }
   const http = await listening.promise;
 

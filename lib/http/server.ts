@@ -69,7 +69,11 @@ interface Route {
   handle: Handler;
 }
 
-/** Starts the control plane's HTTP server. */
+/**
+ * Starts the control plane's HTTP server.
+ *
+ * @throws when it cannot listen (the port taken, the address not this host's); the message names `PROMETHEUS_PORT`
+ */
 export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer<Deno.NetAddr> {
   const { aggregator, metrics } = options;
   const readiness = options.readiness ?? (() => aggregator!.readiness());
@@ -97,15 +101,24 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
   };
   const adminCheck = options.adminToken === undefined ? undefined : tokenChecker(options.adminToken);
 
-  return Deno.serve({
-    hostname: options.hostname,
-    port: options.port,
-    onListen: (addr) => options.onListen?.(addr),
-    onError: (error) => {
-      log.error("HTTP handler failed: {error}", { error });
-      return json(500, { error: "internal error" });
-    },
-  }, async (request) => {
+  try {
+    return Deno.serve({
+      hostname: options.hostname,
+      port: options.port,
+      onListen: (addr) => options.onListen?.(addr),
+      onError: (error) => {
+        log.error("HTTP handler failed: {error}", { error });
+        return json(500, { error: "internal error" });
+      },
+    }, handler);
+  } catch (error) {
+    throw new Error(
+      `Cannot serve HTTP on ${options.hostname}:${options.port} (PROMETHEUS_PORT): ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+
+  async function handler(request: Request): Promise<Response> {
     const url = urlOf(request);
     // A Host or target that does not make a URL (`Host: a b`) is the client's error, on every route.
     if (url === undefined) return json(400, { error: "malformed request: its Host or target is not a valid URL" });
@@ -136,7 +149,7 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
       if (error instanceof IllegalTransitionError) return json(409, { error: error.message });
       throw error;
     }
-  });
+  }
 }
 
 /** The routes that observe and steer the pipeline: a counting instance's only. */

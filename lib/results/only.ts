@@ -33,7 +33,7 @@ import { serveControlPlane } from "../http/server.ts";
 import { getLogger } from "../log.ts";
 import { createResultsMetrics } from "../metrics/registry.ts";
 import { abortable, retry } from "../retry.ts";
-import { describeConnectionFailure, isConnectionFailure, STARTUP_ATTEMPTS, STARTUP_BACKOFF } from "../startup.ts";
+import { databaseRetry, describeConnectionFailure, isConnectionFailure } from "../startup.ts";
 import { withTimeout } from "../timeout.ts";
 import { type LiveResults, startLiveResults } from "./live.ts";
 import { RESULTS_APPLICATION_NAME } from "./listener.ts";
@@ -94,10 +94,7 @@ export async function startResultsOnly(config: Config, signal?: AbortSignal): Pr
     });
   } catch (error) {
     await live.stop();
-    throw new Error(
-      `Cannot serve HTTP on ${config.httpHost}:${config.prometheusPort} (PROMETHEUS_PORT): ${(error as Error).message}`,
-      { cause: error },
-    );
+    throw error;
   }
   const http = await listening.promise;
   log.info("Results only: serving {host}:{port} from {url}, read-only, reading vote_results every {ms} ms", {
@@ -124,35 +121,25 @@ async function checkSchema(config: Config, url: string, signal?: AbortSignal): P
   );
   const where = redactUrl(url);
   try {
-    const missing = await retry(() => pending(sql), {
-      ...STARTUP_BACKOFF,
-      maxAttempts: STARTUP_ATTEMPTS,
-      signal,
-      shouldRetry: isConnectionFailure,
-      onRetry: (error, attempt, delayMs) =>
-        log.warn("Cannot connect to PostgreSQL at {url}: {error}; retrying in {delayMs} ms (attempt {attempt})", {
-          url: where,
-          error: describeConnectionFailure(error, config.connectTimeoutMs),
-          delayMs: Math.round(delayMs),
-          attempt,
-        }),
-    }).catch((error) => {
-      const cause = (error as Error).cause ?? error;
-      if (cause instanceof postgres.PostgresError && cause.code === "42501") {
-        throw new SchemaError(
-          `The role at ${where} may not read schema_migrations (${cause.message}): ` +
-            "grant it the results reader's rights (sql/role_results_reader.sql)",
-        );
-      }
-      if (isConnectionFailure(cause)) {
-        throw new Error(
-          `Cannot connect to PostgreSQL at ${where}: ${describeConnectionFailure(cause, config.connectTimeoutMs)}. ` +
-            "Is it running, and are RESULTS_DATABASE_URL (or DATABASE_URL) and its user right?",
-          { cause },
-        );
-      }
-      throw error;
-    });
+    const missing = await retry(() => pending(sql), databaseRetry(url, config.connectTimeoutMs, signal)).catch(
+      (error) => {
+        const cause = (error as Error).cause ?? error;
+        if (cause instanceof postgres.PostgresError && cause.code === "42501") {
+          throw new SchemaError(
+            `The role at ${where} may not read schema_migrations (${cause.message}): ` +
+              "grant it the results reader's rights (sql/role_results_reader.sql)",
+          );
+        }
+        if (isConnectionFailure(cause)) {
+          throw new Error(
+            `Cannot connect to PostgreSQL at ${where}: ${describeConnectionFailure(cause, config.connectTimeoutMs)}. ` +
+              "Is it running, and are RESULTS_DATABASE_URL (or DATABASE_URL) and its user right?",
+            { cause },
+          );
+        }
+        throw error;
+      },
+    );
     if (missing.length === 0) return;
     const names = missing.map((m) => m.name).join(", ");
     throw new SchemaError(

@@ -28,7 +28,7 @@ Deno.test({
   fn: async () => {
     const token = "page-test-results-token-0123456789";
     await using setup = await resultsService("h14_page", { RESULTS_TOKEN: token });
-    const { db, queue, service } = setup;
+    const { service } = setup;
     await using browser = await launchBrowser();
     const page = await browser.open(`${service.url}/?token=${token}`);
     await waitUntil(
@@ -41,23 +41,11 @@ Deno.test({
     assert.equal(await page.evaluate<string>("document.documentElement.lang"), "en");
     assert.equal(await page.evaluate<string>("document.getElementById('status').getAttribute('role')"), "status");
 
-    const mix = buildMix({ valid: 4000, laws: 4, duplicates: 40, malformed: 10, seed: 11 });
-    for (let i = 0; i < mix.bodies.length; i += 500) await queue.publish(mix.bodies.slice(i, i + 500));
-    let shown: [string, number, number, string, string][] = [];
-    const onPage = () => Object.fromEntries(shown.map(([law, oui, non]) => [law, [oui, non]]));
-    await waitUntil(
-      async () => {
-        shown = JSON.parse(await page.evaluate<string>(SHOWN));
-        return isDeepStrictEqual(onPage(), mix.expected);
-      },
-      "the page shows the published votes' totals",
-      60_000,
-      100,
-    ).catch(async (error) => {
-      const table = JSON.stringify(await results(db.sql));
-      throw new Error(`${error.message}; the page shows ${JSON.stringify(onPage())}, vote_results ${table}`);
-    });
-    assert.deepEqual(onPage(), await results(db.sql), "the page equals vote_results");
+    const shown = await untilPageShows(
+      page,
+      setup,
+      buildMix({ valid: 4000, laws: 4, duplicates: 40, malformed: 10, seed: 11 }),
+    );
     for (const [law, oui, non, text, label] of shown) {
       const share = (n: number) => (n / (oui + non) * 100).toFixed(1);
       assert.match(text, new RegExp(`^${law}\\n`), "the law's name is text");
@@ -80,14 +68,17 @@ Deno.test({
   },
 });
 
-/** Publishes `mix` and waits until `page` shows its totals; they then equal vote_results. */
+/** A law as the page shows it: id, oui, non (its data attributes), the card's text and the bar's label. */
+type Shown = [string, number, number, string, string];
+
+/** Publishes `mix` and waits until `page` shows its totals; they then equal vote_results. Resolves with what it shows. */
 async function untilPageShows(
   page: Page,
   setup: ResultsService,
   mix: ReturnType<typeof buildMix>,
-): Promise<void> {
+): Promise<Shown[]> {
   for (let i = 0; i < mix.bodies.length; i += 500) await setup.queue.publish(mix.bodies.slice(i, i + 500));
-  let shown: [string, number, number][] = [];
+  let shown: Shown[] = [];
   const onPage = () => Object.fromEntries(shown.map(([law, oui, non]) => [law, [oui, non]]));
   await waitUntil(
     async () => {
@@ -102,6 +93,7 @@ async function untilPageShows(
     throw new Error(`${error.message}; the page shows ${JSON.stringify(onPage())}, vote_results ${table}`);
   });
   assert.deepEqual(onPage(), await results(setup.db.sql), "the page equals vote_results");
+  return shown;
 }
 
 /** The statuses of the page's requests to /results so far, as the browser saw them. */

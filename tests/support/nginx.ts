@@ -20,7 +20,7 @@
  */
 
 import { freePort } from "./service.ts";
-import { delay } from "./wait.ts";
+import { untilAccepting } from "./wait.ts";
 
 const BINARY = "/usr/sbin/nginx";
 /** The configuration the product ships. */
@@ -113,18 +113,12 @@ export async function startNginx(options: NginxOptions): Promise<Nginx> {
     await child.status;
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
-  for (let i = 0;; i++) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      break;
-    } catch {
-      if (exited || i > 100) {
-        const text = await errors();
-        await stop();
-        throw new Error(`nginx did not start: ${text.slice(-2000)}`);
-      }
-      await delay(50);
-    }
+  try {
+    await untilAccepting(port, () => exited);
+  } catch {
+    const text = await errors();
+    await stop();
+    throw new Error(`nginx did not start: ${text.slice(-2000)}`);
   }
   return {
     url: `http://127.0.0.1:${port}`,

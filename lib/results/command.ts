@@ -37,6 +37,10 @@ export async function resultsCommand(args: string[], program = "results"): Promi
     return 0;
   }
   const config = await loadConfigOrExit(program);
+  if (!config.resultsEnabled) {
+    console.error(`${program}: RESULTS_ENABLED=false turns off the results, all a results-only instance serves`);
+    return EXIT_BAD_CONFIG;
+  }
   const denied = deniedEndpoints(config, undefined, "results");
   if (denied.length) {
     for (const reason of denied) console.error(`${program}: ${reason}`);

@@ -127,7 +127,7 @@ Deno.test("results only: deno task results starts it under its own permission se
   assert.equal(await service.stop(), 0);
 });
 
-Deno.test("results only: a database without the schema stops the start, saying what to do", async () => {
+Deno.test("results only: a database without the schema, or RESULTS_ENABLED=false, stops the start, saying why", async () => {
   await using db = await createTestDatabase();
   const env = resultsEnv(db.url);
   await using reader = await spawnService(env, {
@@ -142,4 +142,8 @@ Deno.test("results only: a database without the schema stops the start, saying w
   );
   const [{ count }] = await db.sql`select count(*)::int as count from pg_tables where schemaname = 'public'`;
   assert.equal(count, 0, "nothing was created");
+
+  await using off = await spawnService({ ...env, RESULTS_ENABLED: "false" }, { args: ["results"], waitHealthy: false });
+  assert.equal(await off.exited, 2);
+  assert.match(off.output(), /^vote-aggregator results: RESULTS_ENABLED=false turns off the results/m);
 });

@@ -19,19 +19,20 @@
 
 import { isDeepStrictEqual } from "node:util";
 import { parseNotification, RESULTS_CHANNEL } from "../lib/results/store.ts";
-import { createTestDatabase, createTestQueue, results, type TestDatabase, testPool } from "../tests/support/servers.ts";
+import { createTestDatabase, createTestQueue, type TestDatabase, testPool } from "../tests/support/servers.ts";
 import { cpuSeconds, peakRssMb } from "../tests/support/process.ts";
 import { admin, ADMIN_TOKEN, type ServiceProcess, spawnService } from "../tests/support/service.ts";
 import { openStream, type SseClient, streamCrowd } from "../tests/support/sse.ts";
 import {
   benchEnv,
   benchMix,
+  drainRow,
   expectedResults,
   type Options,
   preload,
-  SHUTDOWN_GRACE_MS,
   sleep,
-  visibleVotes,
+  stopAndCheck,
+  untilAllVisible,
 } from "./common.ts";
 import { progress, type Row, say } from "./report.ts";
 
@@ -99,45 +100,32 @@ export async function watchedDrain(
   const cpuBefore = cpuSeconds(service.pid) ?? 0;
   const resumedAt = performance.now();
   await admin(service, "/resume");
-  let visible = 0;
   let peakRss = 0;
-  while (visible < votes.valid) {
-    signal.throwIfAborted();
-    visible = await visibleVotes(db.sql);
+  await untilAllVisible(db, votes, [service], signal, (visible) => {
     peakRss = Math.max(peakRss, peakRssMb(service.pid) ?? 0);
     progress(`${label}: ${visible}/${votes.valid} votes visible`);
-    if (service.exitCode !== undefined) throw new Error(`the service exited with ${service.exitCode}`);
-    if (visible < votes.valid) await sleep(20, signal);
-  }
+  });
   const seconds = (performance.now() - resumedAt) / 1000;
   const cpu = (cpuSeconds(service.pid) ?? 0) - cpuBefore;
-  const expected = expectedResults(votes);
-  const watched = await audience?.close(seconds, expected, signal) ?? { notes: [], problems: [] };
-  const code = await service.stopWithin(SHUTDOWN_GRACE_MS);
-  const exact = isDeepStrictEqual(await results(db.sql), expected) && watched.problems.length === 0 && code === 0;
+  const watched = await audience?.close(seconds, expectedResults(votes), signal) ?? { notes: [], problems: [] };
+  const failures = [...watched.problems];
+  for (const failure of await stopAndCheck([service], db, queue, votes)) failures.push(`${label}: ${failure}`);
   say(
     `${label}: ${options.n} messages in ${seconds.toFixed(2)} s (${Math.round(options.n / seconds)}/s)` +
       (watched.p50 !== undefined ? `; p50 ${watched.p50.toFixed(0)} ms, p99 ${watched.p99?.toFixed(0)} ms` : ""),
   );
-  return {
-    phase: label,
-    n: options.n,
-    seconds,
-    rate: options.n / seconds,
+  return drainRow(label, options.n, seconds, failures, {
     p50: watched.p50,
     p99: watched.p99,
     max: watched.max,
     rssMb: peakRss,
-    exact,
     notes: [
       `${label}: the service used ${cpu.toFixed(2)} s of CPU during the drain (${
         (cpu / seconds * 100).toFixed(0)
       } % of one core)`,
       ...watched.notes,
-      ...watched.problems,
-      ...(code === 0 ? [] : [`${label}: exit code ${code}`]),
     ],
-  };
+  });
 }
 
 /** `count` results stream subscribers, 20 of them measuring commit → event latency. */

@@ -16,7 +16,7 @@
 
 import type { Config } from "./config/config.ts";
 import { redactUrl } from "./config/url.ts";
-import { MAX_COPIED_HEADER_BYTES } from "./broker/dead_letter.ts";
+import { MAX_COPIED_HEADER_BYTES } from "./broker/copied_headers.ts";
 import { BrokerSession } from "./broker/session.ts";
 import { BrokerNodes } from "./broker/nodes.ts";
 import type { Sql } from "./database/pool.ts";
@@ -26,6 +26,7 @@ import { getLogger } from "./log.ts";
 import { createMetrics, type Metrics } from "./metrics/registry.ts";
 import { Aggregator } from "./pipeline/aggregator.ts";
 import { type LiveResults, startLiveResults } from "./results/live.ts";
+import { resultsMetrics } from "./results/metrics.ts";
 import { abortable, AbortedError } from "./retry.ts";
 import { openDatabase, STARTUP_ATTEMPTS } from "./startup.ts";
 import { withTimeout } from "./timeout.ts";
@@ -78,6 +79,9 @@ const CLOSE_TIMEOUT_MS = 5000;
 export async function startService(config: Config, options: StartOptions = {}): Promise<Service> {
   const { signal } = options;
   const metrics = createMetrics();
+  let results: LiveResults | undefined;
+  // Read at each scrape; before the live results start, the results_* series stay 0.
+  resultsMetrics([metrics.registry], () => results?.stats());
   options.onPhase?.("connecting to PostgreSQL");
   const sql = await openDatabase(config, signal);
   options.onPhase?.("migrating");
@@ -89,7 +93,6 @@ export async function startService(config: Config, options: StartOptions = {}): 
     await sql.end({ timeout: 0 });
     throw error;
   }
-  let results: LiveResults | undefined;
   try {
     // Off on a counting instance whose audience is served by results-only instances (`vote-aggregator results`).
     if (config.resultsEnabled) results = await abortable(startLiveResults(config), signal);
@@ -97,7 +100,6 @@ export async function startService(config: Config, options: StartOptions = {}): 
     await sql.end({ timeout: 0 });
     throw error;
   }
-  metrics.resultsStats = results?.stats;
 
   const writer = new VoteWriter(sql, {
     maxRetryAttempts: config.maxRetryAttempts,

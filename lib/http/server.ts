@@ -17,8 +17,11 @@
  * `/healthz` and `/readyz` alone: it has no pipeline, so no `/status`, `/flush`,
  * `/pause` or `/resume` (404).
  *
- * A malformed request (a Host or target that is not a URL) answers 400 on every
- * route, with no internals. Admin routes need `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant
+ * A malformed request (a Host or target that is not a URL, or no Host header at
+ * all) answers 400 on every route, with no internals. RFC 9112 §3.2 asks 400 of an
+ * HTTP/1.1 request without Host; `Deno.serve` does not tell a handler the request's
+ * HTTP version, so an HTTP/1.0 request without Host answers 400 too (an empty
+ * `Host:` is allowed, as the RFC allows it). Admin routes need `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant
  * time); without `ADMIN_TOKEN` they answer 403.
  *
  * @example
@@ -119,6 +122,8 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
   }
 
   async function handler(request: Request): Promise<Response> {
+    // Without Host, Deno makes the URL from the listening address: the request itself is malformed.
+    if (!request.headers.has("host")) return json(400, { error: "malformed request: no Host header" });
     const url = urlOf(request);
     // A Host or target that does not make a URL (`Host: a b`) is the client's error, on every route.
     if (url === undefined) return json(400, { error: "malformed request: its Host or target is not a valid URL" });

@@ -65,6 +65,8 @@ export class Telemetry {
   constructor(metrics: Metrics, maxLaws = 1000) {
     this.#metrics = metrics;
     this.#maxLaws = maxLaws;
+    // Every state's series from the start, at 0: the registry does not know the pipeline's states.
+    for (const state of STATE_NAMES) metrics.consumerState.set({ state }, 0);
   }
 
   /** When a batch was last committed. */

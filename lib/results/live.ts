@@ -16,7 +16,7 @@
  */
 
 import type { Config } from "../config/config.ts";
-import type { ResultsStats } from "../metrics/registry.ts";
+import type { ResultsStats } from "./metrics.ts";
 import { getLogger } from "../log.ts";
 import { withTimeout } from "../timeout.ts";
 import { redactUrl } from "../config/url.ts";

@@ -1,6 +1,7 @@
 /**
  * The live results' metrics: `results_stream_clients`, `results_stream_events_total{type}`,
- * `results_listener_reconnects_total` and `results_requests_total{route}`, for the registry of {@link ../metrics/registry.ts}. They are read at
+ * `results_listener_reconnects_total` and `results_requests_total{route}`, which it registers on the registry it is given (the service's,
+ * {@link ../metrics/registry.ts}). They are read at
  * each scrape from the counts the hub and the listener keep in plain numbers
  * ({@link ./live.ts} `stats()`), so a write to a stream client costs no metric update.
  *

@@ -31,7 +31,8 @@ import { pending } from "../database/migrations.ts";
 import { connectDatabase } from "../database/pool.ts";
 import { serveControlPlane } from "../http/server.ts";
 import { getLogger } from "../log.ts";
-import { createResultsMetrics } from "../metrics/registry.ts";
+import { createProcessRegistry } from "../metrics/registry.ts";
+import { resultsMetrics } from "./metrics.ts";
 import { abortable, retry } from "../retry.ts";
 import { databaseRetry, describeConnectionFailure, isConnectionFailure } from "../startup.ts";
 import { withTimeout } from "../timeout.ts";
@@ -80,6 +81,9 @@ export async function startResultsOnly(config: Config, signal?: AbortSignal): Pr
     const reason = ready ? null : `database: no read of vote_results for ${STALE_READ_MS / 1000} s (${lastReadError})`;
     return { ready, mode: "results", reason, database: ready ? "up" : `down: ${lastReadError}` };
   };
+  // The build, the process and the live results' metrics: none of the counting's (it counts nothing).
+  const registry = createProcessRegistry();
+  resultsMetrics([registry], live.stats);
   const listening = Promise.withResolvers<Deno.NetAddr>();
   let server: Deno.HttpServer<Deno.NetAddr>;
   try {
@@ -87,7 +91,7 @@ export async function startResultsOnly(config: Config, signal?: AbortSignal): Pr
       hostname: config.httpHost,
       port: config.prometheusPort,
       adminToken: undefined,
-      metrics: createResultsMetrics(live.stats),
+      metrics: { registry },
       readiness,
       results: live.handle,
       onListen: (addr) => listening.resolve(addr),

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import client from "prom-client";
 import {
   ERROR_TYPES,
   REJECT_REASONS,
@@ -8,6 +9,7 @@ import {
 } from "../../lib/metrics/labels.ts";
 import { LISTENER_APPLICATION_NAME } from "../../lib/results/listener.ts";
 import { createMetrics } from "../../lib/metrics/registry.ts";
+import { resultsMetrics, type ResultsStats } from "../../lib/results/metrics.ts";
 import { startService } from "../../lib/service.ts";
 import { createTestDatabase, createTestQueue } from "../support/servers.ts";
 import { openStream } from "../support/sse.ts";
@@ -86,21 +88,23 @@ Deno.test({
 });
 
 Deno.test("metrics: the results_* series are read from the live results' counts at each scrape", async () => {
-  const metrics = createMetrics(false);
-  const scrape = async () => samples(await metrics.registry.metrics());
+  const registry = new client.Registry();
+  const stats: ResultsStats = {
+    clients: 3,
+    events: { snapshot: 3, totals: 12, heartbeat: 0 },
+    listenerReconnects: 1,
+    requests: { page: 2, results: 5, law: 0, stream: 3 },
+  };
+  let started = false;
+  resultsMetrics([registry], () => started ? stats : undefined);
+  const scrape = async () => samples(await registry.metrics());
   let exposed = await scrape();
   assert.equal(exposed.get("results_stream_clients"), 0, "no live results yet");
   for (const type of STREAM_EVENT_TYPES) assert.equal(exposed.get(`results_stream_events_total{type="${type}"}`), 0);
   assert.equal(exposed.get("results_listener_reconnects_total"), 0);
   for (const route of RESULTS_ROUTES) assert.equal(exposed.get(`results_requests_total{route="${route}"}`), 0);
 
-  const stats = {
-    clients: 3,
-    events: { snapshot: 3, totals: 12, heartbeat: 0 },
-    listenerReconnects: 1,
-    requests: { page: 2, results: 5, law: 0, stream: 3 },
-  };
-  metrics.resultsStats = () => stats;
+  started = true;
   exposed = await scrape();
   assert.equal(exposed.get("results_stream_clients"), 3);
   assert.equal(exposed.get('results_stream_events_total{type="totals"}'), 12);

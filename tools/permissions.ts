@@ -114,7 +114,7 @@ export const DEPENDENCY_NOTES: readonly string[] = [
   "process_resident_memory_bytes from Deno.memoryUsage(), which needs no permission.",
   "Traces (OTEL_DENO=true, lib/pipeline/tracing.ts): Deno's built-in OpenTelemetry reads OTEL_* and sends to " +
   "the collector from the runtime itself, outside the permission system, and npm:@opentelemetry/api reads no " +
-  "variable; so neither the OTEL_* variables nor the collector's host are added (tests/tracing_test.ts exports " +
+  "variable; so neither the OTEL_* variables nor the collector's host are added (tests/pipeline/tracing_test.ts exports " +
   "spans under exactly this set).",
   "npm:amqplib, @logtape/logtape and dotenv need nothing beyond the broker's host:port and .env; none asks " +
   "for --allow-sys (no os.hostname/os.userInfo on the paths the service uses).",

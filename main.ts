@@ -17,7 +17,8 @@
  * `vote-aggregator --version` prints the version (lib/version.ts).
  * `vote-aggregator verify …` and `vote-aggregator dead-letters …` run the
  * operator's tools instead (lib/audit/command.ts, lib/dead_letters/command.ts),
- * under the same permission set.
+ * under the same permission set; `vote-aggregator results` runs a results-only
+ * instance (lib/results/command.ts), under its own (`deno task results`).
  *
  * @module
  */
@@ -25,6 +26,7 @@
 import { verifyCommand } from "./lib/audit/command.ts";
 import { loadConfigOrExit } from "./lib/config/cli.ts";
 import { deadLettersCommand } from "./lib/dead_letters/command.ts";
+import { resultsCommand } from "./lib/results/command.ts";
 import { getLogger, setupLogging } from "./lib/log.ts";
 import { deniedEndpoints } from "./lib/config/permissions.ts";
 import { AbortedError } from "./lib/retry.ts";
@@ -40,6 +42,7 @@ const CLOSE_GRACE_MS = 16_000;
 const SUBCOMMANDS: Record<string, (args: string[], program: string) => Promise<number>> = {
   verify: verifyCommand,
   "dead-letters": deadLettersCommand,
+  results: resultsCommand,
 };
 
 async function main(): Promise<number> {

@@ -38,6 +38,10 @@ export interface Options {
   subscribers: number;
   /** RESULTS_EVENT_INTERVAL_MS of the subscribers phase. */
   eventIntervalMs: number;
+  /** Viewers of the viewers phase, polling through nginx; 0 skips it (viewers.ts). */
+  viewers: number;
+  /** Pause of each viewer between an answer and its next request; 0: none. */
+  viewerIntervalMs: number;
   /** Also run the ledger's cost phase (ledger.ts). */
   ledger: boolean;
   /** Also the drain and latency with POSTGRES_MIN_STANDBYS 0 and 1 on a primary with a standby (standbys.ts). */

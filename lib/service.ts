@@ -42,8 +42,8 @@ export interface Service {
   broker: BrokerSession;
   metrics: Metrics;
   sql: Sql;
-  /** The live results: hub, listening connection, routes. */
-  results: LiveResults;
+  /** The live results: hub, listening connection, routes; undefined with `RESULTS_ENABLED=false`. */
+  results: LiveResults | undefined;
   /** Where the control plane listens. */
   http: Deno.NetAddr;
   /**
@@ -99,7 +99,8 @@ export async function startService(config: Config, options: StartOptions = {}): 
     throw error;
   }
   try {
-    results = await abortable(startLiveResults(config), signal);
+    // Off on a counting instance whose audience is served by results-only instances (`vote-aggregator results`).
+    if (config.resultsEnabled) results = await abortable(startLiveResults(config), signal);
   } catch (error) {
     await sql.end({ timeout: 0 });
     throw error;
@@ -204,17 +205,14 @@ export async function startService(config: Config, options: StartOptions = {}): 
       adminToken: config.adminToken,
       aggregator,
       metrics,
-      results: results.handle,
+      results: results?.handle,
       onListen: (addr) => listening.resolve(addr),
     });
   } catch (error) {
-    await results.stop();
+    await results?.stop();
     clearInterval(serverCheck);
     await sql.end({ timeout: 1 });
-    throw new Error(
-      `Cannot serve HTTP on ${config.httpHost}:${config.prometheusPort} (PROMETHEUS_PORT): ${(error as Error).message}`,
-      { cause: error },
-    );
+    throw error;
   }
   const http = await listening.promise;
 
@@ -224,7 +222,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     if (signal?.aborted) throw new AbortedError();
   } catch (error) {
     await bounded(broker.close(), "closing the broker connection");
-    await results.stop();
+    await results?.stop();
     await bounded(server.shutdown(), "closing the HTTP server");
     clearInterval(serverCheck);
     await sql.end({ timeout: 1 });
@@ -254,7 +252,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     }
     // Streams never end by themselves: they end here, after the last commit, before the server stops
     // (a client that reads nothing keeps its connection's last write pending: the bounded wait below).
-    await results.stop();
+    await results?.stop();
     await bounded(broker.close(), "closing the broker connection");
     clearInterval(serverCheck);
     await sql.end({ timeout: CLOSE_TIMEOUT_MS / 1000 });

@@ -18,7 +18,7 @@ import type { Config } from "./config/config.ts";
 import { connectDatabase, ensureDatabase, type Sql, warmUp } from "./database/pool.ts";
 import { getLogger } from "./log.ts";
 import { usePreparedStatements } from "./database/pooler.ts";
-import { AbortedError, retry, RetryError } from "./retry.ts";
+import { AbortedError, retry, RetryError, type RetryOptions } from "./retry.ts";
 import { TimeoutError } from "./timeout.ts";
 import { redactUrl } from "./config/url.ts";
 
@@ -66,6 +66,26 @@ export function describeConnectionFailure(error: unknown, timeoutMs: number): st
 }
 
 /**
+ * Start-up's retry of a first connection to the database at `url`: {@link STARTUP_ATTEMPTS} attempts with
+ * {@link STARTUP_BACKOFF}, only while it fails to connect, each failure logged with what failed.
+ */
+export function databaseRetry(url: string, connectTimeoutMs: number, signal?: AbortSignal): RetryOptions {
+  return {
+    ...STARTUP_BACKOFF,
+    maxAttempts: STARTUP_ATTEMPTS,
+    signal,
+    shouldRetry: isConnectionFailure,
+    onRetry: (error, attempt, delayMs) =>
+      log.warn("Cannot connect to PostgreSQL at {url}: {error}; retrying in {delayMs} ms (attempt {attempt})", {
+        url: redactUrl(url),
+        error: describeConnectionFailure(error, connectTimeoutMs),
+        delayMs: Math.round(delayMs),
+        attempt,
+      }),
+  };
+}
+
+/**
  * The pool, with `POSTGRES_MIN_CONNECTIONS` connections open (the database created first when missing).
  *
  * @throws {AbortedError} when `signal` aborts first (the pool is closed)
@@ -80,19 +100,7 @@ export async function openDatabase(config: Config, signal?: AbortSignal): Promis
       await ensureDatabase(config);
       sql ??= connectDatabase(config, { prepare: await usePreparedStatements(config) });
       await warmUp(sql, config.postgresMinConnections);
-    }, {
-      ...STARTUP_BACKOFF,
-      maxAttempts: STARTUP_ATTEMPTS,
-      signal,
-      shouldRetry: isConnectionFailure,
-      onRetry: (error, attempt, delayMs) =>
-        log.warn("Cannot connect to PostgreSQL at {url}: {error}; retrying in {delayMs} ms (attempt {attempt})", {
-          url,
-          error: describeConnectionFailure(error, config.connectTimeoutMs),
-          delayMs: Math.round(delayMs),
-          attempt,
-        }),
-    });
+    }, databaseRetry(config.databaseUrl, config.connectTimeoutMs, signal));
     return sql!;
   } catch (error) {
     await sql?.end({ timeout: 0 }).catch(() => {});

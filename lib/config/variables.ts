@@ -117,6 +117,20 @@ export const VARIABLES = {
     default: "100",
     doc: "Least time between two results stream events; changes meanwhile are sent together (0: each at once)",
   },
+  RESULTS_CACHE_SECONDS: {
+    default: "1",
+    doc:
+      "max-age (and stale-while-revalidate) a shared cache may keep the public results and page (0: revalidate each time)",
+  },
+  RESULTS_PAGE_MODE: {
+    default: "stream",
+    doc:
+      "How the page follows the results: stream (/results/stream, polling when refused) or poll (/results each second)",
+  },
+  RESULTS_ENABLED: {
+    default: "true",
+    doc: "Serve the results routes and page on this instance (false: counting only; see `vote-aggregator results`)",
+  },
   LOG_LEVEL: { default: "INFO", doc: "DEBUG, INFO, WARNING or ERROR" },
   LOG_FORMAT: { default: "text", doc: "text or json (one JSON object a line)" },
   METRICS_MAX_LAWS: {

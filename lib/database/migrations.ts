@@ -149,7 +149,11 @@ export function migrationSteps(text: string): { name: string; sql: string }[] {
   return steps.filter((step) => step.sql.replace(/--.*$/gm, "").trim() !== "");
 }
 
-async function pending(sql: postgres.Sql | postgres.TransactionSql, migrations: readonly Migration[]) {
+/** The migrations `sql`'s database has not applied (all of them when it has no `schema_migrations`). */
+export async function pending(
+  sql: postgres.Sql | postgres.TransactionSql,
+  migrations: readonly Migration[] = MIGRATIONS,
+): Promise<readonly Migration[]> {
   const [{ exists }] = await sql<{ exists: boolean }[]>`
     select to_regclass('schema_migrations') is not null as exists`;
   if (!exists) return migrations;

@@ -12,7 +12,10 @@
  * | `/resume` | POST, admin | consumes again (409 while draining) |
  *
  * The results routes (`/`, `/results`, `/results/{law_id}`, `/results/stream`) are
- * lib/results/routes.ts's, with their own token (`RESULTS_TOKEN`) and CORS.
+ * lib/results/routes.ts's, with their own token (`RESULTS_TOKEN`) and CORS. A
+ * results-only instance (lib/results/only.ts) serves them with `/metrics`,
+ * `/healthz` and `/readyz` alone: it has no pipeline, so no `/status`, `/flush`,
+ * `/pause` or `/resume` (404).
  *
  * A malformed request (a Host or target that is not a URL, or no Host header at
  * all) answers 400 on every route, with no internals. RFC 9112 §3.2 asks 400 of an
@@ -51,8 +54,11 @@ export interface ControlPlaneOptions {
   /** 0 picks a free port (see the returned server's `addr`). */
   port: number;
   adminToken: string | undefined;
-  aggregator: Pick<Aggregator, "status" | "flush" | "pause" | "resume" | "refreshGauges" | "state" | "readiness">;
-  metrics: Metrics;
+  /** The pipeline; undefined on a results-only instance, which then gives `readiness`. */
+  aggregator?: Pick<Aggregator, "status" | "flush" | "pause" | "resume" | "refreshGauges" | "state" | "readiness">;
+  /** What `/readyz` answers (200 when `ready`) when there is no `aggregator`. */
+  readiness?: () => { ready: boolean };
+  metrics: Pick<Metrics, "registry">;
   /** The results routes (lib/results/routes.ts), asked first: `/`, `/results`, `/results/…`. */
   results?: ResultsHandler;
   /** Told the bound address once listening. */
@@ -66,15 +72,20 @@ interface Route {
   handle: Handler;
 }
 
-/** Starts the control plane's HTTP server. */
+/**
+ * Starts the control plane's HTTP server.
+ *
+ * @throws when it cannot listen (the port taken, the address not this host's); the message names `PROMETHEUS_PORT`
+ */
 export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer<Deno.NetAddr> {
   const { aggregator, metrics } = options;
+  const readiness = options.readiness ?? (() => aggregator!.readiness());
   const routes: Record<string, Route> = {
     "/metrics": {
       method: "GET",
       admin: false,
       handle: async () => {
-        aggregator.refreshGauges();
+        aggregator?.refreshGauges();
         return new Response(await metrics.registry.metrics(), {
           headers: { "content-type": metrics.registry.contentType },
         });
@@ -85,46 +96,32 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
       method: "GET",
       admin: false,
       handle: () => {
-        const readiness = aggregator.readiness();
-        return json(readiness.ready ? 200 : 503, readiness);
+        const now = readiness();
+        return json(now.ready ? 200 : 503, now);
       },
     },
-    "/status": { method: "GET", admin: false, handle: () => json(200, { version: VERSION, ...aggregator.status() }) },
-    "/flush": {
-      method: "POST",
-      admin: true,
-      handle: async () => json(200, { flushed: await aggregator.flush() }),
-    },
-    "/pause": {
-      method: "POST",
-      admin: true,
-      handle: async () => {
-        const flushed = await aggregator.pause();
-        log.info("Paused by an operator; {flushed} messages flushed", { flushed });
-        return json(200, { state: aggregator.state, flushed });
-      },
-    },
-    "/resume": {
-      method: "POST",
-      admin: true,
-      handle: async () => {
-        await aggregator.resume();
-        log.info("Resumed by an operator");
-        return json(200, { state: aggregator.state });
-      },
-    },
+    ...(aggregator ? pipelineRoutes(aggregator) : {}),
   };
   const adminCheck = options.adminToken === undefined ? undefined : tokenChecker(options.adminToken);
 
-  return Deno.serve({
-    hostname: options.hostname,
-    port: options.port,
-    onListen: (addr) => options.onListen?.(addr),
-    onError: (error) => {
-      log.error("HTTP handler failed: {error}", { error });
-      return json(500, { error: "internal error" });
-    },
-  }, async (request) => {
+  try {
+    return Deno.serve({
+      hostname: options.hostname,
+      port: options.port,
+      onListen: (addr) => options.onListen?.(addr),
+      onError: (error) => {
+        log.error("HTTP handler failed: {error}", { error });
+        return json(500, { error: "internal error" });
+      },
+    }, handler);
+  } catch (error) {
+    throw new Error(
+      `Cannot serve HTTP on ${options.hostname}:${options.port} (PROMETHEUS_PORT): ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+
+  async function handler(request: Request): Promise<Response> {
     // Without Host, Deno makes the URL from the listening address: the request itself is malformed.
     if (!request.headers.has("host")) return json(400, { error: "malformed request: no Host header" });
     const url = urlOf(request);
@@ -157,7 +154,37 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
       if (error instanceof IllegalTransitionError) return json(409, { error: error.message });
       throw error;
     }
-  });
+  }
+}
+
+/** The routes that observe and steer the pipeline: a counting instance's only. */
+function pipelineRoutes(aggregator: NonNullable<ControlPlaneOptions["aggregator"]>): Record<string, Route> {
+  return {
+    "/status": { method: "GET", admin: false, handle: () => json(200, { version: VERSION, ...aggregator.status() }) },
+    "/flush": {
+      method: "POST",
+      admin: true,
+      handle: async () => json(200, { flushed: await aggregator.flush() }),
+    },
+    "/pause": {
+      method: "POST",
+      admin: true,
+      handle: async () => {
+        const flushed = await aggregator.pause();
+        log.info("Paused by an operator; {flushed} messages flushed", { flushed });
+        return json(200, { state: aggregator.state, flushed });
+      },
+    },
+    "/resume": {
+      method: "POST",
+      admin: true,
+      handle: async () => {
+        await aggregator.resume();
+        log.info("Resumed by an operator");
+        return json(200, { state: aggregator.state });
+      },
+    },
+  };
 }
 
 /** The request's path, or undefined when its Host or target do not make a URL. */

@@ -88,7 +88,7 @@ const BATCH_SIZE_BUCKETS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
  * @param collectDefaults add prom-client's process metrics (CPU, memory, event loop)
  */
 export function createMetrics(collectDefaults = true): Metrics {
-  const registry = new client.Registry();
+  const registry = createProcessRegistry(collectDefaults);
   const registers = [registry];
   const counter = <L extends string = string>(name: string, help: string, labelNames: readonly L[] = []) =>
     new client.Counter<L>({ name, help, labelNames, registers });
@@ -96,24 +96,6 @@ export function createMetrics(collectDefaults = true): Metrics {
     new client.Gauge<L>({ name, help, labelNames, registers });
   const histogram = (name: string, help: string, buckets: number[]) =>
     new client.Histogram({ name, help, buckets, registers });
-  gauge("vote_aggregator_build_info", "Always 1; its label is the running build's version (deno.json).", ["version"])
-    .set({ version: VERSION }, 1);
-  if (collectDefaults) {
-    client.collectDefaultMetrics({ register: registry });
-    for (const name of TOTAL_SUFFIXED_GAUGES) registry.removeSingleMetric(name);
-    // prom-client reads these from /proc/self on Linux, which Deno allows only under --allow-all: under
-    // the service's permission set they would read 0. Resident memory comes from Deno instead (no
-    // permission needed); the others are left out rather than reported wrong.
-    for (const name of LINUX_PROC_METRICS) registry.removeSingleMetric(name);
-    new client.Gauge({
-      name: "process_resident_memory_bytes",
-      help: "Resident memory size in bytes.",
-      registers,
-      collect() {
-        this.set(Deno.memoryUsage().rss);
-      },
-    });
-  }
   const metrics: Metrics = {
     registry,
     votesAggregated: counter(
@@ -201,4 +183,37 @@ export function createMetrics(collectDefaults = true): Metrics {
   for (const reason of REJECT_REASONS) metrics.deadLettered.inc({ reason }, 0);
   for (const state of POOL_STATES) metrics.dbPoolConnections.set({ state }, 0);
   return metrics;
+}
+
+/**
+ * A registry with what every process of this service shows: `vote_aggregator_build_info`, and prom-client's
+ * process metrics (CPU, memory, event loop) as they read right under Deno. {@link createMetrics} adds the
+ * counting's metrics to it; a results-only instance (`../results/only.ts`) only the live results'.
+ *
+ * @param collectDefaults add the process metrics
+ */
+export function createProcessRegistry(collectDefaults = true): client.Registry {
+  const registry = new client.Registry();
+  new client.Gauge({
+    name: "vote_aggregator_build_info",
+    help: "Always 1; its label is the running build's version (deno.json).",
+    labelNames: ["version"],
+    registers: [registry],
+  }).set({ version: VERSION }, 1);
+  if (!collectDefaults) return registry;
+  client.collectDefaultMetrics({ register: registry });
+  for (const name of TOTAL_SUFFIXED_GAUGES) registry.removeSingleMetric(name);
+  // prom-client reads these from /proc/self on Linux, which Deno allows only under --allow-all: under
+  // the service's permission set they would read 0. Resident memory comes from Deno instead (no
+  // permission needed); the others are left out rather than reported wrong.
+  for (const name of LINUX_PROC_METRICS) registry.removeSingleMetric(name);
+  new client.Gauge({
+    name: "process_resident_memory_bytes",
+    help: "Resident memory size in bytes.",
+    registers: [registry],
+    collect() {
+      this.set(Deno.memoryUsage().rss);
+    },
+  });
+  return registry;
 }

@@ -37,7 +37,7 @@ export interface LiveResults {
   handle: ResultsHandler;
   /** Sends every stream the last committed totals, ends the streams, closes the connections. */
   stop(): Promise<void>;
-  /** Clients, events sent and listener reconnects, for the `results_*` metrics. */
+  /** Clients, events sent, listener reconnects and requests, for the `results_*` metrics. */
   stats(): ResultsStats;
 }
 
@@ -54,19 +54,32 @@ export type LiveResultsConfig = Pick<
   | "resultsMaxClients"
   | "resultsHeartbeatMs"
   | "resultsEventIntervalMs"
+  | "resultsCacheSeconds"
+  | "resultsPageMode"
 >;
 
+/** Options of {@link startLiveResults}. */
+export interface LiveResultsOptions {
+  /** Read the table this often instead of listening (a results-only instance: it may read a standby). */
+  pollMs?: number;
+  /** Its reads in read-only transactions (a results-only instance). @default false */
+  readOnly?: boolean;
+}
+
 /**
- * Starts listening and loads every law; resolves once the hub holds the table, or once a first attempt
- * failed (the listener then keeps trying in the background).
+ * Starts listening (or polling) and loads every law; resolves once the hub holds the table, or once a first
+ * attempt failed (the listener then keeps trying in the background).
  */
-export async function startLiveResults(config: LiveResultsConfig): Promise<LiveResults> {
+export async function startLiveResults(
+  config: LiveResultsConfig,
+  options: LiveResultsOptions = {},
+): Promise<LiveResults> {
   const hub = new ResultsHub({
     maxClients: config.resultsMaxClients,
     heartbeatMs: config.resultsHeartbeatMs,
     eventIntervalMs: config.resultsEventIntervalMs,
   });
-  const listener = new ResultsListener({ config, hub });
+  const listener = new ResultsListener({ config, hub, ...options });
   try {
     // Listening on a server that cannot (a standby refuses LISTEN during recovery) must not hold the start: the
     // listener keeps trying in the background, and the streams follow once a primary answers.
@@ -86,11 +99,15 @@ export async function startLiveResults(config: LiveResultsConfig): Promise<LiveR
       url: redactUrl(config.resultsDatabaseUrl),
     });
   }
+  const requests = { page: 0, results: 0, law: 0, stream: 0 };
   const handle = resultsRoutes({
+    requests,
     hub,
     sql: listener.sql,
     token: config.resultsToken,
     corsOrigins: config.resultsCorsOrigins,
+    cacheSeconds: config.resultsCacheSeconds,
+    pageMode: config.resultsPageMode,
   });
   let stopping: Promise<void> | undefined;
   const stop = async () => {
@@ -109,6 +126,7 @@ export async function startLiveResults(config: LiveResultsConfig): Promise<LiveR
     clients: hub.clients,
     events: hub.sent,
     listenerReconnects: Math.max(0, listener.listens - 1),
+    requests: { ...requests },
   });
   return { hub, listener, handle, stop: () => stopping ??= stop(), stats };
 }

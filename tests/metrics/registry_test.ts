@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import client from "prom-client";
-import { ERROR_TYPES, REJECT_REASONS, rejectionErrorType, STREAM_EVENT_TYPES } from "../../lib/metrics/labels.ts";
+import {
+  ERROR_TYPES,
+  REJECT_REASONS,
+  rejectionErrorType,
+  RESULTS_ROUTES,
+  STREAM_EVENT_TYPES,
+} from "../../lib/metrics/labels.ts";
 import { LISTENER_APPLICATION_NAME } from "../../lib/results/listener.ts";
 import { createMetrics } from "../../lib/metrics/registry.ts";
 import { resultsMetrics, type ResultsStats } from "../../lib/results/metrics.ts";
@@ -83,7 +89,12 @@ Deno.test({
 
 Deno.test("metrics: the results_* series are read from the live results' counts at each scrape", async () => {
   const registry = new client.Registry();
-  const stats: ResultsStats = { clients: 3, events: { snapshot: 3, totals: 12, heartbeat: 0 }, listenerReconnects: 1 };
+  const stats: ResultsStats = {
+    clients: 3,
+    events: { snapshot: 3, totals: 12, heartbeat: 0 },
+    listenerReconnects: 1,
+    requests: { page: 2, results: 5, law: 0, stream: 3 },
+  };
   let started = false;
   resultsMetrics([registry], () => started ? stats : undefined);
   const scrape = async () => samples(await registry.metrics());
@@ -91,6 +102,7 @@ Deno.test("metrics: the results_* series are read from the live results' counts 
   assert.equal(exposed.get("results_stream_clients"), 0, "no live results yet");
   for (const type of STREAM_EVENT_TYPES) assert.equal(exposed.get(`results_stream_events_total{type="${type}"}`), 0);
   assert.equal(exposed.get("results_listener_reconnects_total"), 0);
+  for (const route of RESULTS_ROUTES) assert.equal(exposed.get(`results_requests_total{route="${route}"}`), 0);
 
   started = true;
   exposed = await scrape();
@@ -98,11 +110,15 @@ Deno.test("metrics: the results_* series are read from the live results' counts 
   assert.equal(exposed.get('results_stream_events_total{type="totals"}'), 12);
   assert.equal(exposed.get('results_stream_events_total{type="snapshot"}'), 3);
   assert.equal(exposed.get("results_listener_reconnects_total"), 1);
+  assert.equal(exposed.get('results_requests_total{route="results"}'), 5);
+  assert.equal(exposed.get('results_requests_total{route="law"}'), 0);
   stats.clients = 1;
   stats.events.totals = 20;
+  stats.requests.results = 9;
   exposed = await scrape();
   assert.equal(exposed.get("results_stream_clients"), 1);
   assert.equal(exposed.get('results_stream_events_total{type="totals"}'), 20, "not counted twice");
+  assert.equal(exposed.get('results_requests_total{route="results"}'), 9);
   assert.equal(exposed.get("results_listener_reconnects_total"), 1);
 });
 

@@ -48,12 +48,14 @@ function parentsOf(): [number, number][] {
   return pairs;
 }
 
-/** The command line of `pid`, or "" once it is gone. */
+/** The command line of `pid`, or "" once it is gone; from `ps` where Deno may not read `/proc` (see parentsOf). */
 export function commandLine(pid: number): string {
   try {
     return Deno.readTextFileSync(`/proc/${pid}/cmdline`).replaceAll("\0", " ");
-  } catch {
-    return "";
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotCapable)) return "";
+    const out = new Deno.Command("ps", { args: ["-o", "args=", "-p", String(pid)], stdout: "piped" }).outputSync();
+    return new TextDecoder().decode(out.stdout).trim();
   }
 }
 

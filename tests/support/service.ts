@@ -57,6 +57,10 @@ export interface SpawnOptions {
    * environment less the service's variables; `pid` is then the process running main.ts. @default false
    */
   viaStartTask?: boolean;
+  /** The task `viaStartTask` runs (`results`: a results-only instance). @default "start" */
+  task?: string;
+  /** Arguments after `main.ts` (`["results"]`: a results-only instance). @default [] */
+  args?: string[];
 }
 
 /** What the child keeps of this environment: where to find Deno and its module cache, nothing that configures the service. */
@@ -111,7 +115,9 @@ export async function spawnService(env: Record<string, string>, options: SpawnOp
   }
   const startedAt = performance.now();
   const child = new Deno.Command(Deno.execPath(), {
-    args: options.viaStartTask ? ["task", "--quiet", "start"] : ["run", "--quiet", ...permissions, MAIN],
+    args: options.viaStartTask
+      ? ["task", "--quiet", options.task ?? "start"]
+      : ["run", "--quiet", ...permissions, MAIN, ...options.args ?? []],
     env: { ...base, HTTP_HOST: "127.0.0.1", LOG_LEVEL: "INFO", ...env, PROMETHEUS_PORT: port },
     clearEnv: true,
     cwd: new URL("../..", import.meta.url).pathname,

@@ -23,6 +23,7 @@ import { AbortedError, retry, RetryError } from "../retry.ts";
 import type { Vote } from "../vote.ts";
 import type { CommitResult } from "../database/writer.ts";
 import { isReadOnly } from "../database/pool.ts";
+import { StandbyWaitError } from "../database/standbys.ts";
 
 const log = getLogger("aggregator");
 
@@ -103,7 +104,9 @@ export class OutageGuard {
         onRetry: (error) => {
           this.#lastError = error;
           this.#options.onFailedAttempt();
-          if (!(error instanceof RetryError)) log.error("Unexpected error committing a batch: {error}", { error });
+          if (!(error instanceof RetryError || error instanceof StandbyWaitError)) {
+            log.error("Unexpected error committing a batch: {error}", { error });
+          }
           if (failing) return;
           failing = true;
           if (this.#failing++ === 0) this.#options.onDatabaseChange(true);

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { isDataError } from "../../lib/database/pool.ts";
 import { migrate, MIGRATIONS } from "../../lib/database/migrations.ts";
 import { VoteWriter } from "../../lib/database/writer.ts";
+import { unprotectedReplication } from "../../lib/database/standbys.ts";
 import { createTestDatabase, testPool } from "../support/servers.ts";
 
 Deno.test("migrations: every sql/NNN_*.sql file is listed, in order", async () => {
@@ -97,6 +98,9 @@ Deno.test("role: vote_aggregator can run the service and nothing more", async ()
     assert.deepEqual([result.counted, result.duplicates, result.redelivered], [2, 1, 1]);
     const ledger = await role`select seq, votes from vote_ledger`;
     assert.deepEqual(ledger.map((r) => [Number(r.seq), r.votes]), [[1, 2]], "the role appends to the ledger");
+    // POSTGRES_MIN_STANDBYS reads the standbys' positions through 007's function, the start's warning the settings.
+    assert.deepEqual([...await role`select standby, flushed from standby_flush_lsns()`], []);
+    assert.equal(await unprotectedReplication(role, 0), undefined);
 
     for (
       const forbidden of [
@@ -111,6 +115,8 @@ Deno.test("role: vote_aggregator can run the service and nothing more", async ()
         role`update vote_ledger set votes = 1`,
         role`truncate vote_ledger`,
         role`delete from ledger_head`,
+        role`create or replace function standby_flush_lsns() returns table (standby text, flushed pg_lsn)
+             language sql as 'select null::text, null::pg_lsn'`,
       ]
     ) {
       await assert.rejects(forbidden, (e: { code?: string }) => e.code === "42501");

@@ -114,7 +114,7 @@ export async function ensureDatabase(
       ...server.options,
       max: 1,
       connect_timeout: (config.connectTimeoutMs ?? 10_000) / 1000,
-      ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, target.hostname),
+      ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, server.hostname),
       onnotice: () => {},
       prepare: false,
       connection: { application_name: "vote-aggregator" },
@@ -169,7 +169,8 @@ function quoteIdentifier(name: string): string {
  */
 export function serverOptions(databaseUrl: string, connectTimeoutMs = 10_000): {
   url: string;
-  hostname: string;
+  /** The host a connection goes to, for `verify-full`'s certificate check: with several, the one tried now. */
+  hostname: () => string;
   options: {
     host?: string;
     port?: number;
@@ -178,7 +179,7 @@ export function serverOptions(databaseUrl: string, connectTimeoutMs = 10_000): {
   };
 } {
   const address = parseDatabaseUrl(databaseUrl);
-  if (address === undefined) return { url: databaseUrl, hostname: "", options: {} };
+  if (address === undefined) return { url: databaseUrl, hostname: () => "", options: {} };
   const { url, hosts } = address;
   const attrs = url.searchParams.get("target_session_attrs") ?? (hosts.length > 1 ? "read-write" : "any");
   if (url.searchParams.has("target_session_attrs")) url.searchParams.delete("target_session_attrs");
@@ -186,15 +187,16 @@ export function serverOptions(databaseUrl: string, connectTimeoutMs = 10_000): {
   // PostgreSQL 14+ reports as off (it is `transaction_read_only` that is on there): it would keep a standby.
   // `primary` (not in recovery, `in_hot_standby`) is what skips one.
   const target = attrs === "read-write" || attrs === "primary" ? { target_session_attrs: "primary" as const } : {};
+  const rounds = hosts.length > 1 ? new DatabaseHosts(hosts, connectTimeoutMs + 1000) : undefined;
   return {
     url: hosts.length > 1 || attrs !== "any" ? url.toString() : databaseUrl,
-    hostname: url.hostname,
+    hostname: rounds ? () => rounds.current.host : () => url.hostname,
     // postgres.js takes lists here (src/index.js, parseOptions) though its types say one host and one port.
-    options: hosts.length > 1
+    options: rounds
       ? {
         host: hosts.map((h) => h.host) as unknown as string,
         port: hosts.map((h) => h.port) as unknown as number,
-        socket: new DatabaseHosts(hosts, connectTimeoutMs + 1000).socket,
+        socket: rounds!.socket,
         ...target,
       }
       : target,
@@ -215,7 +217,11 @@ export function isDataError(error: unknown): boolean {
 }
 
 /** postgres.js's `ssl` option for `mode` (the pool, the probes). */
-export function sslOption(mode: Config["postgresSslMode"], caFile: string | undefined, host: string) {
+export function sslOption(
+  mode: Config["postgresSslMode"],
+  caFile: string | undefined,
+  host: string | (() => string),
+) {
   switch (mode) {
     case "disable":
       return false;
@@ -227,9 +233,10 @@ export function sslOption(mode: Config["postgresSslMode"], caFile: string | unde
         ...(caFile ? { ca: Deno.readTextFileSync(caFile) } : {}),
         rejectUnauthorized: true,
         // postgres.js passes no server name for an IP address, and node:tls then checks the
-        // certificate against "localhost": check it against the host the URL names instead.
+        // certificate against "localhost": check it against the host the URL names instead (of several,
+        // the one being connected to).
         checkServerIdentity: (_: string, cert: Parameters<typeof checkServerIdentity>[1]) =>
-          checkServerIdentity(host.replace(/^\[(.*)\]$/, "$1"), cert),
+          checkServerIdentity((typeof host === "function" ? host() : host).replace(/^\[(.*)\]$/, "$1"), cert),
       };
   }
 }

@@ -50,11 +50,7 @@ function parentsOf(): [number, number][] {
 
 /** The command line of `pid`, or "" once it is gone. */
 export function commandLine(pid: number): string {
-  try {
-    return Deno.readTextFileSync(`/proc/${pid}/cmdline`).replaceAll("\0", " ");
-  } catch {
-    return "";
-  }
+  return readProc(`/proc/${pid}/cmdline`)?.replaceAll("\0", " ") ?? "";
 }
 
 /** Peak resident set size of `pid` in MB (VmHWM), or undefined once it is gone. */
@@ -63,12 +59,16 @@ export function peakRssMb(pid: number): number | undefined {
   return match ? Number(match[1]) / 1024 : undefined;
 }
 
+/** `/proc/<pid>/status`, or undefined once it is gone. */
+function procStatus(pid: number): string | undefined {
+  return readProc(`/proc/${pid}/status`);
+}
+
 /**
- * `/proc/<pid>/status`, or undefined once it is gone. Deno reads `/proc` only with --allow-all; under the
+ * A file of `/proc`, or undefined once its process is gone. Deno reads `/proc` only with --allow-all; under the
  * test task's permissions (--allow-run) `cat` reads it.
  */
-function procStatus(pid: number): string | undefined {
-  const path = `/proc/${pid}/status`;
+function readProc(path: string): string | undefined {
   try {
     return Deno.readTextFileSync(path);
   } catch (error) {

@@ -37,6 +37,8 @@ export interface ServiceProcess extends AsyncDisposable {
   startedAt: number;
   /** Sends `signal` and waits for the exit code. */
   stop(signal?: Deno.Signal): Promise<number>;
+  /** Sends `signal` to the child's whole process group (with {@link SpawnOptions.ownProcessGroup}) and waits for the exit code. */
+  stopGroup(signal: Deno.Signal): Promise<number>;
   /** SIGTERM, then the exit code; SIGKILL (of it and every descendant) and an error after `graceMs`. */
   stopWithin(graceMs: number): Promise<number>;
 }
@@ -57,6 +59,11 @@ export interface SpawnOptions {
    * environment less the service's variables; `pid` is then the process running main.ts. @default false
    */
   viaStartTask?: boolean;
+  /**
+   * Start it in a process group of its own (`setsid`), whose id is `child.pid`, as a supervisor that stops the
+   * whole group does. @default false
+   */
+  ownProcessGroup?: boolean;
 }
 
 /** What the child keeps of this environment: where to find Deno and its module cache, nothing that configures the service. */
@@ -110,8 +117,10 @@ export async function spawnService(env: Record<string, string>, options: SpawnOp
     for (const name of VARIABLE_NAMES) delete base[name];
   }
   const startedAt = performance.now();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: options.viaStartTask ? ["task", "--quiet", "start"] : ["run", "--quiet", ...permissions, MAIN],
+  const args = options.viaStartTask ? ["task", "--quiet", "start"] : ["run", "--quiet", ...permissions, MAIN];
+  // setsid execs its command in place (a spawned child leads no group yet): the child's pid is the group's id.
+  const child = new Deno.Command(options.ownProcessGroup ? "setsid" : Deno.execPath(), {
+    args: options.ownProcessGroup ? [Deno.execPath(), ...args] : args,
     env: { ...base, HTTP_HOST: "127.0.0.1", LOG_LEVEL: "INFO", ...env, PROMETHEUS_PORT: port },
     clearEnv: true,
     cwd: new URL("../..", import.meta.url).pathname,
@@ -150,6 +159,15 @@ export async function spawnService(env: Record<string, string>, options: SpawnOp
       if (!done) {
         try {
           child.kill(signal);
+        } catch { /* already gone */ }
+      }
+      return await exited;
+    },
+    async stopGroup(signal) {
+      if (!options.ownProcessGroup) throw new Error("stopGroup needs a service spawned with ownProcessGroup");
+      if (!done) {
+        try {
+          Deno.kill(-child.pid, signal);
         } catch { /* already gone */ }
       }
       return await exited;

@@ -8,7 +8,7 @@
  * | `/readyz` | GET | 200 while running or paused by an operator; 503 while degraded (database failing past the retry budget, broker down) or draining, with a `reason` naming the part (pipeline/readiness.ts) |
  * | `/status` | GET | state, open batch, last commit, totals since start |
  * | `/flush` | POST, admin | commits the open batch, then answers `{flushed: n}` |
- * | `/pause` | POST, admin | stops consuming, commits what is batched, answers the state (409 while draining) |
+ * | `/pause` | POST, admin | stops consuming and closes the open batch; answers within 1 s the state, `flushed` and whether all was `committed` (what was not stays unacknowledged until it is; 409 while draining) |
  * | `/resume` | POST, admin | consumes again (409 while draining) |
  *
  * The results routes (`/`, `/results`, `/results/{law_id}`, `/results/stream`) are
@@ -95,9 +95,12 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
       method: "POST",
       admin: true,
       handle: async () => {
-        const flushed = await aggregator.pause();
-        log.info("Paused by an operator; {flushed} messages flushed", { flushed });
-        return json(200, { state: aggregator.state, flushed });
+        const { flushed, committed } = await aggregator.pause();
+        log.info("Paused by an operator; {flushed} messages flushed, {outcome}", {
+          flushed,
+          outcome: committed ? "all committed" : "still committing (unacknowledged until committed)",
+        });
+        return json(200, { state: aggregator.state, flushed, committed });
       },
     },
     "/resume": {

@@ -19,7 +19,8 @@ import { redactUrl } from "./config/url.ts";
 import { MAX_COPIED_HEADER_BYTES } from "./broker/dead_letter.ts";
 import { BrokerSession } from "./broker/session.ts";
 import { BrokerNodes } from "./broker/nodes.ts";
-import type { Sql } from "./database/pool.ts";
+import { connectDatabase, type Sql } from "./database/pool.ts";
+import { DatabaseProbe, PROBE_APPLICATION_NAME, PROBE_TIMEOUT_MS } from "./database/probe.ts";
 import { migrate } from "./database/migrations.ts";
 import { serveControlPlane } from "./http/server.ts";
 import { getLogger } from "./log.ts";
@@ -27,7 +28,7 @@ import { createMetrics, type Metrics } from "./metrics/registry.ts";
 import { Aggregator } from "./pipeline/aggregator.ts";
 import { type LiveResults, startLiveResults } from "./results/live.ts";
 import { abortable, AbortedError } from "./retry.ts";
-import { openDatabase, STARTUP_ATTEMPTS } from "./startup.ts";
+import { openDatabase, StartupProgress } from "./startup.ts";
 import { withTimeout } from "./timeout.ts";
 import { VoteWriter } from "./database/writer.ts";
 
@@ -71,33 +72,151 @@ const IN_FLIGHT_WARNING_BYTES = 256 * 2 ** 20;
 const CLOSE_TIMEOUT_MS = 5000;
 
 /**
- * Starts the service. Fails (and closes what it opened) when the database or
- * the broker cannot be reached at start ({@link ./startup.ts}: every attempt
- * timed out, retried with backoff), or when `options.signal` aborts.
+ * Starts the service. The control plane answers at once (`/healthz` 200, `/readyz` 503 naming what start-up waits
+ * for); the database and the broker are waited for, retried with backoff ({@link ./startup.ts}), until they answer,
+ * or until `STARTUP_TIMEOUT_SECONDS` when set. Fails (and closes what it opened) at a refusal (a wrong password, an
+ * untrusted certificate), at that deadline, or when `options.signal` aborts.
  */
 export async function startService(config: Config, options: StartOptions = {}): Promise<Service> {
-  const { signal } = options;
   const metrics = createMetrics();
-  options.onPhase?.("connecting to PostgreSQL");
-  const sql = await openDatabase(config, signal);
-  options.onPhase?.("migrating");
-  try {
-    // A migration abandoned here is rolled back: its transaction ends with the pool.
-    const applied = await abortable(migrate(sql), signal);
-    if (applied.length) log.info("Applied migrations {applied}", { applied });
-  } catch (error) {
-    await sql.end({ timeout: 0 });
-    throw error;
-  }
-  let results: LiveResults;
-  try {
-    results = await abortable(startLiveResults(config), signal);
-  } catch (error) {
-    await sql.end({ timeout: 0 });
-    throw error;
-  }
-  metrics.resultsStats = results.stats;
+  const progress = new StartupProgress();
+  let pipeline: Pipeline | undefined;
+  let results: LiveResults | undefined;
 
+  const listening = Promise.withResolvers<Deno.NetAddr>();
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = serveControlPlane({
+      hostname: config.httpHost,
+      port: config.prometheusPort,
+      adminToken: config.adminToken,
+      pipeline: () => pipeline?.aggregator ?? progress,
+      metrics,
+      results: (request, url) => results?.handle(request, url),
+      onListen: (addr) => listening.resolve(addr),
+    });
+  } catch (error) {
+    throw new Error(
+      `Cannot serve HTTP on ${config.httpHost}:${config.prometheusPort} (PROMETHEUS_PORT): ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+  const http = await listening.promise;
+
+  const deadline = startupDeadline(config.startupTimeoutMs, options.signal);
+  let sql: Sql | undefined;
+  let probe: DatabaseProbe | undefined;
+  try {
+    options.onPhase?.("connecting to PostgreSQL");
+    const url = redactUrl(config.databaseUrl);
+    sql = await openDatabase(config, deadline, (failure) => {
+      progress.waiting("database", `cannot connect to PostgreSQL at ${url}: ${failure}; retrying`);
+    });
+    options.onPhase?.("migrating");
+    progress.waiting("database", "migrating");
+    // A migration abandoned here is rolled back: its transaction ends with the pool.
+    const applied = await abortable(migrate(sql), deadline);
+    if (applied.length) log.info("Applied migrations {applied}", { applied });
+    progress.waiting("database", "loading the results");
+    results = await abortable(startLiveResults(config), deadline);
+    metrics.resultsStats = results.stats;
+
+    pipeline = assemble(config, sql, metrics);
+    const { aggregator } = pipeline;
+    probe = new DatabaseProbe(
+      () =>
+        connectDatabase({ ...config, postgresMaxConnections: 1, connectTimeoutMs: PROBE_TIMEOUT_MS }, {
+          prepare: false,
+          applicationName: PROBE_APPLICATION_NAME,
+        }),
+      {
+        onChange: (failure) => {
+          if (failure === undefined) log.info("PostgreSQL answers its probe again");
+          else log.warn("PostgreSQL does not answer its probe: {failure}", { failure });
+          aggregator.databaseProbed(failure);
+        },
+      },
+    );
+    probe.start();
+
+    options.onPhase?.("connecting to RabbitMQ");
+    await pipeline.broker.start(deadline);
+    if (deadline.aborted) throw new AbortedError();
+  } catch (error) {
+    await probe?.stop();
+    if (pipeline) await bounded(pipeline.broker.close(), "closing the broker connection");
+    await results?.stop();
+    await bounded(server.shutdown(), "closing the HTTP server");
+    await sql?.end({ timeout: 1 });
+    if (error instanceof AbortedError && deadline.aborted && !options.signal?.aborted) {
+      const waiting = (pipeline?.aggregator ?? progress).readiness().reason;
+      throw new Error(
+        `Start-up did not finish within ${config.startupTimeoutMs / 1000} s (STARTUP_TIMEOUT_SECONDS): ${waiting}`,
+        { cause: error },
+      );
+    }
+    throw error;
+  }
+  const { aggregator, broker } = pipeline;
+  log.info(
+    "Consuming {queue} ({queueType}) into {database}; batches of {size} or {timeout} ms; HTTP on {host}:{port}",
+    {
+      queue: config.rabbitmqQueue,
+      queueType: config.rabbitmqQueueType,
+      database: redactUrl(config.databaseUrl),
+      size: config.batchSize,
+      timeout: config.batchTimeoutMs,
+      host: http.hostname,
+      port: http.port,
+    },
+  );
+
+  const live = results;
+  const pool = sql;
+  const databaseProbe = probe;
+  let stopping: Promise<boolean> | undefined;
+  const stop = async (): Promise<boolean> => {
+    const complete = await aggregator.drain(config.shutdownTimeoutMs);
+    if (!complete) {
+      log.error(
+        "Shutdown timed out after {ms} ms with votes not committed; they stay unacknowledged and will be redelivered",
+        { ms: config.shutdownTimeoutMs },
+      );
+    }
+    // Streams never end by themselves: they end here, after the last commit, before the server stops
+    // (a client that reads nothing keeps its connection's last write pending: the bounded wait below).
+    await live.stop();
+    await databaseProbe.stop();
+    await bounded(broker.close(), "closing the broker connection");
+    await pool.end({ timeout: CLOSE_TIMEOUT_MS / 1000 });
+    await bounded(server.shutdown(), "closing the HTTP server");
+    log.info("Stopped: {totals}", { totals: aggregator.totals });
+    return complete;
+  };
+  return {
+    aggregator,
+    broker,
+    metrics,
+    sql: pool,
+    results: live,
+    http,
+    stop: () => stopping ??= stop(),
+  };
+}
+
+/** Aborts when `signal` does, or after `timeoutMs` (0: never). */
+function startupDeadline(timeoutMs: number, signal: AbortSignal | undefined): AbortSignal {
+  const signals = [signal, timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined];
+  return AbortSignal.any(signals.filter((s) => s !== undefined));
+}
+
+/** The writer, the broker session and the pipeline, wired to each other and to the metrics. */
+interface Pipeline {
+  aggregator: Aggregator;
+  broker: BrokerSession;
+}
+
+function assemble(config: Config, sql: Sql, metrics: Metrics): Pipeline {
   const writer = new VoteWriter(sql, {
     maxRetryAttempts: config.maxRetryAttempts,
     retryDelayMs: config.retryDelayMs,
@@ -125,7 +244,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     queueType: config.rabbitmqQueueType,
     deliveryLimit: config.rabbitmqDeliveryLimit,
     caFile: config.rabbitmqCaFile,
-    connect: { timeoutMs: config.connectTimeoutMs, initialMaxRetries: STARTUP_ATTEMPTS - 1 },
+    connect: { timeoutMs: config.connectTimeoutMs },
     maxMessageBytes: config.maxMessageBytes,
     onDelivery: (delivery) => aggregator.receive(delivery),
     onSessionChange: (connected, node) => {
@@ -160,80 +279,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       { prefetch: config.rabbitmqPrefetchCount, max: config.maxMessageBytes, mb: Math.round(inFlightBytes / 2 ** 20) },
     );
   }
-
-  const listening = Promise.withResolvers<Deno.NetAddr>();
-  let server: Deno.HttpServer<Deno.NetAddr>;
-  try {
-    server = serveControlPlane({
-      hostname: config.httpHost,
-      port: config.prometheusPort,
-      adminToken: config.adminToken,
-      aggregator,
-      metrics,
-      results: results.handle,
-      onListen: (addr) => listening.resolve(addr),
-    });
-  } catch (error) {
-    await results.stop();
-    await sql.end({ timeout: 1 });
-    throw new Error(
-      `Cannot serve HTTP on ${config.httpHost}:${config.prometheusPort} (PROMETHEUS_PORT): ${(error as Error).message}`,
-      { cause: error },
-    );
-  }
-  const http = await listening.promise;
-
-  options.onPhase?.("connecting to RabbitMQ");
-  try {
-    await broker.start(signal);
-    if (signal?.aborted) throw new AbortedError();
-  } catch (error) {
-    await bounded(broker.close(), "closing the broker connection");
-    await results.stop();
-    await bounded(server.shutdown(), "closing the HTTP server");
-    await sql.end({ timeout: 1 });
-    throw error;
-  }
-  log.info(
-    "Consuming {queue} ({queueType}) into {database}; batches of {size} or {timeout} ms; HTTP on {host}:{port}",
-    {
-      queue: config.rabbitmqQueue,
-      queueType: config.rabbitmqQueueType,
-      database: redactUrl(config.databaseUrl),
-      size: config.batchSize,
-      timeout: config.batchTimeoutMs,
-      host: http.hostname,
-      port: http.port,
-    },
-  );
-
-  let stopping: Promise<boolean> | undefined;
-  const stop = async (): Promise<boolean> => {
-    const complete = await aggregator.drain(config.shutdownTimeoutMs);
-    if (!complete) {
-      log.error(
-        "Shutdown timed out after {ms} ms with votes not committed; they stay unacknowledged and will be redelivered",
-        { ms: config.shutdownTimeoutMs },
-      );
-    }
-    // Streams never end by themselves: they end here, after the last commit, before the server stops
-    // (a client that reads nothing keeps its connection's last write pending: the bounded wait below).
-    await results.stop();
-    await bounded(broker.close(), "closing the broker connection");
-    await sql.end({ timeout: CLOSE_TIMEOUT_MS / 1000 });
-    await bounded(server.shutdown(), "closing the HTTP server");
-    log.info("Stopped: {totals}", { totals: aggregator.totals });
-    return complete;
-  };
-  return {
-    aggregator,
-    broker,
-    metrics,
-    sql,
-    results,
-    http,
-    stop: () => stopping ??= stop(),
-  };
+  return { aggregator, broker };
 }
 
 /** Waits for `step` at most {@link CLOSE_TIMEOUT_MS}; a step that fails or hangs is logged and left behind. */

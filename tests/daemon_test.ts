@@ -49,8 +49,8 @@ interface ProxiedService extends AsyncDisposable {
 }
 
 /**
- * Starts a service on a database and a queue of its own, both through proxies; `before` runs once the proxies
- * exist and before the service starts (to cut one).
+ * Starts a service on a database and a queue of its own, both through proxies, and waits until it is ready;
+ * unless `before` is given, which runs once the proxies exist and before the service starts (to cut one).
  */
 async function proxiedService(
   overrides: Record<string, string> = {},
@@ -67,7 +67,8 @@ async function proxiedService(
       RABBITMQ_URL: viaPort(RABBITMQ_URL, broker.port),
       ...overrides,
     });
-    const service = stack.use(await spawnService(env, options));
+    const service = stack.use(await spawnService(env, { waitHealthy: !options.before, ...options }));
+    if (!options.before) await untilReadiness(service, null, 20_000);
     const moved = stack.move();
     return { db, queue, database, broker, service, [Symbol.asyncDispose]: () => moved.disposeAsync() };
   } catch (error) {
@@ -125,7 +126,6 @@ Deno.test("daemon: a second signal at least 1 s after the first stops at once, e
 Deno.test("daemon: POST /pause answers within 1 s during a database outage; the batch stays unacknowledged until committed", async () => {
   await using ctx = await proxiedService();
   const { queue, database, service, db } = ctx;
-  await waitUntil(async () => (await service.status()).consuming, "consuming");
   await database.cut();
   const votes = votesFor("LAW-PAUSE", 5);
   await queue.publish(votes);
@@ -151,4 +151,124 @@ Deno.test("daemon: POST /pause answers within 1 s during a database outage; the 
   await queue.publish(votesFor("LAW-PAUSE", 3, 100));
   assert.equal((await admin(service, "/resume")).status, 200);
   await waitUntil(async () => (await results(db.sql))["LAW-PAUSE"]?.[0] === 8, "counting resumes");
+});
+
+/** GET /readyz and /status, which must agree. */
+async function readiness(service: ServiceProcess) {
+  const [readyz, status] = [await call(service, "/readyz"), await call(service, "/status")];
+  assert.equal(readyz.status === 200, readyz.body.ready);
+  assert.equal(status.body.not_ready_reason, readyz.body.reason, "/status says what /readyz says");
+  return { status: readyz.status, reason: readyz.body.reason as string | null, state: readyz.body.state as string };
+}
+
+/** Waits at most `ms` until /readyz is 200 (`reason` null) or 503 with a reason matching `reason`. */
+async function untilReadiness(service: ServiceProcess, reason: RegExp | null, ms = 5000): Promise<void> {
+  let last = "";
+  await waitUntil(
+    async () => {
+      const seen = await readiness(service);
+      last = JSON.stringify(seen);
+      return reason === null ? seen.status === 200 : seen.status === 503 && reason.test(seen.reason ?? "");
+    },
+    `/readyz ${reason === null ? "200" : `503 ${reason}`}`,
+    ms,
+    100,
+  ).catch((error) => {
+    throw new Error(`${error.message}; last seen ${last}`);
+  });
+}
+
+/** Lines of the service's log matching `pattern`. */
+function logged(service: ServiceProcess, pattern: RegExp): number {
+  return service.output().split("\n").filter((line) => pattern.test(line)).length;
+}
+
+Deno.test("daemon: start-up waits for a database and a broker that are not up yet, serving /healthz, then consumes", async () => {
+  await using ctx = await proxiedService({}, {
+    before: async ({ database, broker }) => {
+      await database.cut();
+      await broker.cut();
+    },
+  });
+  const { db, queue, database, broker, service } = ctx;
+  const healthz = () => call(service, "/healthz").then(({ status }) => status, () => 0); // 0: not listening yet
+  await waitUntil(async () => await healthz() === 200, "/healthz answers 200 while start-up waits");
+  await untilReadiness(service, /^database: starting: cannot connect to PostgreSQL .*ECONNREFUSED/);
+  assert.equal((await readiness(service)).state, "starting");
+  const retried = /Cannot connect to PostgreSQL at .*; retrying in \d+ ms \(attempt \d+\)/;
+  await waitUntil(() => logged(service, retried) >= 3, "three failures logged, each with the next delay");
+  assert.equal((await admin(service, "/pause")).status, 503, "nothing to pause yet");
+
+  database.restore();
+  await untilReadiness(service, /^broker: down/, 10_000);
+  const reconnecting = /Reconnecting to RabbitMQ node .* in \d+ ms \(attempt \d+\)/;
+  await waitUntil(() => logged(service, reconnecting) >= 2, "broker failures logged, each with the next delay");
+  await queue.publish(votesFor("LAW-LATE", 3));
+
+  broker.restore();
+  await waitUntil(async () => (await results(db.sql))["LAW-LATE"]?.[0] === 3, "the votes waiting are counted");
+  assert.equal(service.exitCode, undefined, "still running");
+});
+
+Deno.test("daemon: STARTUP_TIMEOUT_SECONDS ends a start that waits too long with exit 1, naming what is missing", async () => {
+  await using ctx = await proxiedService({ STARTUP_TIMEOUT_SECONDS: "2" }, {
+    before: async ({ broker }) => await broker.cut(),
+  });
+  const { service } = ctx;
+  const code = await service.exited;
+  assert.equal(code, 1, service.output());
+  assert.match(service.output(), /Start-up did not finish within 2 s \(STARTUP_TIMEOUT_SECONDS\): broker: down/);
+});
+
+Deno.test("daemon: while idle, a database or broker outage shows in /readyz within 5 s, and its end too", async () => {
+  await using ctx = await proxiedService();
+  const { database, broker, service } = ctx;
+
+  await database.cut();
+  await untilReadiness(service, /^database: no answer to the probe/);
+  assert.equal((await readiness(service)).state, "degraded");
+  database.restore();
+  await untilReadiness(service, null);
+
+  await database.cut("stall"); // a partition: nothing answers, nothing is refused
+  await untilReadiness(service, /^database: no answer to the probe \(no answer to select 1 within \d+ ms\)/);
+  database.restore();
+  await untilReadiness(service, null);
+
+  await broker.cut();
+  await untilReadiness(service, /^broker: down/);
+  broker.restore();
+  await untilReadiness(service, null);
+});
+
+/**
+ * An outage this long lets an exponential backoff grow to 16–30 s, so that the next attempt after the server's
+ * return could come that late: a cap on the delay is what keeps it under 5 s.
+ */
+const LONG_OUTAGE_MS = 30_000;
+
+Deno.test("daemon: after a long broker outage, counting resumes within 5 s of the broker's return", async () => {
+  await using ctx = await proxiedService();
+  const { db, queue, broker } = ctx;
+  await broker.cut();
+  await queue.publish(votesFor("LAW-BROKER", 5));
+  await delay(LONG_OUTAGE_MS); // the outage itself: what is under test is the wait after it
+  broker.restore();
+  const restored = performance.now();
+  await waitUntil(async () => (await results(db.sql))["LAW-BROKER"]?.[0] === 5, "counted", 5000, 100);
+  assert.ok(performance.now() - restored < 5000);
+});
+
+Deno.test("daemon: after a long database outage, counting resumes within 5 s of the database's return", async () => {
+  // One transaction a commit attempt: the delays between attempts are the outage's backoff alone.
+  await using ctx = await proxiedService({ RETRY_DELAY_SECONDS: "1", MAX_RETRY_ATTEMPTS: "1" });
+  const { db, queue, database, service } = ctx;
+  await database.cut();
+  await queue.publish(votesFor("LAW-DATABASE", 5));
+  await untilReadiness(service, /^database: commits fail/);
+  await delay(LONG_OUTAGE_MS); // the outage itself: what is under test is the wait after it
+  database.restore();
+  const restored = performance.now();
+  await waitUntil(async () => (await results(db.sql))["LAW-DATABASE"]?.[0] === 5, "counted", 5000, 100);
+  assert.ok(performance.now() - restored < 5000);
 });

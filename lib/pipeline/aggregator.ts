@@ -64,7 +64,7 @@ export interface AggregatorOptions {
   maxInflightBatches?: number;
   /** Pool size, reported in `db_pool_connections{state="max"}`. @default 10 */
   poolSize?: number;
-  /** First delay between commit attempts while the database is down (ms); doubles up to 30 s. @default 1000 */
+  /** First delay between commit attempts while the database is down (ms); doubles up to 3 s. @default 1000 */
   retryDelayMs?: number;
   /** Laws with metric series of their own. @default 1000 */
   metricsMaxLaws?: number;
@@ -81,6 +81,8 @@ export class Aggregator extends EventTarget {
   readonly #scheduler: Scheduler<Committed | undefined>;
   readonly #poolSize: number;
   readonly #tracer = new BatchTracer();
+  /** Why the database did not answer its last probe; `undefined` while it does. */
+  #probeFailure: string | undefined;
 
   constructor(options: AggregatorOptions) {
     super();
@@ -123,7 +125,7 @@ export class Aggregator extends EventTarget {
 
   /** Whether the instance does its job now, and if not which part is why (`readiness.ts`). */
   readiness(): Readiness {
-    return readinessOf(this.#state.current, this.#broker);
+    return readinessOf(this.#state.current, this.#broker, this.#probeFailure);
   }
 
   /** Totals since start. */
@@ -143,6 +145,16 @@ export class Aggregator extends EventTarget {
   /** What a timed-out transaction committed after all (see `VoteWriterOptions.onLateCommit`). */
   lateCommitted(part: CommitPart): void {
     this.#telemetry.lateCommitted(part);
+  }
+
+  /**
+   * The database's probe (`../database/probe.ts`) got no answer (`failure` says why) or got one again (`undefined`):
+   * readiness follows within seconds, whether or not votes are flowing.
+   */
+  databaseProbed(failure: string | undefined): void {
+    this.#probeFailure = failure;
+    this.#state.apply(failure === undefined ? "database_reachable" : "database_unreachable");
+    this.refreshGauges();
   }
 
   /** The broker's session opened or was lost. */

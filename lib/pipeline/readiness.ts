@@ -1,21 +1,23 @@
 /**
  * Readiness: whether this instance does its job now, derived from the
- * pipeline's state (`state.ts`) and the broker, never from a separate probe.
- * `/readyz`, `/status` and the `aggregator_ready` gauge all read it, so they
- * cannot disagree.
+ * pipeline's state (`state.ts`) and the broker's connection. `/readyz`,
+ * `/status` and the `aggregator_ready` gauge all read it, so they cannot
+ * disagree.
  *
  * | state | ready | reason |
  * | --- | --- | --- |
  * | `running`, consuming | yes | — |
  * | `paused` (operator) | yes: a deliberate pause is a working instance | — |
- * | `degraded`, database | no | `database: …` |
+ * | `degraded`, database | no | `database: …` (commits failing, or no answer to the probe) |
  * | `degraded`, broker | no | `broker: …` |
  * | `draining` | no: load balancers and Kubernetes stop routing to it | `draining: …` |
  *
- * Why not `select 1` on the pool, as before: it answered while commits failed
- * (another connection, or no commit attempted yet) and so reported the
- * database up while consumption was paused for it. A commit failing past the
- * retry budget is what stops the service; that is what readiness reports.
+ * The database is down for readiness when a commit fails past the retry budget
+ * (what stops consumption), or when it does not answer the probe's `select 1`
+ * on a connection of its own (`../database/probe.ts`, every second): so an
+ * idle instance reports an outage, and its end, within seconds. The probe
+ * alone cannot say the database is up: its connection may answer while
+ * commits fail; a failing commit wins.
  *
  * @module
  */
@@ -25,11 +27,12 @@ import type { State } from "./state.ts";
 /** What `/readyz` answers (200 when `ready`, else 503). */
 export interface Readiness {
   ready: boolean;
-  state: State["name"];
+  /** The pipeline's state; `starting` until it runs (`../startup.ts`). */
+  state: State["name"] | "starting";
   /** The part that is not ready and why; `null` when ready. */
   reason: string | null;
   broker: "up" | "connected, not consuming" | "down";
-  /** `up`, or `down: …` while commits fail past the retry budget. */
+  /** `up`, or `down: …` while commits fail past the retry budget or the probe gets no answer. */
   database: string;
 }
 
@@ -39,10 +42,20 @@ export interface BrokerView {
   readonly consuming: boolean;
 }
 
-/** Readiness in `state` with `broker`; see the module documentation. */
-export function readinessOf(state: State, broker: BrokerView): Readiness {
-  const databaseDown = state.name === "degraded" && state.database;
-  const database = databaseDown ? "down: commits fail past the retry budget; retrying with backoff" : "up";
+/**
+ * Readiness in `state` with `broker`; see the module documentation.
+ *
+ * @param probeFailure why the database did not answer its last probe, while it does not
+ */
+export function readinessOf(state: State, broker: BrokerView, probeFailure?: string): Readiness {
+  const commitsFailing = state.name === "degraded" && state.database;
+  const unreachable = state.name === "degraded" && state.databaseUnreachable;
+  const databaseDown = commitsFailing || unreachable;
+  const database = commitsFailing
+    ? "down: commits fail past the retry budget; retrying with backoff"
+    : unreachable
+    ? `down: no answer to the probe (${probeFailure ?? "select 1 failed"})`
+    : "up";
   // Consumption is off by design while paused or draining; otherwise a connected broker must be consuming.
   const consumingExpected = state.name === "running";
   // The state's fact wins over the session's flag: both move on the same event, the state is what stops consumption.

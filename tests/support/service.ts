@@ -50,7 +50,10 @@ export interface SpawnOptions {
    * (so memory behaves as in production)
    */
   permissions?: string[];
-  /** Wait until /healthz answers. @default true */
+  /**
+   * Wait until start-up is past the database (connected, migrated: `/readyz`'s state is no longer `starting`),
+   * the broker perhaps not yet. @default true
+   */
   waitHealthy?: boolean;
   /** Longest wait for /healthz. @default 30000 */
   timeoutMs?: number;
@@ -214,15 +217,18 @@ export async function spawnService(env: Record<string, string>, options: SpawnOp
 
   if (options.waitHealthy !== false) {
     const timeoutMs = options.timeoutMs ?? 30_000;
-    const healthy = async () => {
-      const response = await fetch(`${url}/healthz`); // refused until it listens: retried
-      await response.body?.cancel();
-      return response.ok;
+    // The control plane answers from the start; start-up is past the database once the state is not `starting`.
+    const started = async () => {
+      const response = await fetch(`${url}/readyz`); // refused until it listens: retried
+      return (await response.json()).state !== "starting";
     };
-    await new Deadline("spawnService", timeoutMs).until(async () => done || await healthy(), "/healthz answers")
+    await new Deadline("spawnService", timeoutMs).until(
+      async () => done || await started(),
+      "start-up is past the database",
+    )
       .catch(async () => {
         await service.stop("SIGKILL");
-        throw new Error(`the service did not answer /healthz within ${timeoutMs} ms:\n${output()}`);
+        throw new Error(`the service was not past the database within ${timeoutMs} ms:\n${output()}`);
       });
     if (done) throw new Error(`the service exited with ${await exited} before serving HTTP:\n${output()}`);
   }

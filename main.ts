@@ -20,9 +20,11 @@
  * is a second request, which stops at once.
  * - 2: a bad configuration.
  *
+ * `vote-aggregator --version` prints the version (lib/version.ts).
  * `vote-aggregator verify …` and `vote-aggregator dead-letters …` run the
  * operator's tools instead (lib/audit/command.ts, lib/dead_letters/command.ts),
- * under the same permission set.
+ * under the same permission set; `vote-aggregator results` runs a results-only
+ * instance (lib/results/command.ts), under its own (`deno task results`).
  *
  * @module
  */
@@ -30,11 +32,13 @@
 import { verifyCommand } from "./lib/audit/command.ts";
 import { loadConfigOrExit } from "./lib/config/cli.ts";
 import { deadLettersCommand } from "./lib/dead_letters/command.ts";
+import { resultsCommand } from "./lib/results/command.ts";
 import { getLogger, setupLogging } from "./lib/log.ts";
 import { deniedEndpoints } from "./lib/config/permissions.ts";
 import { AbortedError } from "./lib/retry.ts";
 import { type Service, type StartPhase, startService } from "./lib/service.ts";
 import { delay, withTimeout } from "./lib/timeout.ts";
+import { VERSION } from "./lib/version.ts";
 
 /** Signals this close to the first are copies of the same stop request, not a second one. */
 const REPEAT_SIGNAL_MS = 1000;
@@ -46,10 +50,15 @@ const CLOSE_GRACE_MS = 16_000;
 const SUBCOMMANDS: Record<string, (args: string[], program: string) => Promise<number>> = {
   verify: verifyCommand,
   "dead-letters": deadLettersCommand,
+  results: resultsCommand,
 };
 
 async function main(): Promise<number> {
   const [subcommand, ...args] = Deno.args;
+  if (subcommand === "--version" || subcommand === "-V") {
+    console.log(`vote-aggregator ${VERSION}`);
+    return 0;
+  }
   if (subcommand !== undefined && Object.hasOwn(SUBCOMMANDS, subcommand)) {
     return await SUBCOMMANDS[subcommand](args, `vote-aggregator ${subcommand}`);
   }

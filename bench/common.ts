@@ -1,6 +1,7 @@
 /**
  * What the phases share: the options, the service's environment for a phase,
- * preloading a queue, and reading what the service made visible.
+ * preloading a queue, waiting for what the service makes visible, stopping it
+ * and checking what it counted, and a drain's row.
  *
  * @module
  */
@@ -10,9 +11,9 @@ import type postgres from "postgres";
 import { RABBITMQ_URL, results, type TestQueue, visibleVotes } from "../tests/support/servers.ts";
 
 export { visibleVotes };
-import { freePort } from "../tests/support/service.ts";
+import { freePort, type ServiceProcess } from "../tests/support/service.ts";
 import { type GeneratedVotes, generateVotes, publishVotes } from "../tools/publish.ts";
-import { progress, say } from "./report.ts";
+import { progress, type Row, say } from "./report.ts";
 
 /** The benchmark's options (see `USAGE` in main.ts). */
 export interface Options {
@@ -37,6 +38,10 @@ export interface Options {
   subscribers: number;
   /** RESULTS_EVENT_INTERVAL_MS of the subscribers phase. */
   eventIntervalMs: number;
+  /** Viewers of the viewers phase, polling through nginx; 0 skips it (viewers.ts). */
+  viewers: number;
+  /** Pause of each viewer between an answer and its next request; 0: none. */
+  viewerIntervalMs: number;
   /** Also run the ledger's cost phase (ledger.ts). */
   ledger: boolean;
   /** Votes of the recount phase's database; 0 skips it (recount.ts). */
@@ -160,4 +165,72 @@ export async function exactnessNotes(
   const left = await queue.count();
   if (left !== 0) notes.push(`${left} messages left unacknowledged in the queue`);
   return notes;
+}
+
+/**
+ * Polls `vote_results` every `intervalMs` until every valid vote of `votes` is visible, calling `look` with
+ * what is visible after each poll (progress lines, samples); fails, with the end of its output, when one of
+ * `services` exits first.
+ */
+export async function untilAllVisible(
+  db: { sql: postgres.Sql },
+  votes: GeneratedVotes,
+  services: readonly ServiceProcess[],
+  signal: AbortSignal,
+  look: (visible: number) => void | Promise<void>,
+  intervalMs = 20,
+): Promise<void> {
+  for (;;) {
+    signal.throwIfAborted();
+    const visible = await visibleVotes(db.sql);
+    await look(visible);
+    if (visible >= votes.valid) return;
+    const exited = services.find((service) => service.exitCode !== undefined);
+    if (exited) {
+      throw new Error(
+        `the service exited with ${exited.exitCode} before counting every vote:\n${exited.output().slice(-4000)}`,
+      );
+    }
+    await sleep(intervalMs, signal);
+  }
+}
+
+/**
+ * Stops `services` (SIGTERM, each given {@link SHUTDOWN_GRACE_MS}), then what is not exact: the
+ * {@link exactnessNotes} of the drain of `votes`, and every exit other than 0 with the end of its output.
+ */
+export async function stopAndCheck(
+  services: readonly ServiceProcess[],
+  db: { sql: postgres.Sql },
+  queue: TestQueue,
+  votes: GeneratedVotes,
+): Promise<string[]> {
+  const codes = await Promise.all(services.map((service) => service.stopWithin(SHUTDOWN_GRACE_MS)));
+  const notes = await exactnessNotes(db, queue, votes);
+  codes.forEach((code, i) => {
+    if (code !== 0) notes.push(`exit code ${code} after SIGTERM:\n${services[i].output().slice(-4000)}`);
+  });
+  return notes;
+}
+
+/**
+ * The row of a drain of `n` messages in `seconds`: `fields` (the phase's own figures and notes), exact when
+ * `failures` (what {@link stopAndCheck} and the phase found not exact) is empty, which then follow its notes.
+ */
+export function drainRow(
+  label: string,
+  n: number,
+  seconds: number,
+  failures: readonly string[],
+  fields: Omit<Row, "phase" | "n" | "seconds" | "rate" | "exact">,
+): Row {
+  return {
+    phase: label,
+    n,
+    seconds,
+    rate: n / seconds,
+    ...fields,
+    exact: failures.length === 0,
+    notes: [...fields.notes, ...failures],
+  };
 }

@@ -7,8 +7,7 @@
  * second statement records them); the same with the validation worker's
  * `'validated'` row of every vote written first (counting then adopts those
  * rows). Each database is fresh and its statistics as autovacuum leaves them:
- * the case where the plans used to scan whole partial indexes (README
- * "Performance", stop 22).
+ * the case where the plans used to scan whole partial indexes (docs/performance.md).
  *
  * @module
  */

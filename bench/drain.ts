@@ -15,13 +15,12 @@ import { spawnService } from "../tests/support/service.ts";
 import {
   benchEnv,
   benchMix,
-  exactnessNotes,
+  drainRow,
   type Options,
   preload,
   serviceBackends,
-  SHUTDOWN_GRACE_MS,
-  sleep,
-  visibleVotes,
+  stopAndCheck,
+  untilAllVisible,
 } from "./common.ts";
 import { progress, type Row, say } from "./report.ts";
 
@@ -40,11 +39,8 @@ export async function drain(options: Options, n: number, label: string, signal: 
   const brokers = pidsNamed("beam.smp");
   const brokerCpu = () => totalCpuSeconds(brokers);
   const postgresCpu = () => totalCpuSeconds(backends);
-  let visible = 0;
   let peakRss = 0;
-  while (visible < votes.valid) {
-    signal.throwIfAborted();
-    visible = await visibleVotes(db.sql);
+  await untilAllVisible(db, votes, [service], signal, async (visible) => {
     const now = performance.now();
     if (visible > 0 && cpuAtFirst === undefined) {
       firstVisibleAt = now;
@@ -56,26 +52,16 @@ export async function drain(options: Options, n: number, label: string, signal: 
     progress(
       `${label}: ${visible}/${votes.valid} votes visible, ${Math.round(rate)}/s, RSS peak ${peakRss.toFixed(0)} MB`,
     );
-    if (visible >= votes.valid) break;
-    if (service.exitCode !== undefined) {
-      throw new Error(
-        `the service exited with ${service.exitCode} before counting every vote:\n${service.output().slice(-4000)}`,
-      );
-    }
-    await sleep(20, signal);
-  }
+  });
   const lastVisibleAt = performance.now();
   const cpu = { service: treeCpuSeconds(service.pid), postgres: postgresCpu(), broker: brokerCpu() };
   // Messages handled since the first vote visible, counted from the votes (the mix's proportion).
   const messagesSinceFirst = (votes.valid - (cpuAtFirst?.visible ?? 0)) * n / votes.valid;
   const perMessageUs = (seconds: number) => seconds / messagesSinceFirst * 1e6;
   peakRss = Math.max(peakRss, peakRssMb(service.pid) ?? 0);
-  const code = await service.stopWithin(SHUTDOWN_GRACE_MS);
-
-  const notes = await exactnessNotes(db, queue, votes);
+  const failures = await stopAndCheck([service], db, queue, votes);
   const [{ meanBatch }] = await db.sql<{ meanBatch: number }[]>`
     select avg(batch_size)::float8 as "meanBatch" from aggregation_stats`;
-  if (code !== 0) notes.push(`exit code ${code} after SIGTERM:\n${service.output().slice(-4000)}`);
   const seconds = (lastVisibleAt - service.startedAt) / 1000;
   const steady = (lastVisibleAt - (firstVisibleAt ?? lastVisibleAt)) / 1000;
   say(
@@ -83,19 +69,14 @@ export async function drain(options: Options, n: number, label: string, signal: 
       `first vote visible after ${((firstVisibleAt! - service.startedAt) / 1000).toFixed(2)} s, ` +
       `then ${steady > 0 ? Math.round(votes.valid / steady) : "∞"} votes/s; peak RSS ${
         peakRss.toFixed(0)
-      } MB; exit ${code}`,
+      } MB; exit ${service.exitCode}`,
   );
-  for (const note of notes) say(`${label}: NOT EXACT: ${note}`);
-  return {
-    phase: label,
-    n,
-    seconds,
-    rate: n / seconds,
+  for (const failure of failures) say(`${label}: NOT EXACT: ${failure}`);
+  return drainRow(label, n, seconds, failures, {
     rssMb: peakRss,
     consumerUs: cpuAtFirst && perMessageUs(cpu.service - cpuAtFirst.service),
     postgresUs: cpuAtFirst && perMessageUs(cpu.postgres - cpuAtFirst.postgres),
     meanBatch,
-    exact: notes.length === 0,
     notes: [
       `${label}: CPU per message from the first vote visible: service ${
         cpuAtFirst ? perMessageUs(cpu.service - cpuAtFirst.service).toFixed(1) : "?"
@@ -107,7 +88,6 @@ export async function drain(options: Options, n: number, label: string, signal: 
       `${label}: ${votes.valid} valid, ${votes.duplicates} duplicate, ${votes.malformed} malformed; startup (spawn → first vote visible) ${
         ((firstVisibleAt! - service.startedAt) / 1000).toFixed(2)
       } s`,
-      ...notes,
     ],
-  };
+  });
 }

@@ -17,7 +17,7 @@ import { peakRssMb } from "../tests/support/process.ts";
 import { createTestDatabase, createTestQueue } from "../tests/support/servers.ts";
 import { spawnService } from "../tests/support/service.ts";
 import { type GeneratedVotes, publishVotes } from "../tools/publish.ts";
-import { benchEnv, benchMix, exactnessNotes, type Options, SHUTDOWN_GRACE_MS, sleep, visibleVotes } from "./common.ts";
+import { benchEnv, benchMix, drainRow, type Options, sleep, stopAndCheck, visibleVotes } from "./common.ts";
 import { progress, type Row, say } from "./report.ts";
 
 /** Messages `from` to `to` (excluded) of `votes`. */
@@ -65,29 +65,23 @@ export async function election(options: Options, signal: AbortSignal): Promise<R
   }
   const seconds = (performance.now() - startedAt) / 1000;
   peakRss = Math.max(peakRss, peakRssMb(service.pid) ?? 0);
-  const code = await service.stopWithin(SHUTDOWN_GRACE_MS);
-  const notes = await exactnessNotes(db, queue, votes);
-  if (code !== 0) notes.push(`exit code ${code} after SIGTERM:\n${service.output().slice(-4000)}`);
+  const failures = await stopAndCheck([service], db, queue, votes);
   const [size] = await db.sql<{ database: string; audit: string }[]>`
     select pg_size_pretty(pg_database_size(current_database())) as database,
            pg_size_pretty(pg_total_relation_size('vote_audit')) as audit`;
   say(
     `${label}: ${n} messages in ${seconds.toFixed(1)} s (${Math.round(n / seconds)}/s, publishing included); ` +
-      `peak RSS ${peakRss.toFixed(0)} MB; database ${size.database} (vote_audit ${size.audit}); exit ${code}`,
+      `peak RSS ${
+        peakRss.toFixed(0)
+      } MB; database ${size.database} (vote_audit ${size.audit}); exit ${service.exitCode}`,
   );
-  for (const note of notes) say(`${label}: NOT EXACT: ${note}`);
-  return {
-    phase: label,
-    n,
-    seconds,
-    rate: n / seconds,
+  for (const failure of failures) say(`${label}: NOT EXACT: ${failure}`);
+  return drainRow(label, n, seconds, failures, {
     rssMb: peakRss,
-    exact: notes.length === 0,
     notes: [
       `${label}: ${votes.valid} valid, ${votes.duplicates} duplicate, ${votes.malformed} malformed; ` +
       `timed from the first publish (publishing while draining) to the last vote visible; ` +
       `database ${size.database}, vote_audit ${size.audit}`,
-      ...notes,
     ],
-  };
+  });
 }

@@ -23,6 +23,10 @@
 
  * 6. scaling (`--scaling 1,2,3,6`): K instances on one queue and one database
  *    (`scaling.ts`): drain rate, service CPU per message, PostgreSQL lock waits.
+ * 7. viewers (`--viewers N`): the drain unwatched and watched by N viewers
+ *    polling a results-only instance through nginx with the shipped
+ *    deploy/nginx/results.conf (`viewers.ts`): requests per second nginx
+ *    served, requests that reached the service, staleness, drain rate.
  *
  * Beside them, on request: `--counting N` (the counting statement alone, its
  * backend's CPU per vote, `counting.ts`), `--ledger` (`ledger.ts`), `--recount N`
@@ -43,6 +47,7 @@ import { drain } from "./drain.ts";
 import { election } from "./election.ts";
 import { latency } from "./latency.ts";
 import { subscribers } from "./subscribers.ts";
+import { viewers } from "./viewers.ts";
 import { ledgerCost } from "./ledger.ts";
 import { recountRate } from "./recount.ts";
 import { counting } from "./counting.ts";
@@ -70,6 +75,9 @@ const USAGE = `Usage: deno task bench [options]
       --scaling LIST   also drain -n messages with each instance count in LIST (e.g. 1,2,3,6), one queue and database
       --subscribers N  results stream subscribers while draining, against none (default 1000; 0 skips)
       --event-interval MS  RESULTS_EVENT_INTERVAL_MS for the subscribers phase (default: the service's)
+      --viewers N      also drain with N viewers polling a results-only instance through nginx, against none
+                       (at most 32: the shipped limit_conn per address; default: skipped; see viewers.ts)
+      --viewer-interval MS  viewers phase: each viewer's pause between an answer and its next request (default 0)
       --skip-ceiling, --skip-drain, --skip-latency
       --recount N      also time verify on a database of N counted votes built for it (recount.ts)
       --counting N     also the counting statement alone: N votes on one connection, its backend's CPU (counting.ts)
@@ -94,6 +102,8 @@ function parseOptions(args: string[]): Options | undefined {
     prepare: { type: "string" },
     subscribers: { type: "string" },
     "event-interval": { type: "string" },
+    viewers: { type: "string" },
+    "viewer-interval": { type: "string" },
     "skip-ceiling": { type: "boolean", default: false },
     "skip-drain": { type: "boolean", default: false },
     "skip-latency": { type: "boolean", default: false },
@@ -160,6 +170,8 @@ function parseOptions(args: string[]): Options | undefined {
     skipDrain: values["skip-drain"],
     skipLatency: values["skip-latency"],
     subscribers: values.subscribers === "0" ? 0 : positive("subscribers", values.subscribers, 1000),
+    viewers: values.viewers === undefined ? 0 : positive("viewers", values.viewers, 0),
+    viewerIntervalMs: values["viewer-interval"] === "0" ? 0 : positive("viewer-interval", values["viewer-interval"], 0),
     ledger: values.ledger,
     recount: values.recount === undefined ? 0 : positive("recount", values.recount, 0),
     counting: values.counting === undefined ? 0 : positive("counting", values.counting, 0),
@@ -238,6 +250,7 @@ async function main(args: string[]): Promise<number> {
     for (const timeout of options.timeouts) await phase(`latency ${timeout}`, (s) => latency(options, timeout, s));
   }
   if (options.subscribers > 0) await phase("subscribers", (s) => subscribers(options, s));
+  if (options.viewers > 0) await phase("viewers", (s) => viewers(options, s));
   if (options.ledger) await phase("ledger cost", (s) => ledgerCost(options, options.n, s));
   if (options.counting > 0) await phase("counting", (s) => counting(options, options.counting, s));
   if (options.recount > 0) await phase("recount", (s) => recountRate(options, options.recount, s));

@@ -1,6 +1,6 @@
 /**
  * The benchmark's output: progress lines on stderr, one row per measured
- * phase, and the markdown table the README's performance section is built from.
+ * phase, and the markdown table docs/performance.md's tables are built from.
  *
  * @module
  */

@@ -17,11 +17,12 @@ import { type ServiceProcess, spawnService } from "../tests/support/service.ts";
 import {
   benchEnv,
   benchMix,
-  exactnessNotes,
+  drainRow,
   type Options,
   preload,
-  SHUTDOWN_GRACE_MS,
   sleep,
+  stopAndCheck,
+  untilAllVisible,
   visibleVotes,
 } from "./common.ts";
 import { progress, type Row, say } from "./report.ts";
@@ -90,18 +91,12 @@ export async function scaling(options: Options, instances: number, n: number, si
   const backendsAtStart = await backendCpu(db.sql, db.name);
   const stopSampling = new AbortController();
   const locks = sampleLocks(db.sql, db.name, stopSampling.signal);
-  let visible = 0;
   let cpuAtEnd: number[] = [];
   let backendsAtEnd = new Map<number, number>();
   try {
-    while (visible < votes.valid) {
-      signal.throwIfAborted();
-      visible = await visibleVotes(db.sql);
+    await untilAllVisible(db, votes, services, signal, (visible) => {
       progress(`${label}: ${visible}/${votes.valid} votes visible`);
-      const dead = services.find((s) => s.exitCode !== undefined);
-      if (dead) throw new Error(`an instance exited with ${dead.exitCode}:\n${dead.output().slice(-4000)}`);
-      if (visible < votes.valid) await sleep(20, signal);
-    }
+    });
     cpuAtEnd = services.map((s) => cpuSeconds(s.pid) ?? 0);
     backendsAtEnd = await backendCpu(db.sql, db.name);
   } finally {
@@ -109,10 +104,7 @@ export async function scaling(options: Options, instances: number, n: number, si
   }
   const lastVisibleAt = performance.now();
   const seen = await locks;
-  const codes = await Promise.all(services.map((s) => s.stopWithin(SHUTDOWN_GRACE_MS)));
-
-  const notes = (await exactnessNotes(db, queue, votes)).map((note) => `${label}: ${note}`);
-  if (codes.some((c) => c !== 0)) notes.push(`${label}: exit codes ${codes.join(", ")}`);
+  const failures = (await stopAndCheck(services, db, queue, votes)).map((failure) => `${label}: ${failure}`);
 
   const [size] = await db.sql<{ audit: string; results: string; stats: string; duplicates: string }[]>`
     select pg_total_relation_size('vote_audit') as audit, pg_total_relation_size('vote_results') as results,
@@ -141,12 +133,5 @@ export async function scaling(options: Options, instances: number, n: number, si
       (Number(size.stats) / 1e6).toFixed(1)
     } MB, duplicate_attempts ${(Number(size.duplicates) / 1e6).toFixed(1)} MB`;
   say(summary);
-  return {
-    phase: label,
-    n: messages,
-    seconds,
-    rate: messages / seconds,
-    exact: notes.length === 0,
-    notes: [summary, ...notes],
-  };
+  return drainRow(label, messages, seconds, failures, { notes: [summary] });
 }

@@ -19,19 +19,20 @@
 
 import { isDeepStrictEqual } from "node:util";
 import { parseNotification, RESULTS_CHANNEL } from "../lib/results/store.ts";
-import { createTestDatabase, createTestQueue, results, testPool } from "../tests/support/servers.ts";
+import { createTestDatabase, createTestQueue, type TestDatabase, testPool } from "../tests/support/servers.ts";
 import { cpuSeconds, peakRssMb } from "../tests/support/process.ts";
-import { admin, ADMIN_TOKEN, spawnService } from "../tests/support/service.ts";
+import { admin, ADMIN_TOKEN, type ServiceProcess, spawnService } from "../tests/support/service.ts";
 import { openStream, type SseClient, streamCrowd } from "../tests/support/sse.ts";
 import {
   benchEnv,
   benchMix,
+  drainRow,
   expectedResults,
   type Options,
   preload,
-  SHUTDOWN_GRACE_MS,
   sleep,
-  visibleVotes,
+  stopAndCheck,
+  untilAllVisible,
 } from "./common.ts";
 import { progress, type Row, say } from "./report.ts";
 
@@ -49,97 +50,134 @@ export async function subscribers(options: Options, signal: AbortSignal): Promis
   return [without, withThem];
 }
 
+/** Who watches a drain (see {@link watchedDrain}). */
+export interface Audience {
+  /** More of the service's environment. */
+  env?: Record<string, string>;
+  /** Opened once the queue is preloaded and the service paused, before the resume. */
+  open(service: ServiceProcess, db: TestDatabase, signal: AbortSignal): Promise<void>;
+  /**
+   * Once every vote is visible (`expected`: the totals, `{law: [oui, non]}`): its latency figures, notes, and
+   * problems (which make the row inexact).
+   */
+  close(seconds: number, expected: Record<string, [number, number]>, signal: AbortSignal): Promise<AudienceReport>;
+}
+
+/** What an {@link Audience} saw. */
+export interface AudienceReport {
+  p50?: number;
+  p99?: number;
+  max?: number;
+  notes: string[];
+  problems: string[];
+}
+
 async function run(options: Options, count: number, signal: AbortSignal): Promise<Row> {
   const label = count === 0 ? "drain, no results stream open" : `drain, ${count.toLocaleString("en-US")} subscribers`;
+  return await watchedDrain(options, label, count === 0 ? undefined : streamAudience(options, count, label), signal);
+}
+
+/**
+ * The drain of `options.n` preloaded messages on a fresh queue and database, the service started as `deno task
+ * start` starts it, watched by `audience` (none: the drain alone): paused, preloaded, the audience opened, resumed;
+ * timed from the resume to the last vote visible in `vote_results`.
+ */
+export async function watchedDrain(
+  options: Options,
+  label: string,
+  audience: Audience | undefined,
+  signal: AbortSignal,
+): Promise<Row> {
   await using db = await createTestDatabase();
   await using queue = await createTestQueue();
-  const env = benchEnv(options, db, queue, {
-    ADMIN_TOKEN,
-    RESULTS_MAX_CLIENTS: String(Math.max(count + 10, 100)),
-    RESULTS_EVENT_INTERVAL_MS: String(options.eventIntervalMs),
-  });
+  const env = benchEnv(options, db, queue, { ADMIN_TOKEN, ...audience?.env });
   await using service = await spawnService(env, { viaStartTask: true });
   if ((await admin(service, "/pause")).status !== 200) throw new Error("cannot pause the service");
   const votes = benchMix(options, options.n);
   await preload(queue, votes, label, signal);
-
-  // The commit times, as a listener of the database hears them.
-  const committedAt = new Map<string, number>();
-  const listening = testPool(db.url, 1);
-  await listening.listen(RESULTS_CHANNEL, (payload) => {
-    const now = performance.now();
-    for (const { lawId, version } of parseNotification(payload) ?? []) committedAt.set(`${lawId}@${version}`, now);
-  });
-
-  const url = `${service.url}/results/stream`;
-  const measuring: SseClient[] = [];
-  for (let i = 0; i < Math.min(count, MEASURING); i++) measuring.push(await openStream(url));
-  await using _crowd = count > MEASURING ? await streamCrowd(url, count - MEASURING, true) : undefined;
-  progress(`${label}: ${count} streams open`, true);
+  await audience?.open(service, db, signal);
 
   const cpuBefore = cpuSeconds(service.pid) ?? 0;
   const resumedAt = performance.now();
   await admin(service, "/resume");
-  let visible = 0;
   let peakRss = 0;
-  while (visible < votes.valid) {
-    signal.throwIfAborted();
-    visible = await visibleVotes(db.sql);
+  await untilAllVisible(db, votes, [service], signal, (visible) => {
     peakRss = Math.max(peakRss, peakRssMb(service.pid) ?? 0);
     progress(`${label}: ${visible}/${votes.valid} votes visible`);
-    if (service.exitCode !== undefined) throw new Error(`the service exited with ${service.exitCode}`);
-    if (visible < votes.valid) await sleep(20, signal);
-  }
+  });
   const seconds = (performance.now() - resumedAt) / 1000;
   const cpu = (cpuSeconds(service.pid) ?? 0) - cpuBefore;
-  const expected = expectedResults(votes);
-  const notes: string[] = [];
-  for (const client of measuring) {
-    const deadline = performance.now() + 10_000;
-    while (!isDeepStrictEqual(client.totals(), expected) && performance.now() < deadline) await sleep(20, signal);
-    if (!isDeepStrictEqual(client.totals(), expected)) notes.push(`${label}: a subscriber did not end on the totals`);
-  }
-  const latencies = measuring.flatMap((client) => latenciesOf(client, committedAt));
-  const events = measuring.reduce((n, client) => n + client.events.filter((e) => e.event === "totals").length, 0) /
-    Math.max(1, measuring.length);
-  for (const client of measuring) await client.close();
-  await listening.end({ timeout: 1 });
-  const code = await service.stopWithin(SHUTDOWN_GRACE_MS);
-  const exact = isDeepStrictEqual(await results(db.sql), expected) && notes.length === 0 && code === 0;
-  latencies.sort((a, b) => a - b);
-  const at = (q: number) =>
-    latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] : undefined;
+  const watched = await audience?.close(seconds, expectedResults(votes), signal) ?? { notes: [], problems: [] };
+  const failures = [...watched.problems];
+  for (const failure of await stopAndCheck([service], db, queue, votes)) failures.push(`${label}: ${failure}`);
   say(
     `${label}: ${options.n} messages in ${seconds.toFixed(2)} s (${Math.round(options.n / seconds)}/s)` +
-      (count
-        ? `; commit → event p50 ${at(0.5)?.toFixed(0)} ms, p99 ${at(0.99)?.toFixed(0)} ms (${latencies.length} samples)`
-        : ""),
+      (watched.p50 !== undefined ? `; p50 ${watched.p50.toFixed(0)} ms, p99 ${watched.p99?.toFixed(0)} ms` : ""),
   );
-  return {
-    phase: label,
-    n: options.n,
-    seconds,
-    rate: options.n / seconds,
-    p50: count ? at(0.5) : undefined,
-    p99: count ? at(0.99) : undefined,
-    max: count ? latencies.at(-1) : undefined,
+  return drainRow(label, options.n, seconds, failures, {
+    p50: watched.p50,
+    p99: watched.p99,
+    max: watched.max,
     rssMb: peakRss,
-    exact,
     notes: [
       `${label}: the service used ${cpu.toFixed(2)} s of CPU during the drain (${
         (cpu / seconds * 100).toFixed(0)
       } % of one core)`,
-      ...(count
-        ? [
+      ...watched.notes,
+    ],
+  });
+}
+
+/** `count` results stream subscribers, 20 of them measuring commit → event latency. */
+function streamAudience(options: Options, count: number, label: string): Audience {
+  const committedAt = new Map<string, number>();
+  const measuring: SseClient[] = [];
+  const held = new AsyncDisposableStack();
+  return {
+    env: {
+      RESULTS_MAX_CLIENTS: String(Math.max(count + 10, 100)),
+      RESULTS_EVENT_INTERVAL_MS: String(options.eventIntervalMs),
+    },
+    async open(service, db) {
+      // The commit times, as a listener of the database hears them.
+      const listening = held.adopt(testPool(db.url, 1), (sql) => sql.end({ timeout: 1 }));
+      await listening.listen(RESULTS_CHANNEL, (payload) => {
+        const now = performance.now();
+        for (const { lawId, version } of parseNotification(payload) ?? []) committedAt.set(`${lawId}@${version}`, now);
+      });
+      const url = `${service.url}/results/stream`;
+      for (let i = 0; i < Math.min(count, MEASURING); i++) measuring.push(held.use(await openStream(url)));
+      if (count > MEASURING) held.use(await streamCrowd(url, count - MEASURING, true));
+      progress(`${label}: ${count} streams open`, true);
+    },
+    async close(seconds, want, signal) {
+      const problems: string[] = [];
+      for (const client of measuring) {
+        const deadline = performance.now() + 10_000;
+        while (!isDeepStrictEqual(client.totals(), want) && performance.now() < deadline) await sleep(20, signal);
+        if (!isDeepStrictEqual(client.totals(), want)) {
+          problems.push(`${label}: a subscriber did not end on the totals`);
+        }
+      }
+      const latencies = measuring.flatMap((client) => latenciesOf(client, committedAt)).sort((a, b) => a - b);
+      const events = measuring.reduce((n, client) => n + client.events.filter((e) => e.event === "totals").length, 0) /
+        Math.max(1, measuring.length);
+      await held.disposeAsync();
+      const at = (q: number) =>
+        latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] : undefined;
+      return {
+        p50: at(0.5),
+        p99: at(0.99),
+        max: latencies.at(-1),
+        problems,
+        notes: [
           `${label}: latency from each commit (the bench's own LISTEN) to the event bringing it, ${MEASURING} measuring subscribers, ${latencies.length} samples`,
           `${label}: ${Math.round(events)} totals events to each subscriber (${
             (events / seconds).toFixed(1)
           }/s, RESULTS_EVENT_INTERVAL_MS=${options.eventIntervalMs}), ${committedAt.size} law versions committed`,
-        ]
-        : []),
-      ...notes,
-      ...(code === 0 ? [] : [`${label}: exit code ${code}`]),
-    ],
+        ],
+      };
+    },
   };
 }
 

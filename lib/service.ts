@@ -16,7 +16,7 @@
 
 import type { Config } from "./config/config.ts";
 import { redactUrl } from "./config/url.ts";
-import { MAX_COPIED_HEADER_BYTES } from "./broker/dead_letter.ts";
+import { MAX_COPIED_HEADER_BYTES } from "./broker/copied_headers.ts";
 import { BrokerSession } from "./broker/session.ts";
 import { BrokerNodes } from "./broker/nodes.ts";
 import { connectDatabase, type Sql } from "./database/pool.ts";
@@ -27,6 +27,7 @@ import { getLogger } from "./log.ts";
 import { createMetrics, type Metrics } from "./metrics/registry.ts";
 import { Aggregator } from "./pipeline/aggregator.ts";
 import { type LiveResults, startLiveResults } from "./results/live.ts";
+import { resultsMetrics } from "./results/metrics.ts";
 import { abortable, AbortedError } from "./retry.ts";
 import { openDatabase, StartupProgress } from "./startup.ts";
 import { withTimeout } from "./timeout.ts";
@@ -40,8 +41,8 @@ export interface Service {
   broker: BrokerSession;
   metrics: Metrics;
   sql: Sql;
-  /** The live results: hub, listening connection, routes. */
-  results: LiveResults;
+  /** The live results: hub, listening connection, routes; undefined with `RESULTS_ENABLED=false`. */
+  results: LiveResults | undefined;
   /** Where the control plane listens. */
   http: Deno.NetAddr;
   /**
@@ -82,25 +83,19 @@ export async function startService(config: Config, options: StartOptions = {}): 
   const progress = new StartupProgress();
   let pipeline: Pipeline | undefined;
   let results: LiveResults | undefined;
+  // Read at each scrape; before the live results start, the results_* series stay 0.
+  resultsMetrics([metrics.registry], () => results?.stats());
 
   const listening = Promise.withResolvers<Deno.NetAddr>();
-  let server: Deno.HttpServer<Deno.NetAddr>;
-  try {
-    server = serveControlPlane({
-      hostname: config.httpHost,
-      port: config.prometheusPort,
-      adminToken: config.adminToken,
-      pipeline: () => pipeline?.aggregator ?? progress,
-      metrics,
-      results: (request, url) => results?.handle(request, url),
-      onListen: (addr) => listening.resolve(addr),
-    });
-  } catch (error) {
-    throw new Error(
-      `Cannot serve HTTP on ${config.httpHost}:${config.prometheusPort} (PROMETHEUS_PORT): ${(error as Error).message}`,
-      { cause: error },
-    );
-  }
+  const server = serveControlPlane({
+    hostname: config.httpHost,
+    port: config.prometheusPort,
+    adminToken: config.adminToken,
+    pipeline: () => pipeline?.aggregator ?? progress,
+    metrics,
+    results: (request, url) => results?.handle(request, url),
+    onListen: (addr) => listening.resolve(addr),
+  });
   const http = await listening.promise;
 
   const deadline = startupDeadline(config.startupTimeoutMs, options.signal);
@@ -117,9 +112,11 @@ export async function startService(config: Config, options: StartOptions = {}): 
     // A migration abandoned here is rolled back: its transaction ends with the pool.
     const applied = await abortable(migrate(sql), deadline);
     if (applied.length) log.info("Applied migrations {applied}", { applied });
-    progress.waiting("database", "loading the results");
-    results = await abortable(startLiveResults(config), deadline);
-    metrics.resultsStats = results.stats;
+    // Off on a counting instance whose audience is served by results-only instances (`vote-aggregator results`).
+    if (config.resultsEnabled) {
+      progress.waiting("database", "loading the results");
+      results = await abortable(startLiveResults(config), deadline);
+    }
 
     pipeline = assemble(config, sql, metrics);
     const { aggregator } = pipeline;
@@ -185,7 +182,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     }
     // Streams never end by themselves: they end here, after the last commit, before the server stops
     // (a client that reads nothing keeps its connection's last write pending: the bounded wait below).
-    await live.stop();
+    await live?.stop();
     await databaseProbe.stop();
     await bounded(broker.close(), "closing the broker connection");
     await pool.end({ timeout: CLOSE_TIMEOUT_MS / 1000 });

@@ -22,7 +22,7 @@ import type { Config } from "./config/config.ts";
 import { connectDatabase, ensureDatabase, type Sql, warmUp } from "./database/pool.ts";
 import { getLogger } from "./log.ts";
 import { usePreparedStatements } from "./database/pooler.ts";
-import { AbortedError, RECONNECT_BACKOFF, retry, RetryError } from "./retry.ts";
+import { AbortedError, RECONNECT_BACKOFF, retry, RetryError, type RetryOptions } from "./retry.ts";
 import { TimeoutError } from "./timeout.ts";
 import type { Readiness } from "./pipeline/readiness.ts";
 import { type Status, statusOf } from "./pipeline/status.ts";
@@ -67,6 +67,36 @@ export function describeConnectionFailure(error: unknown, timeoutMs: number): st
 }
 
 /**
+ * Start-up's retry of a first connection to the database at `url`: {@link RECONNECT_BACKOFF} for as long as it
+ * fails to connect (until `signal` aborts), each failure logged with what failed and the next delay.
+ *
+ * @param onFailure told of each failure that is retried, said as what it is
+ */
+export function databaseRetry(
+  url: string,
+  connectTimeoutMs: number,
+  signal?: AbortSignal,
+  onFailure?: (failure: string) => void,
+): RetryOptions {
+  return {
+    ...RECONNECT_BACKOFF,
+    maxAttempts: Infinity,
+    signal,
+    shouldRetry: isConnectionFailure,
+    onRetry: (error, attempt, delayMs) => {
+      const failure = describeConnectionFailure(error, connectTimeoutMs);
+      onFailure?.(failure);
+      log.warn("Cannot connect to PostgreSQL at {url}: {error}; retrying in {delayMs} ms (attempt {attempt})", {
+        url: redactUrl(url),
+        error: failure,
+        delayMs: Math.round(delayMs),
+        attempt,
+      });
+    },
+  };
+}
+
+/**
  * The pool, with `POSTGRES_MIN_CONNECTIONS` connections open (the database created first when missing); a
  * connection failure that may heal is retried until `signal` aborts.
  *
@@ -87,22 +117,7 @@ export async function openDatabase(
       await ensureDatabase(config);
       sql ??= connectDatabase(config, { prepare: await usePreparedStatements(config) });
       await warmUp(sql, config.postgresMinConnections);
-    }, {
-      ...RECONNECT_BACKOFF,
-      maxAttempts: Infinity,
-      signal,
-      shouldRetry: isConnectionFailure,
-      onRetry: (error, attempt, delayMs) => {
-        const failure = describeConnectionFailure(error, config.connectTimeoutMs);
-        onFailure?.(failure);
-        log.warn("Cannot connect to PostgreSQL at {url}: {error}; retrying in {delayMs} ms (attempt {attempt})", {
-          url,
-          error: failure,
-          delayMs: Math.round(delayMs),
-          attempt,
-        });
-      },
-    });
+    }, databaseRetry(config.databaseUrl, config.connectTimeoutMs, signal, onFailure));
     return sql!;
   } catch (error) {
     await sql?.end({ timeout: 0 }).catch(() => {});

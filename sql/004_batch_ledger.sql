@@ -1,4 +1,4 @@
--- 004: the batch ledger (issue 15): every committed batch that counted a vote appends one row, chained
+-- 004: the batch ledger: every committed batch that counted a vote appends one row, chained
 -- by SHA-256 to the row before it, in the counting transaction (lib/database/sql/count_votes.ts). `deno task verify`
 -- (lib/audit/) replays the chain against vote_audit and recounts vote_results.
 --
@@ -16,8 +16,7 @@
 ALTER TABLE vote_audit ADD COLUMN IF NOT EXISTS batch_id uuid;
 -- verify reads the audit trail batch by batch (linear, with progress). Batch ids are time-ordered
 -- (UUIDv7) and a batch's rows are written together, so a BRIN index (a min/max per few pages) finds
--- them, at almost no cost per counted vote: a B-tree index here cost the counting ~10 % (README
--- "Audit and recount"). A BRIN range is summarised once full (autosummarize, by autovacuum; verify also
+-- them, at almost no cost per counted vote: a B-tree index here cost the counting ~10 % (docs/audit.md). A BRIN range is summarised once full (autosummarize, by autovacuum; verify also
 -- asks for it first): until then a query reads the range's pages, so the tail of the table is read
 -- by every chunk of verify — right, only slower.
 CREATE INDEX IF NOT EXISTS vote_audit_batch ON vote_audit USING brin (batch_id)

@@ -2,8 +2,7 @@
 --
 -- 001 wrote it as vote_hash ~ '^[0-9a-f]{64}$'. PostgreSQL's regular expression engine runs a counted
 -- repetition ({64}) through a much larger automaton: measured on PostgreSQL 15, that check took a third
--- of the counting statement's CPU (about 15 µs of each vote's ~30 µs; issue 16's profile, README
--- "Performance"). length() = 64 and only hexadecimal digits is the same rule (both hold for exactly the
+-- of the counting statement's CPU (about 15 µs of each vote's ~30 µs; docs/performance.md). length() = 64 and only hexadecimal digits is the same rule (both hold for exactly the
 -- same values, NULL included), with an unbounded repetition that is more than ten times cheaper.
 --
 -- Same constraint name, so nothing that names it changes. Replaced only when it is 001's own check (a

@@ -5,7 +5,7 @@
 -- few hundred, emptied only when it visits the database (once a minute): under a sustained drain the
 -- queue is full after a few hundred batches, and every batch after that logs "request for BRIN range
 -- summarization for index "vote_audit_batch" page N was not recorded" with the whole counting
--- statement (about 6 kB of log per batch: ~200 entries in a 300,000-vote drain, issue 16).
+-- statement (about 6 kB of log per batch: ~200 entries in a 300,000-vote drain).
 --
 -- Nothing needs the requests: VACUUM (autovacuum runs it on vote_audit as rows are inserted)
 -- summarises every full range anyway, and `deno task verify` summarises what is left before it reads

@@ -96,7 +96,7 @@ Deno.test("deploy: the Deployment's probes, port, drain bound, sandbox and reque
   assert.equal(container.securityContext.allowPrivilegeEscalation, false);
   assert.equal(pod.securityContext.runAsNonRoot, true);
   assert.ok(pod.securityContext.runAsUser > 0);
-  // README "Performance": ~150 MB peak RSS.
+  // docs/performance.md: ~150 MB peak RSS.
   assert.ok(mebibytes(container.resources.requests.memory) >= 150);
   assert.ok(mebibytes(container.resources.limits.memory) > mebibytes(container.resources.requests.memory));
 

@@ -39,18 +39,28 @@
  * the deployment's own configuration, and works the same for `deno run` and
  * `deno compile`.
  *
+ * `deno task results` (tools/start.ts `results`) runs a results-only instance
+ * under the same rules with its own endpoints: no broker host, and only the
+ * results' database (`RESULTS_DATABASE_URL`, else `DATABASE_URL`).
+ *
  * Run it to print the flags (shell-quoted, one line):
- * `deno run --allow-env --allow-read=.env tools/permissions.ts [--compile]`.
+ * `deno run --allow-env --allow-read=.env tools/permissions.ts [--compile] [--results]`.
  *
  * @module
  */
 
 import { loadConfigOrExit } from "../lib/config/cli.ts";
 import { VARIABLE_NAMES } from "../lib/config/variables.ts";
-import { endpoints, type PermissionConfig } from "../lib/config/permissions.ts";
+import { endpoints, type PermissionConfig, type Role } from "../lib/config/permissions.ts";
 import { hostPort } from "../lib/config/url.ts";
 
-export { deniedEndpoints, type Endpoint, endpoints, type PermissionConfig } from "../lib/config/permissions.ts";
+export {
+  deniedEndpoints,
+  type Endpoint,
+  endpoints,
+  type PermissionConfig,
+  type Role,
+} from "../lib/config/permissions.ts";
 
 /**
  * Environment variables npm:postgres (postgres.js 3.4.9, `parseOptions` in src/index.js) reads as
@@ -104,7 +114,7 @@ export const DEPENDENCY_NOTES: readonly string[] = [
   "process_resident_memory_bytes from Deno.memoryUsage(), which needs no permission.",
   "Traces (OTEL_DENO=true, lib/pipeline/tracing.ts): Deno's built-in OpenTelemetry reads OTEL_* and sends to " +
   "the collector from the runtime itself, outside the permission system, and npm:@opentelemetry/api reads no " +
-  "variable; so neither the OTEL_* variables nor the collector's host are added (tests/tracing_test.ts exports " +
+  "variable; so neither the OTEL_* variables nor the collector's host are added (tests/pipeline/tracing_test.ts exports " +
   "spans under exactly this set).",
   "npm:amqplib, @logtape/logtape and dotenv need nothing beyond the broker's host:port and .env; none asks " +
   "for --allow-sys (no os.hostname/os.userInfo on the paths the service uses).",
@@ -125,6 +135,8 @@ export interface PermissionOptions {
    * and localhost, and `--no-prompt` is left out (a compiled binary never prompts).
    */
   forCompile?: boolean;
+  /** `results`: a results-only instance's (`main.ts results`): no broker, the results' database only. @default "counting" */
+  role?: Role;
 }
 
 /**
@@ -136,7 +148,7 @@ export interface PermissionOptions {
  */
 export function permissionFlags(config: PermissionConfig, options: PermissionOptions = {}): string[] {
   const net = new Set<string>();
-  for (const { what, address, port } of endpoints(config)) {
+  for (const { what, address, port } of endpoints(config, options.role)) {
     net.add(address);
     if (!options.forCompile || what === "HTTP") continue;
     for (const host of what === "RabbitMQ" ? COMPILE_BROKER_HOSTS : COMPILE_DATABASE_HOSTS) {
@@ -170,5 +182,6 @@ if (import.meta.main) {
     Deno.exit(0);
   }
   const config = await loadConfigOrExit("permissions");
-  console.log(shellQuote(permissionFlags(config, { forCompile: Deno.args.includes("--compile") })));
+  const role = Deno.args.includes("--results") ? "results" : "counting";
+  console.log(shellQuote(permissionFlags(config, { forCompile: Deno.args.includes("--compile"), role })));
 }

@@ -1,5 +1,7 @@
 /**
- * `deno task start`: runs the service under its minimal permission set.
+ * `deno task start`: runs the service under its minimal permission set;
+ * `deno task results` (`tools/start.ts results`): a results-only instance
+ * (`main.ts results`) under its own, which names no broker host.
  *
  * Computes the flags from the configuration in the environment and `.env`
  * (tools/permissions.ts, the one source of truth), then runs
@@ -73,9 +75,11 @@ export async function runService(flags: readonly string[], args: readonly string
 if (import.meta.main) {
   // Same message and code as main.ts gives for a bad configuration.
   const config = await loadConfigOrExit("vote-aggregator");
-  const flags = permissionFlags(config);
+  const flags = permissionFlags(config, { role: Deno.args[0] === "results" ? "results" : "counting" });
   if (config.logLevel === "DEBUG") {
     console.error(`vote-aggregator: deno run ${shellQuote(flags)} main.ts`);
   }
-  Deno.exit(await runService(flags, Deno.args));
+  // `deno task start -- --version` passes the "--" on: it only separates the task's arguments.
+  const args = Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args;
+  Deno.exit(await runService(flags, args));
 }

@@ -10,7 +10,7 @@
  * This wraps `acceptMessageFrame`, amqplib's (2.x) per-channel entry for
  * message frames (deliver or return, then a properties frame holding the body
  * size, then content frames of at most frame_max bytes each): amqplib has no
- * public hook for it. `tests/hostile_test.ts` fails if an upgrade changes it.
+ * public hook for it. `tests/system/hostile_test.ts` fails if an upgrade changes it.
  *
  * It does not decide what a cut message becomes (`../pipeline/message.ts`).
  *

@@ -4,7 +4,10 @@
  * acknowledged.
  *
  * A copy keeps the body and the headers of the original and adds the reason
- * (`x-reject-reason`, `x-reject-detail`), the time (`x-reject-time`) and `x-original-queue`; of a body over
+ * (`x-reject-reason`, `x-reject-detail`), the time (`x-reject-time`), `x-original-queue` and
+ * `x-original-digest`, which is the same for every copy of one message: dead-lettering is at least once
+ * (a copy confirmed, then the connection lost before the original's acknowledgement, and the redelivered
+ * original dead-lettered again), so the dead-letter tools count and replay a message once by it. Of a body over
  * `MAX_MESSAGE_BYTES` only the first bytes are kept (`x-reject-body-truncated`
  * says its size), of headers over 16 KiB none (`x-reject-headers-dropped`). It is
  * published persistent and `mandatory` on a confirm channel: a copy the broker
@@ -27,7 +30,9 @@
 
 import type { ConfirmChannel, ConsumeMessage } from "amqplib";
 import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
 import type { Rejection } from "../vote.ts";
+import { copiedHeaders, HEADERS_DROPPED_HEADER } from "./copied_headers.ts";
 import type { Delivery } from "./delivery.ts";
 import { deadLetterNames } from "./topology.ts";
 
@@ -38,20 +43,14 @@ export const REJECT_DETAIL_HEADER = "x-reject-detail";
 export const REJECT_TIME_HEADER = "x-reject-time";
 /** The vote queue the original came from. */
 export const ORIGINAL_QUEUE_HEADER = "x-original-queue";
+/** {@link originalDigest}: the same for every copy of one message. */
+export const ORIGINAL_DIGEST_HEADER = "x-original-digest";
 /** Tells a returned (unroutable) copy apart from the others. */
 export const DEAD_LETTER_ID_HEADER = "x-dead-letter-id";
 /** Says that the original's body was over the limit and is cut in the copy: its size and what is kept. */
 export const BODY_TRUNCATED_HEADER = "x-reject-body-truncated";
-/** Says that the original's headers were too large to copy, and how large they were. */
-export const HEADERS_DROPPED_HEADER = "x-reject-headers-dropped";
 /** Longest `x-reject-detail`, in characters. */
 const MAX_DETAIL_CHARS = 500;
-/**
- * Largest encoded size of the original's headers that a copy carries. amqplib encodes a message's
- * properties into one 64 KiB buffer: a copy over it fails to publish and closes the channel, so the
- * message would come back and fail again for ever. Larger headers are dropped, and the copy says so.
- */
-export const MAX_COPIED_HEADER_BYTES = 16 * 1024;
 
 /** Publishes dead-letter copies for one vote queue; see the module documentation. */
 export class DeadLetterPublisher {
@@ -96,6 +95,7 @@ export class DeadLetterPublisher {
               ? { [BODY_TRUNCATED_HEADER]: `${delivery.size} bytes; the first ${delivery.body.byteLength} kept` }
               : {}),
             [ORIGINAL_QUEUE_HEADER]: this.#queue,
+            [ORIGINAL_DIGEST_HEADER]: originalDigest(delivery),
             [DEAD_LETTER_ID_HEADER]: id,
           },
         },
@@ -111,24 +111,42 @@ export class DeadLetterPublisher {
   }
 }
 
-/** The original's headers, or — when they would not fit in a copy — a header saying how large they were. */
-export function copiedHeaders(headers: Record<string, unknown> | undefined): Record<string, unknown> {
-  if (headers === undefined) return {};
-  const size = encodedSize(headers);
-  if (size <= MAX_COPIED_HEADER_BYTES) return headers;
-  return { [HEADERS_DROPPED_HEADER]: `${size} bytes of headers dropped (limit ${MAX_COPIED_HEADER_BYTES})` };
+/** Headers the broker sets or changes when it delivers a message again (a quorum queue counts deliveries). */
+const REDELIVERY_HEADERS = new Set(["x-delivery-count", "x-acquired-count"]);
+
+/**
+ * The same for every delivery of one message, whatever the broker redelivered: a SHA-256 (hex) of its
+ * body (the part kept, and its size), content type, the properties a copy keeps (`message-id` among them)
+ * and its headers, less those a redelivery changes. Not `message-id` alone: a publisher that gave two
+ * different messages one id would make them one, and a replay would then drop one. Two deliveries with the
+ * same digest are the same bytes, sent once or sent again alike: replaying either is replaying both.
+ */
+export function originalDigest(
+  delivery: Pick<Delivery, "body" | "size" | "contentType" | "properties" | "headers">,
+): string {
+  const headers = delivery.headers ?? {};
+  const described = {
+    size: delivery.size,
+    contentType: delivery.contentType ?? null,
+    properties: canonical(delivery.properties),
+    // Headers too large to copy: their size counts the delivery count too, so only the fact is kept.
+    headers: HEADERS_DROPPED_HEADER in headers
+      ? { [HEADERS_DROPPED_HEADER]: true }
+      : canonical(Object.fromEntries(Object.entries(headers).filter(([name]) => !REDELIVERY_HEADERS.has(name)))),
+  };
+  // JSON escapes its line breaks: the one after it cannot be part of it, so the body's bytes start there.
+  return createHash("sha256").update(JSON.stringify(described)).update("\n").update(delivery.body).digest("hex");
 }
 
-/** An upper bound of the AMQP field-table size of `value` (UTF-8 strings, 8 bytes a number, framing). */
-function encodedSize(value: unknown): number {
-  if (typeof value === "string") return 5 + new TextEncoder().encode(value).byteLength;
-  if (value instanceof Uint8Array) return 5 + value.byteLength;
-  if (Array.isArray(value)) return value.reduce((n: number, v) => n + encodedSize(v), 5);
+/** `value` with every object's keys in order and bytes as base64, for a JSON that is the same for equal values. */
+function canonical(value: unknown): unknown {
+  if (value instanceof Uint8Array) return { bytes: Buffer.from(value).toString("base64") };
+  if (typeof value === "bigint") return { bigint: String(value) };
+  if (Array.isArray(value)) return value.map(canonical);
   if (value !== null && typeof value === "object") {
-    return Object.entries(value).reduce(
-      (n, [k, v]) => n + 2 + new TextEncoder().encode(k).byteLength + encodedSize(v),
-      5,
+    return Object.fromEntries(
+      Object.keys(value).sort().map((key) => [key, canonical((value as Record<string, unknown>)[key])]),
     );
   }
-  return 9;
+  return value;
 }

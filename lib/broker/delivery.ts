@@ -3,7 +3,7 @@
  * is acknowledged — bounded in bytes, whatever arrives: a body over the limit
  * (`MAX_MESSAGE_BYTES`) is judged by its size and only its first bytes are
  * kept (for the dead-letter copy); headers are kept only up to what a
- * dead-letter copy carries (`dead_letter.ts`); amqplib itself is kept from
+ * dead-letter copy carries (`copied_headers.ts`); amqplib itself is kept from
  * assembling more than that of a body (`content_limit.ts`); a body is copied out of
  * amqplib's buffers, so that a small one does not pin a large read buffer.
  *
@@ -12,7 +12,7 @@
 
 import type { ConsumeMessage } from "amqplib";
 import { RECEIVED_SIZE } from "./content_limit.ts";
-import { copiedHeaders } from "./dead_letter.ts";
+import { copiedHeaders } from "./copied_headers.ts";
 
 /** One message received, not yet acknowledged. */
 export interface Delivery {

@@ -90,6 +90,12 @@ export interface Config {
   resultsHeartbeatMs: number;
   /** Shortest time between two totals events to a stream client (0: every change at once). @default 100 */
   resultsEventIntervalMs: number;
+  /** `max-age` and `stale-while-revalidate` of the public results and page, in seconds (0: `no-cache`). @default 1 */
+  resultsCacheSeconds: number;
+  /** How the page follows the results: its stream (polling when refused) or polling `/results`. @default "stream" */
+  resultsPageMode: "stream" | "poll";
+  /** Whether this instance serves the results routes and page. @default true */
+  resultsEnabled: boolean;
   /** @default "INFO" */
   logLevel: LogLevel;
   /** @default "text" */
@@ -182,6 +188,9 @@ export function loadConfig(
     resultsMaxClients: integer("RESULTS_MAX_CLIENTS", 1, 100_000),
     resultsHeartbeatMs: seconds("RESULTS_HEARTBEAT_SECONDS", 1, 3600),
     resultsEventIntervalMs: integer("RESULTS_EVENT_INTERVAL_MS", 0, 60_000),
+    resultsCacheSeconds: integer("RESULTS_CACHE_SECONDS", 0, 3600),
+    resultsPageMode: oneOf("RESULTS_PAGE_MODE", ["stream", "poll"]),
+    resultsEnabled: boolean("RESULTS_ENABLED"),
     logLevel: oneOf(
       "LOG_LEVEL",
       ["DEBUG", "INFO", "WARNING", "ERROR"],

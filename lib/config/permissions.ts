@@ -40,8 +40,25 @@ export interface Endpoint {
   variables: string;
 }
 
-/** The addresses `config` makes the service connect to (every broker node, database) and listen on (HTTP). */
-export function endpoints(config: PermissionConfig): Endpoint[] {
+/**
+ * What a process runs: the counting service (`main.ts`), or a results-only instance (`main.ts results`), which
+ * reaches no broker and only the results' database (`RESULTS_DATABASE_URL`, else `DATABASE_URL`).
+ */
+export type Role = "counting" | "results";
+
+/** The addresses `config` makes the service (of `role`) connect to (every broker node, database) and listen on (HTTP). */
+export function endpoints(config: PermissionConfig, role: Role = "counting"): Endpoint[] {
+  if (role === "results") {
+    const results = endpoint(config.resultsDatabaseUrl ?? config.databaseUrl, POSTGRES_PORTS);
+    return [{
+      what: "PostgreSQL",
+      ...results,
+      address: hostPort(results.host, results.port),
+      variables: config.resultsDatabaseUrl === undefined
+        ? "DATABASE_URL or POSTGRES_HOST/POSTGRES_PORT"
+        : "RESULTS_DATABASE_URL",
+    }, httpEndpoint(config)];
+  }
   const brokers = config.rabbitmqUrls.map((url) => endpoint(url, { amqp: 5672, amqps: 5671 }));
   const database = endpoint(config.databaseUrl, POSTGRES_PORTS);
   const results = config.resultsDatabaseUrl === undefined
@@ -67,17 +84,19 @@ export function endpoints(config: PermissionConfig): Endpoint[] {
     ...(results && resultsAddress !== databaseAddress
       ? [{ what: "PostgreSQL" as const, ...results, address: resultsAddress!, variables: "RESULTS_DATABASE_URL" }]
       : []),
-    {
-      what: "HTTP",
-      host: config.httpHost,
-      port: config.prometheusPort,
-      // Port 0 asks the system for a free port: only the host can be allowed then.
-      address: config.prometheusPort === 0
-        ? bracket(config.httpHost)
-        : hostPort(config.httpHost, config.prometheusPort),
-      variables: "HTTP_HOST/PROMETHEUS_PORT",
-    },
+    httpEndpoint(config),
   ];
+}
+
+function httpEndpoint(config: PermissionConfig): Endpoint {
+  return {
+    what: "HTTP",
+    host: config.httpHost,
+    port: config.prometheusPort,
+    // Port 0 asks the system for a free port: only the host can be allowed then.
+    address: config.prometheusPort === 0 ? bracket(config.httpHost) : hostPort(config.httpHost, config.prometheusPort),
+    variables: "HTTP_HOST/PROMETHEUS_PORT",
+  };
 }
 
 /**
@@ -87,10 +106,15 @@ export function endpoints(config: PermissionConfig): Endpoint[] {
  * main.ts calls it before connecting: without it a denied host surfaces from
  * node's DNS shim as `getaddrinfo EPERM <host>`, and the broker client retries
  * that for seconds as if the broker were down. `only` limits it to some
- * endpoints (the operator's tools reach one server each).
+ * endpoints (the operator's tools reach one server each); `role` "results" is a
+ * results-only instance's.
  */
-export function deniedEndpoints(config: PermissionConfig, only?: readonly Endpoint["what"][]): string[] {
-  return endpoints(config)
+export function deniedEndpoints(
+  config: PermissionConfig,
+  only?: readonly Endpoint["what"][],
+  role: Role = "counting",
+): string[] {
+  return endpoints(config, role)
     .filter(({ what }) => only === undefined || only.includes(what))
     .filter(({ address }) => Deno.permissions.querySync({ name: "net", host: address }).state !== "granted")
     .map(({ what, address, variables }) =>
@@ -98,7 +122,7 @@ export function deniedEndpoints(config: PermissionConfig, only?: readonly Endpoi
         what === "HTTP" ? "listen for HTTP on" : `connect to ${what} at`
       } ${address} (${variables}): ` +
       "it is outside this process's --allow-net. The permission set is computed from the configuration " +
-      "(tools/permissions.ts): start with `deno task start`, or rebuild the binary with `deno task compile` " +
+      "(tools/permissions.ts): start with `deno task start` (`deno task results`), or rebuild the binary with `deno task compile` " +
       "under this configuration"
     );
 }

@@ -1,6 +1,6 @@
 /**
  * The variable table: every environment variable the service reads, with its
- * default and its one-line documentation. The README's Configuration section,
+ * default and its one-line documentation. docs/configuration.md's table,
  * `.env.example` and the `--allow-env` list of the permission set are checked
  * against it. How a value is validated lives in {@link ./config.ts}, not here.
  *
@@ -17,7 +17,7 @@
 export interface Variable {
   /** Default as it would be written in `.env`; `undefined` when optional. */
   default?: string;
-  /** One line for the README and `.env.example`. */
+  /** One line for docs/configuration.md and `.env.example`. */
   doc: string;
 }
 
@@ -108,6 +108,20 @@ export const VARIABLES = {
   RESULTS_EVENT_INTERVAL_MS: {
     default: "100",
     doc: "Least time between two results stream events; changes meanwhile are sent together (0: each at once)",
+  },
+  RESULTS_CACHE_SECONDS: {
+    default: "1",
+    doc:
+      "max-age (and stale-while-revalidate) a shared cache may keep the public results and page (0: revalidate each time)",
+  },
+  RESULTS_PAGE_MODE: {
+    default: "stream",
+    doc:
+      "How the page follows the results: stream (/results/stream, polling when refused) or poll (/results each second)",
+  },
+  RESULTS_ENABLED: {
+    default: "true",
+    doc: "Serve the results routes and page on this instance (false: counting only; see `vote-aggregator results`)",
   },
   LOG_LEVEL: { default: "INFO", doc: "DEBUG, INFO, WARNING or ERROR" },
   LOG_FORMAT: { default: "text", doc: "text or json (one JSON object a line)" },

@@ -121,7 +121,7 @@ async function applyMigration(tx: postgres.TransactionSql, migration: Migration)
       const object = [e.table_name, e.column_name].filter(Boolean).join(".") || e.constraint_name;
       const todo = e.hint ??
         "fix what the error names (or restore the database from its backup), then start the service again; " +
-          'README "Replacing the Python aggregator" says what each migration changes';
+          "docs/seed-system.md says what each migration changes";
       throw new MigrationError(
         `Migration sql/${migration.name} failed in step "${step.name}"${object ? ` on ${object}` : ""}: ` +
           `${e.message}${e.detail ? ` (${e.detail})` : ""}. Nothing was changed (the migrations run in one ` +
@@ -147,7 +147,11 @@ export function migrationSteps(text: string): { name: string; sql: string }[] {
   return steps.filter((step) => step.sql.replace(/--.*$/gm, "").trim() !== "");
 }
 
-async function pending(sql: postgres.Sql | postgres.TransactionSql, migrations: readonly Migration[]) {
+/** The migrations `sql`'s database has not applied (all of them when it has no `schema_migrations`). */
+export async function pending(
+  sql: postgres.Sql | postgres.TransactionSql,
+  migrations: readonly Migration[] = MIGRATIONS,
+): Promise<readonly Migration[]> {
   const [{ exists }] = await sql<{ exists: boolean }[]>`
     select to_regclass('schema_migrations') is not null as exists`;
   if (!exists) return migrations;

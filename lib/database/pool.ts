@@ -37,6 +37,8 @@ export interface ConnectOptions {
   applicationName?: string;
   /** More postgres.js options (the results listener's hooks). */
   extra?: postgres.Options<Record<string, postgres.PostgresType>>;
+  /** Every transaction read-only (`default_transaction_read_only`): a results-only instance's. @default false */
+  readOnly?: boolean;
 }
 
 /**
@@ -52,7 +54,7 @@ export function connectDatabase(
       "databaseUrl" | "postgresMaxConnections" | "postgresSslMode" | "postgresSslRootCert"
     >
     & Partial<Pick<Config, "connectTimeoutMs">>,
-  { prepare = true, applicationName = "vote-aggregator", extra = {} }: ConnectOptions = {},
+  { prepare = true, applicationName = "vote-aggregator", extra = {}, readOnly = false }: ConnectOptions = {},
 ): Sql {
   guardTypeFetch(); // a failed type-catalog query must not end the process (see pg_type_fetch.ts)
   return postgres(config.databaseUrl, {
@@ -68,9 +70,11 @@ export function connectDatabase(
     // while vote_audit was small kept seq-scanning it in the duplicate lookup, O(rows) per batch. Only
     // named statements are ever planned generically; an unnamed one is planned at each execution with
     // its arguments, so without them the setting is not needed — and PgBouncer refuses it at startup.
-    connection: prepare
-      ? { application_name: applicationName, plan_cache_mode: "force_custom_plan" }
-      : { application_name: applicationName },
+    connection: {
+      application_name: applicationName,
+      ...(prepare ? { plan_cache_mode: "force_custom_plan" } : {}),
+      ...(readOnly ? { default_transaction_read_only: true } : {}),
+    },
   });
 }
 

@@ -8,7 +8,7 @@
  * cost of being wrong that way is a little CPU; the other way, failed commits).
  *
  * It does not own the pool ({@link ./pool.ts} opens it with the answer), nor `LISTEN`, which
- * needs a session and so a direct connection (README "Scaling out").
+ * needs a session and so a direct connection (docs/scaling.md).
  *
  * @example
  * ```ts

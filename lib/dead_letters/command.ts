@@ -23,10 +23,12 @@ export const EXIT_BROKER_FAILED = 3;
 
 export const DEAD_LETTERS_USAGE = `Usage: dead-letters <summary|show|replay|purge> [options]
 
-  summary                               counts by reason, by law and by source; oldest and newest
+  summary                               counts messages by reason, by law and by source (the copies of one
+                                        message once, and how many extra copies); oldest and newest
   show [--reason R] [--limit N] [--max-body C]
                                         the letters, oldest first, bodies bounded to C characters (default 200)
-  replay [--reason R] [--limit N]       republish to the vote queue (confirmed), then remove from the DLQ
+  replay [--reason R] [--limit N]       republish each message to the vote queue once (confirmed), then remove
+                                        it and its extra copies from the DLQ
   purge --reason R --yes                remove the letters with reason R; the others stay in place
       --json                            one JSON document on stdout
   -h, --help
@@ -108,7 +110,8 @@ export async function deadLettersCommand(args: string[], program = "dead-letters
           l ? `#${l.position} ${l.reason} ${l.deadLetteredAt ?? "(time unknown)"}` : "-";
         out(s, () =>
           [
-            `${dlq}: ${s.total} dead letters`,
+            `${dlq}: ${s.messages} dead-lettered messages` +
+            (s.extraCopies ? ` (${s.total} letters: ${s.extraCopies} extra copies of messages counted once)` : ""),
             "by reason:",
             ...table(s.byReason),
             "by law:",
@@ -139,7 +142,8 @@ export async function deadLettersCommand(args: string[], program = "dead-letters
       case "replay": {
         const r = await replay(channel, dlq, config.rabbitmqQueue, { reason: flags.reason, limit: flags.limit });
         out(r, () =>
-          `${dlq}: replayed ${r.replayed} to ${config.rabbitmqQueue} (confirmed), ${r.kept} left in place` +
+          `${dlq}: replayed ${r.replayed} to ${config.rabbitmqQueue} (confirmed), ` +
+          (r.extraCopies ? `${r.extraCopies} extra copies of them removed, ` : "") + `${r.kept} left in place` +
           (r.truncated ? ` (${r.truncated} of them truncated copies, which are never replayed)` : ""));
         break;
       }

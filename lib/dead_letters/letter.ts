@@ -2,7 +2,7 @@
  * One dead letter as the tools see it: why it is there (the service's
  * `x-reject-reason`, or the broker's own `x-death` reason: `rejected`,
  * `expired`, `maxlen`, `delivery_limit`), which law it names, when it was
- * dead-lettered, and its body bounded and escaped for a terminal. It reads a
+ * dead-lettered, which message it is a copy of, and its body bounded and escaped for a terminal. It reads a
  * message; it does not fetch or settle one ({@link ./browse.ts}).
  *
  * @module
@@ -11,6 +11,7 @@
 import type { GetMessage } from "amqplib";
 import {
   DEAD_LETTER_ID_HEADER,
+  ORIGINAL_DIGEST_HEADER,
   ORIGINAL_QUEUE_HEADER,
   REJECT_DETAIL_HEADER,
   REJECT_REASON_HEADER,
@@ -32,6 +33,11 @@ export interface DeadLetter {
   deadLetteredAt: string | null;
   /** The queue it came from, when the headers say. */
   originalQueue: string | null;
+  /**
+   * The same for every copy of one message (`x-original-digest`); null on a letter without it (the
+   * broker's own), which is then a message of its own.
+   */
+  digest: string | null;
   bodyBytes: number;
 }
 
@@ -62,6 +68,7 @@ export function readDeadLetter(message: GetMessage, position: number): DeadLette
       : typeof death?.queue === "string"
       ? death.queue
       : null,
+    digest: typeof headers[ORIGINAL_DIGEST_HEADER] === "string" ? headers[ORIGINAL_DIGEST_HEADER] as string : null,
     bodyBytes: message.content.byteLength,
   };
 }
@@ -72,8 +79,14 @@ export function replayHeaders(headers: Record<string, unknown> | undefined, dlq:
   for (const [name, value] of Object.entries(headers ?? {})) {
     if (/^x-(death|first-death-|last-death-)/.test(name)) continue;
     if (
-      [REJECT_REASON_HEADER, REJECT_DETAIL_HEADER, REJECT_TIME_HEADER, ORIGINAL_QUEUE_HEADER, DEAD_LETTER_ID_HEADER]
-        .includes(name)
+      [
+        REJECT_REASON_HEADER,
+        REJECT_DETAIL_HEADER,
+        REJECT_TIME_HEADER,
+        ORIGINAL_QUEUE_HEADER,
+        ORIGINAL_DIGEST_HEADER,
+        DEAD_LETTER_ID_HEADER,
+      ].includes(name)
     ) continue;
     kept[name] = value;
   }

@@ -7,6 +7,11 @@
  * where it was. Replaying is idempotent because counting is: a replayed vote
  * that was counted already is a redelivery, a no-op.
  *
+ * Dead-lettering is at least once, so one message may be in the DLQ more than
+ * once: its copies carry the same `x-original-digest`. Summary counts a message
+ * once and says how many extra copies there are; replay republishes a message
+ * once and removes its extra copies with it.
+ *
  * @module
  */
 
@@ -19,7 +24,12 @@ export type { DeadLetter };
 
 /** What {@link summary} counts. */
 export interface Summary {
+  /** Letters in the DLQ. */
   total: number;
+  /** Distinct messages among them: the copies of one message count once, here and in the tables below. */
+  messages: number;
+  /** Letters that are another copy of a message counted already (`total - messages`). */
+  extraCopies: number;
   byReason: Record<string, number>;
   byLaw: Record<string, number>;
   bySource: Record<string, number>;
@@ -37,13 +47,29 @@ export interface Selection {
 
 const selected = (letter: DeadLetter, { reason }: Selection) => reason === undefined || letter.reason === reason;
 
-/** Counts the letters in `dlq`, by reason, law (`(none)` when the body names none) and source. */
+/** Counts the messages in `dlq`, by reason, law (`(none)` when the body names none) and source. */
 export async function summary(channel: ConfirmChannel, dlq: string): Promise<Summary> {
-  const result: Summary = { total: 0, byReason: {}, byLaw: {}, bySource: {}, oldest: null, newest: null };
+  const result: Summary = {
+    total: 0,
+    messages: 0,
+    extraCopies: 0,
+    byReason: {},
+    byLaw: {},
+    bySource: {},
+    oldest: null,
+    newest: null,
+  };
   const add = (table: Record<string, number>, key: string) => table[key] = (table[key] ?? 0) + 1;
+  const copies = new Copies();
   await browse(channel, dlq, (message, position) => {
     const letter = readDeadLetter(message, position);
     result.total++;
+    if (copies.seen(letter)) {
+      result.extraCopies++;
+      return "keep";
+    }
+    copies.add(letter);
+    result.messages++;
     add(result.byReason, letter.reason);
     add(result.byLaw, letter.lawId ?? "(none)");
     add(result.bySource, letter.source);
@@ -91,7 +117,8 @@ export async function show(
 }
 
 /**
- * Republishes the selected letters to `queue`, each acknowledged in the DLQ once its copy is confirmed.
+ * Republishes the selected letters to `queue`, each acknowledged in the DLQ once its copy is confirmed;
+ * of a message there more than once, one copy is republished and the others removed (`extraCopies`).
  * A letter whose body the service truncated (`x-reject-body-truncated`) stays: `truncated` counts them.
  */
 export async function replay(
@@ -99,7 +126,7 @@ export async function replay(
   dlq: string,
   queue: string,
   selection: Selection,
-): Promise<{ replayed: number; kept: number; truncated: number }> {
+): Promise<{ replayed: number; extraCopies: number; kept: number; truncated: number }> {
   await channel.checkQueue(queue); // a missing vote queue fails here, before anything moves
   const returned = new Set<string>();
   const onReturn = (message: ConsumeMessage) => {
@@ -108,14 +135,22 @@ export async function replay(
   };
   channel.on("return", onReturn);
   let replayed = 0;
+  let extraCopies = 0;
   let kept = 0;
   let truncated = 0;
+  const copies = new Copies();
   try {
     await browse(channel, dlq, async (message, position) => {
       if (replayed >= (selection.limit ?? Infinity)) return "stop";
-      if (!selected(readDeadLetter(message, position), selection)) {
+      const letter = readDeadLetter(message, position);
+      if (!selected(letter, selection)) {
         kept++;
         return "keep";
+      }
+      // Another copy of a message replayed (and confirmed) above: that was its replay.
+      if (copies.seen(letter)) {
+        extraCopies++;
+        return "remove";
       }
       // Only the first bytes of the original are there: never republished as if they were the message.
       if (message.properties.headers?.[BODY_TRUNCATED_HEADER] !== undefined) {
@@ -124,13 +159,28 @@ export async function replay(
         return "keep";
       }
       await publishCopy(channel, queue, dlq, message, returned);
+      copies.add(letter);
       replayed++;
       return "remove";
     });
   } finally {
     channel.off("return", onReturn);
   }
-  return { replayed, kept, truncated };
+  return { replayed, extraCopies, kept, truncated };
+}
+
+/** The messages met so far, by digest; a letter without one is a message of its own. */
+class Copies {
+  readonly #digests = new Set<string>();
+
+  /** Whether `letter` is a copy of a message added before. */
+  seen(letter: DeadLetter): boolean {
+    return letter.digest !== null && this.#digests.has(letter.digest);
+  }
+
+  add(letter: DeadLetter): void {
+    if (letter.digest !== null) this.#digests.add(letter.digest);
+  }
 }
 
 /** Removes the letters with `reason`; the others stay where they are. */

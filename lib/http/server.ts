@@ -6,16 +6,22 @@
  * | `/metrics` | GET | Prometheus text format |
  * | `/healthz` | GET | 200 while the process runs its loops |
  * | `/readyz` | GET | 200 while running or paused by an operator; 503 while starting, degraded (database failing past the retry budget or not answering its probe, broker down) or draining, with a `reason` naming the part (pipeline/readiness.ts) |
- * | `/status` | GET | state, open batch, last commit, totals since start |
+ * | `/status` | GET | version, state, open batch, last commit, totals since start |
  * | `/flush` | POST, admin | commits the open batch, then answers `{flushed: n}` (503 while starting) |
  * | `/pause` | POST, admin | stops consuming and closes the open batch; answers within 1 s the state, `flushed` and whether all was `committed` (what was not stays unacknowledged until it is; 409 while draining, 503 while starting) |
  * | `/resume` | POST, admin | consumes again (409 while draining, 503 while starting) |
  *
  * The results routes (`/`, `/results`, `/results/{law_id}`, `/results/stream`) are
- * lib/results/routes.ts's, with their own token (`RESULTS_TOKEN`) and CORS.
+ * lib/results/routes.ts's, with their own token (`RESULTS_TOKEN`) and CORS. A
+ * results-only instance (lib/results/only.ts) serves them with `/metrics`,
+ * `/healthz` and `/readyz` alone: it has no pipeline, so no `/status`, `/flush`,
+ * `/pause` or `/resume` (404).
  *
- * A malformed request (a Host or target that is not a URL) answers 400 on every
- * route, with no internals. Admin routes need `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant
+ * A malformed request (a Host or target that is not a URL, or no Host header at
+ * all) answers 400 on every route, with no internals. RFC 9112 §3.2 asks 400 of an
+ * HTTP/1.1 request without Host; `Deno.serve` does not tell a handler the request's
+ * HTTP version, so an HTTP/1.0 request without Host answers 400 too (an empty
+ * `Host:` is allowed, as the RFC allows it). Admin routes need `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant
  * time); without `ADMIN_TOKEN` they answer 403.
  *
  * @example
@@ -36,6 +42,7 @@ import { getLogger } from "../log.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import type { ResultsHandler } from "../results/routes.ts";
 import { bearerToken, tokenChecker } from "./token.ts";
+import { VERSION } from "../version.ts";
 
 const log = getLogger("http");
 
@@ -59,9 +66,14 @@ export interface ControlPlaneOptions {
   /** 0 picks a free port (see the returned server's `addr`). */
   port: number;
   adminToken: string | undefined;
-  /** The pipeline as of each request: start-up's stand-in (`../startup.ts`) is replaced once the pipeline runs. */
-  pipeline: () => ControlledPipeline;
-  metrics: Metrics;
+  /**
+   * The pipeline as of each request: start-up's stand-in (`../startup.ts`) until the pipeline runs. Undefined on a
+   * results-only instance, which then gives `readiness`.
+   */
+  pipeline?: () => ControlledPipeline;
+  /** What `/readyz` answers (200 when `ready`) when there is no `pipeline`. */
+  readiness?: () => { ready: boolean };
+  metrics: Pick<Metrics, "registry">;
   /** The results routes (lib/results/routes.ts), asked first: `/`, `/results`, `/results/…`. */
   results?: ResultsHandler;
   /** Told the bound address once listening. */
@@ -75,16 +87,20 @@ interface Route {
   handle: Handler;
 }
 
-/** Starts the control plane's HTTP server. */
+/**
+ * Starts the control plane's HTTP server.
+ *
+ * @throws when it cannot listen (the port taken, the address not this host's); the message names `PROMETHEUS_PORT`
+ */
 export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer<Deno.NetAddr> {
-  const { metrics } = options;
-  const pipeline = options.pipeline;
+  const { pipeline, metrics } = options;
+  const readiness = options.readiness ?? (() => pipeline!().readiness());
   const routes: Record<string, Route> = {
     "/metrics": {
       method: "GET",
       admin: false,
       handle: async () => {
-        pipeline().refreshGauges();
+        pipeline?.().refreshGauges();
         return new Response(await metrics.registry.metrics(), {
           headers: { "content-type": metrics.registry.contentType },
         });
@@ -95,49 +111,34 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
       method: "GET",
       admin: false,
       handle: () => {
-        const readiness = pipeline().readiness();
-        return json(readiness.ready ? 200 : 503, readiness);
+        const now = readiness();
+        return json(now.ready ? 200 : 503, now);
       },
     },
-    "/status": { method: "GET", admin: false, handle: () => json(200, pipeline().status()) },
-    "/flush": {
-      method: "POST",
-      admin: true,
-      handle: async () => json(200, { flushed: await pipeline().flush() }),
-    },
-    "/pause": {
-      method: "POST",
-      admin: true,
-      handle: async () => {
-        const { flushed, committed } = await pipeline().pause();
-        log.info("Paused by an operator; {flushed} messages flushed, {outcome}", {
-          flushed,
-          outcome: committed ? "all committed" : "still committing (unacknowledged until committed)",
-        });
-        return json(200, { state: pipeline().state, flushed, committed });
-      },
-    },
-    "/resume": {
-      method: "POST",
-      admin: true,
-      handle: async () => {
-        await pipeline().resume();
-        log.info("Resumed by an operator");
-        return json(200, { state: pipeline().state });
-      },
-    },
+    ...(pipeline ? pipelineRoutes(pipeline) : {}),
   };
   const adminCheck = options.adminToken === undefined ? undefined : tokenChecker(options.adminToken);
 
-  return Deno.serve({
-    hostname: options.hostname,
-    port: options.port,
-    onListen: (addr) => options.onListen?.(addr),
-    onError: (error) => {
-      log.error("HTTP handler failed: {error}", { error });
-      return json(500, { error: "internal error" });
-    },
-  }, async (request) => {
+  try {
+    return Deno.serve({
+      hostname: options.hostname,
+      port: options.port,
+      onListen: (addr) => options.onListen?.(addr),
+      onError: (error) => {
+        log.error("HTTP handler failed: {error}", { error });
+        return json(500, { error: "internal error" });
+      },
+    }, handler);
+  } catch (error) {
+    throw new Error(
+      `Cannot serve HTTP on ${options.hostname}:${options.port} (PROMETHEUS_PORT): ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+
+  async function handler(request: Request): Promise<Response> {
+    // Without Host, Deno makes the URL from the listening address: the request itself is malformed.
+    if (!request.headers.has("host")) return json(400, { error: "malformed request: no Host header" });
     const url = urlOf(request);
     // A Host or target that does not make a URL (`Host: a b`) is the client's error, on every route.
     if (url === undefined) return json(400, { error: "malformed request: its Host or target is not a valid URL" });
@@ -169,7 +170,40 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
       if (error instanceof StartingError) return json(503, { error: error.message }, { "retry-after": "1" });
       throw error;
     }
-  });
+  }
+}
+
+/** The routes that observe and steer the pipeline: a counting instance's only. */
+function pipelineRoutes(pipeline: () => ControlledPipeline): Record<string, Route> {
+  return {
+    "/status": { method: "GET", admin: false, handle: () => json(200, { version: VERSION, ...pipeline().status() }) },
+    "/flush": {
+      method: "POST",
+      admin: true,
+      handle: async () => json(200, { flushed: await pipeline().flush() }),
+    },
+    "/pause": {
+      method: "POST",
+      admin: true,
+      handle: async () => {
+        const { flushed, committed } = await pipeline().pause();
+        log.info("Paused by an operator; {flushed} messages flushed, {outcome}", {
+          flushed,
+          outcome: committed ? "all committed" : "still committing (unacknowledged until committed)",
+        });
+        return json(200, { state: pipeline().state, flushed, committed });
+      },
+    },
+    "/resume": {
+      method: "POST",
+      admin: true,
+      handle: async () => {
+        await pipeline().resume();
+        log.info("Resumed by an operator");
+        return json(200, { state: pipeline().state });
+      },
+    },
+  };
 }
 
 /** The request's path, or undefined when its Host or target do not make a URL. */

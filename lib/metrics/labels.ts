@@ -20,6 +20,15 @@ export const STREAM_EVENT_TYPES = ["snapshot", "totals", "heartbeat"] as const;
 /** A value of `results_stream_events_total{type}`. */
 export type StreamEventType = typeof STREAM_EVENT_TYPES[number];
 
+/**
+ * Routes of `results_requests_total{route}`: the page (`/`), `/results`, `/results/{law_id}` and
+ * `/results/stream`, each request that reaches the service (a cache in front answers the others).
+ */
+export const RESULTS_ROUTES = ["page", "results", "law", "stream"] as const;
+
+/** A value of `results_requests_total{route}`. */
+export type ResultsRoute = typeof RESULTS_ROUTES[number];
+
 /** States of `db_pool_connections{state}`. */
 export const POOL_STATES = ["in_use", "max"] as const;
 

@@ -65,6 +65,8 @@ export class Telemetry {
   constructor(metrics: Metrics, maxLaws = 1000) {
     this.#metrics = metrics;
     this.#maxLaws = maxLaws;
+    // Every state's series from the start, at 0: the registry does not know the pipeline's states.
+    for (const state of STATE_NAMES) metrics.consumerState.set({ state }, 0);
   }
 
   /** When a batch was last committed. */
@@ -131,7 +133,7 @@ export class Telemetry {
     m.consumerPaused.set(present.consuming ? 0 : 1);
     m.openBatchVotes.set(present.openMessages);
     m.committingBatches.set(present.committingBatches);
-    // Deprecated names, kept for one release (README, Metrics): in_use always counted committing batches.
+    // Deprecated names, kept for one release (docs/operations.md, Metrics): in_use always counted committing batches.
     m.dbPoolConnections.set({ state: "in_use" }, present.committingBatches);
     m.dbPoolConnections.set({ state: "max" }, present.poolSize);
     const oldest = present.oldestReceivedAt;

@@ -20,8 +20,7 @@
  * changes that follow within the interval are held and wake them together at
  * its end (trailing edge), so an up-to-date client gets at most one event per
  * interval however often batches commit: each event is one write per client,
- * and it is the writes, not the encoding, that cost the service (README,
- * Performance). Nothing is lost: the events are absolute totals, and the held
+ * and it is the writes, not the encoding, that cost the service (docs/performance.md). Nothing is lost: the events are absolute totals, and the held
  * change is sent at the trailing edge, or at once by {@link ResultsHub.close}.
  *
  * @module

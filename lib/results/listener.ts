@@ -12,6 +12,11 @@
  * away is still sent. What a notification carries and how results are read is
  * {@link ./store.ts}'s; fanning out is {@link ./hub.ts}'s.
  *
+ * A results-only instance may read a streaming standby, where `LISTEN` is
+ * refused (notifications are not replicated): with `pollMs` it opens no
+ * listening connection and resynchronises from the table that often instead,
+ * which works on a primary and a standby alike.
+ *
  * Not postgres.js's `sql.listen(channel, fn, onlisten)`: after a lost
  * connection it listens again once and drops the listener for good if that
  * fails (src/index.js, `onclose`), e.g. while the database restarts. Here the
@@ -45,13 +50,19 @@ export interface ListenerOptions {
   hub: ResultsHub;
   /** Connections for reading results (API requests and re-reads), besides the listening one. @default 2 */
   readers?: number;
+  /** Read the whole table this often instead of listening (a standby cannot `LISTEN`). @default undefined (listen) */
+  pollMs?: number;
+  /** Every transaction read-only, whatever the role may do (a results-only instance). @default false */
+  readOnly?: boolean;
 }
 
 /** Keeps a {@link ResultsHub} equal to `vote_results`. */
 export class ResultsListener {
   /** For reading results: the API's requests and the re-reads; not the write pool. */
   readonly sql: Sql;
-  readonly #listener: Sql;
+  readonly #listener: Sql | undefined;
+  readonly #pollMs: number | undefined;
+  #poller: ReturnType<typeof setInterval> | undefined;
   readonly #hub: ResultsHub;
   readonly #retryDelayMs: number;
   /** Laws named by notifications, not yet re-read: law → newest version named. */
@@ -63,6 +74,10 @@ export class ResultsListener {
   #lostMeanwhile = false;
   /** Times it listened (1 at start, +1 per reconnect). */
   listens = 0;
+  /** `performance.now()` of the last read of the table that succeeded (for a results-only instance's readiness). */
+  lastReadAt: number | undefined;
+  /** The last read's failure, until a read succeeds. */
+  lastReadError: string | undefined;
 
   constructor(options: ListenerOptions) {
     this.#hub = options.hub;
@@ -76,23 +91,45 @@ export class ResultsListener {
     };
     // Unnamed statements (prepare: false), and so no plan_cache_mode at startup: the results' few reads need
     // neither, and they then work through a transaction pooler (PgBouncer), which refuses that parameter.
-    this.sql = connectDatabase(settings, { applicationName: RESULTS_APPLICATION_NAME, prepare: false });
+    this.sql = connectDatabase(settings, {
+      applicationName: RESULTS_APPLICATION_NAME,
+      prepare: false,
+      readOnly: options.readOnly,
+    });
     // postgres.js reads onnotify and onclose (src/index.js, parseOptions) but its types omit them.
     const hooks = {
       max_lifetime: null,
       onnotify: (_channel: string, payload: string) => this.#notified(payload),
       onclose: () => this.#lost(),
     } as postgres.Options<Record<string, postgres.PostgresType>>;
-    this.#listener = connectDatabase({ ...settings, postgresMaxConnections: 1 }, {
-      applicationName: LISTENER_APPLICATION_NAME,
-      prepare: false,
-      extra: hooks,
-    });
+    this.#pollMs = options.pollMs;
+    this.#listener = this.#pollMs !== undefined ? undefined : connectDatabase(
+      { ...settings, postgresMaxConnections: 1 },
+      { applicationName: LISTENER_APPLICATION_NAME, prepare: false, extra: hooks },
+    );
   }
 
-  /** Listens and loads every law into the hub; resolves once both are done (retrying until they are). */
-  start(): Promise<void> {
-    return this.#listening ??= this.#listen().finally(() => this.#listening = undefined);
+  /**
+   * Listens and loads every law into the hub; resolves once both are done (retrying until they are). With
+   * `pollMs`: loads every law (rejecting when it cannot), then again every `pollMs`.
+   */
+  async start(): Promise<void> {
+    if (this.#pollMs === undefined) {
+      return await (this.#listening ??= this.#listen().finally(() => this.#listening = undefined));
+    }
+    await this.resynchronise();
+    const pollMs = this.#pollMs;
+    this.#poller = setInterval(() => {
+      const failing = this.lastReadError !== undefined;
+      this.resynchronise().then(
+        () => failing && log.info("Results: reading vote_results again"),
+        (error) =>
+          !failing && log.warn("Results: cannot read vote_results ({error}); trying every {ms} ms", {
+            error: error.message,
+            ms: pollMs,
+          }),
+      );
+    }, pollMs);
   }
 
   /** Reads the whole table into the hub now (at shutdown: the last commits are sent before streams end). */
@@ -104,15 +141,16 @@ export class ResultsListener {
   /** Closes both connections. */
   async end(): Promise<void> {
     this.#ending = true;
+    clearInterval(this.#poller);
     await this.#reading?.catch(() => {});
-    await Promise.all([this.#listener.end({ timeout: 1 }), this.sql.end({ timeout: 1 })]);
+    await Promise.all([this.#listener?.end({ timeout: 1 }), this.sql.end({ timeout: 1 })]);
   }
 
   async #listen(): Promise<void> {
     for (let attempt = 1; !this.#ending;) {
       this.#lostMeanwhile = false;
       try {
-        await this.#listener.unsafe(`listen "${RESULTS_CHANNEL}"`);
+        await this.#listener!.unsafe(`listen "${RESULTS_CHANNEL}"`);
         if (++this.listens > 1) {
           log.info("Results: listening again on {channel}; resynchronising", { channel: RESULTS_CHANNEL });
         }
@@ -177,8 +215,14 @@ export class ResultsListener {
         this.#wanted.clear();
         try {
           const published = this.#hub.publish(await readResults(this.sql, all ? undefined : laws));
-          if (all && published.length) log.info("Results: resynchronised {n} laws", { n: published.length });
+          this.lastReadAt = performance.now();
+          this.lastReadError = undefined;
+          // Polling reads the whole table each time: only a listener's resynchronisation is news.
+          if (all && published.length && this.#pollMs === undefined) {
+            log.info("Results: resynchronised {n} laws", { n: published.length });
+          }
         } catch (error) {
+          this.lastReadError = (error as Error).message;
           // Read again on the next notification or reconnect; a lost connection brings a resync.
           if (all) this.#resync = true;
           else for (const law of laws) this.#wanted.set(law, this.#wanted.get(law) ?? 1);

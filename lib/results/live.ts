@@ -16,7 +16,7 @@
  */
 
 import type { Config } from "../config/config.ts";
-import type { ResultsStats } from "../metrics/registry.ts";
+import type { ResultsStats } from "./metrics.ts";
 import { getLogger } from "../log.ts";
 import { withTimeout } from "../timeout.ts";
 import { redactUrl } from "../config/url.ts";
@@ -37,7 +37,7 @@ export interface LiveResults {
   handle: ResultsHandler;
   /** Sends every stream the last committed totals, ends the streams, closes the connections. */
   stop(): Promise<void>;
-  /** Clients, events sent and listener reconnects, for the `results_*` metrics. */
+  /** Clients, events sent, listener reconnects and requests, for the `results_*` metrics. */
   stats(): ResultsStats;
 }
 
@@ -54,16 +54,29 @@ export type LiveResultsConfig = Pick<
   | "resultsMaxClients"
   | "resultsHeartbeatMs"
   | "resultsEventIntervalMs"
+  | "resultsCacheSeconds"
+  | "resultsPageMode"
 >;
 
-/** Starts listening and loads every law; resolves once the hub holds the table. */
-export async function startLiveResults(config: LiveResultsConfig): Promise<LiveResults> {
+/** Options of {@link startLiveResults}. */
+export interface LiveResultsOptions {
+  /** Read the table this often instead of listening (a results-only instance: it may read a standby). */
+  pollMs?: number;
+  /** Its reads in read-only transactions (a results-only instance). @default false */
+  readOnly?: boolean;
+}
+
+/** Starts listening (or polling) and loads every law; resolves once the hub holds the table. */
+export async function startLiveResults(
+  config: LiveResultsConfig,
+  options: LiveResultsOptions = {},
+): Promise<LiveResults> {
   const hub = new ResultsHub({
     maxClients: config.resultsMaxClients,
     heartbeatMs: config.resultsHeartbeatMs,
     eventIntervalMs: config.resultsEventIntervalMs,
   });
-  const listener = new ResultsListener({ config, hub });
+  const listener = new ResultsListener({ config, hub, ...options });
   try {
     await listener.start();
   } catch (error) {
@@ -76,11 +89,15 @@ export async function startLiveResults(config: LiveResultsConfig): Promise<LiveR
       url: redactUrl(config.resultsDatabaseUrl),
     });
   }
+  const requests = { page: 0, results: 0, law: 0, stream: 0 };
   const handle = resultsRoutes({
+    requests,
     hub,
     sql: listener.sql,
     token: config.resultsToken,
     corsOrigins: config.resultsCorsOrigins,
+    cacheSeconds: config.resultsCacheSeconds,
+    pageMode: config.resultsPageMode,
   });
   let stopping: Promise<void> | undefined;
   const stop = async () => {
@@ -99,6 +116,7 @@ export async function startLiveResults(config: LiveResultsConfig): Promise<LiveR
     clients: hub.clients,
     events: hub.sent,
     listenerReconnects: Math.max(0, listener.listens - 1),
+    requests: { ...requests },
   });
   return { hub, listener, handle, stop: () => stopping ??= stop(), stats };
 }

@@ -1,6 +1,7 @@
 /**
- * The live results' metrics: `results_stream_clients`, `results_stream_events_total{type}` and
- * `results_listener_reconnects_total`, for the registry of {@link ../metrics/registry.ts}. They are read at
+ * The live results' metrics: `results_stream_clients`, `results_stream_events_total{type}`,
+ * `results_listener_reconnects_total` and `results_requests_total{route}`, which it registers on the registry it is given (the service's,
+ * {@link ../metrics/registry.ts}). They are read at
  * each scrape from the counts the hub and the listener keep in plain numbers
  * ({@link ./live.ts} `stats()`), so a write to a stream client costs no metric update.
  *
@@ -8,7 +9,7 @@
  */
 
 import client from "prom-client";
-import { STREAM_EVENT_TYPES, type StreamEventType } from "../metrics/labels.ts";
+import { RESULTS_ROUTES, type ResultsRoute, STREAM_EVENT_TYPES, type StreamEventType } from "../metrics/labels.ts";
 
 /** The live results' counts, read at each scrape. */
 export interface ResultsStats {
@@ -18,13 +19,16 @@ export interface ResultsStats {
   events: Record<StreamEventType, number>;
   /** Times the listening connection listened again after the first. */
   listenerReconnects: number;
+  /** Requests that reached the results routes since start, by route. */
+  requests: Record<ResultsRoute, number>;
 }
 
-/** The three metrics on `registers`, reading `stats()` at each scrape (undefined: no live results yet). */
+/** The four metrics on `registers`, reading `stats()` at each scrape (undefined: no live results yet). */
 export function resultsMetrics(registers: client.Registry[], stats: () => ResultsStats | undefined): {
   resultsStreamClients: client.Gauge;
   resultsStreamEvents: client.Counter<"type">;
   resultsListenerReconnects: client.Counter;
+  resultsRequests: client.Counter<"route">;
 } {
   // A counter goes up by what was added since the last scrape: how much `now` grew since then.
   const seen = new Map<string, number>();
@@ -49,6 +53,22 @@ export function resultsMetrics(registers: client.Registry[], stats: () => Result
   });
   // Every type from the start, at 0 (increase() sees a series' first sample as its start).
   for (const type of STREAM_EVENT_TYPES) resultsStreamEvents.inc({ type }, 0);
+  const resultsRequests = new client.Counter({
+    name: "results_requests_total",
+    help: `Requests that reached the results routes, by route (${
+      RESULTS_ROUTES.join(", ")
+    }); a cache in front answers the rest`,
+    labelNames: ["route"],
+    registers,
+    collect() {
+      const requests = stats()?.requests;
+      for (const route of RESULTS_ROUTES) {
+        const added = growth(`request:${route}`, requests?.[route]);
+        if (added > 0) this.inc({ route }, added);
+      }
+    },
+  });
+  for (const route of RESULTS_ROUTES) resultsRequests.inc({ route }, 0);
   return {
     resultsStreamClients: new client.Gauge({
       name: "results_stream_clients",
@@ -59,6 +79,7 @@ export function resultsMetrics(registers: client.Registry[], stats: () => Result
       },
     }),
     resultsStreamEvents,
+    resultsRequests,
     resultsListenerReconnects: new client.Counter({
       name: "results_listener_reconnects_total",
       help: "Times the live results' listening connection listened again after the first (each then resynchronises)",

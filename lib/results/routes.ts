@@ -17,13 +17,24 @@
  * `token` query parameter (the page's link; it sets the `results_token`
  * cookie, HttpOnly, that the page's stream then sends) or that cookie.
  *
+ * The page, `/results` and `/results/{law_id}` are cacheable ({@link ./cache.ts}):
+ * a strong `ETag` of the body, 304 to an `If-None-Match` that names it, and
+ * `Cache-Control` from `RESULTS_CACHE_SECONDS` (`private, no-store` under a
+ * token). Their bodies depend on the table alone: `at` is the latest
+ * `updated_at` among the laws shown (`null` with none), not the time of the
+ * request. The page follows the results by its stream or, in `poll` mode
+ * (`RESULTS_PAGE_MODE`) and whenever its stream is refused, by conditional
+ * requests to `/results` about once a second.
+ *
  * @module
  */
 
 import type { Sql } from "../database/pool.ts";
 import { getLogger } from "../log.ts";
 import { bearerToken, tokenChecker } from "../http/token.ts";
+import { cacheControl, entityTag, notModified } from "./cache.ts";
 import { HubFullError, type ResultsHub } from "./hub.ts";
+import type { ResultsRoute } from "../metrics/labels.ts";
 import page from "./page.html" with { type: "text" };
 import { readLaw, readResults } from "./store.ts";
 
@@ -39,6 +50,12 @@ export interface ResultsRoutesOptions {
   corsOrigins: readonly string[];
   /** `Retry-After` of a refused stream, in seconds. @default 5 */
   retryAfterSeconds?: number;
+  /** `RESULTS_CACHE_SECONDS`: how long shared caches may keep the results and the page. @default 1 */
+  cacheSeconds?: number;
+  /** `RESULTS_PAGE_MODE`: how the page follows the results. @default "stream" */
+  pageMode?: "stream" | "poll";
+  /** Counted into per route, for `results_requests_total` (read at each scrape). */
+  requests?: Record<ResultsRoute, number>;
 }
 
 /** Answers a results request, or undefined when `path` is not a results route. */
@@ -53,6 +70,24 @@ export function resultsRoutes(options: ResultsRoutesOptions): ResultsHandler {
   const check = options.token === undefined ? undefined : tokenChecker(options.token);
   const anyOrigin = options.corsOrigins.includes("*");
   const retryAfter = String(options.retryAfterSeconds ?? 5);
+  const caching = cacheControl({ cacheSeconds: options.cacheSeconds ?? 1, token: options.token });
+  // The mode is an attribute of <body>, outside the script and style whose hashes the CSP names.
+  const pageBody = page.replace("<body>", `<body data-mode="${options.pageMode ?? "stream"}">`);
+  const pageTag = entityTag(pageBody);
+
+  /** A cacheable answer: `body` with its tag, or 304 when the request holds that tag already. */
+  const cacheable = async (
+    request: Request,
+    body: string,
+    contentType: string,
+    headers: Record<string, string>,
+    tag?: string,
+  ): Promise<Response> => {
+    const etag = tag ?? await entityTag(body);
+    const validators = { etag, "cache-control": caching, ...headers };
+    if (notModified(request, etag)) return new Response(null, { status: 304, headers: validators });
+    return new Response(body, { headers: { "content-type": contentType, ...validators } });
+  };
 
   const cors = (request: Request): Record<string, string> => {
     const origin = request.headers.get("origin");
@@ -97,20 +132,21 @@ export function resultsRoutes(options: ResultsRoutesOptions): ResultsHandler {
       const cookieHeader: Record<string, string> = check !== undefined && queryToken !== undefined
         ? { "set-cookie": `${COOKIE}=${encodeURIComponent(queryToken)}; Path=/; HttpOnly; SameSite=Strict` }
         : {};
-      return new Response(page, {
-        headers: {
-          "content-type": "text/html; charset=utf-8",
-          "cache-control": "no-cache",
-          "content-security-policy": await PAGE_CSP,
-          "x-content-type-options": "nosniff",
-          "referrer-policy": "no-referrer",
-          ...cookieHeader,
-        },
-      });
+      return cacheable(request, pageBody, "text/html; charset=utf-8", {
+        "content-security-policy": await PAGE_CSP,
+        "x-content-type-options": "nosniff",
+        "referrer-policy": "no-referrer",
+        ...cookieHeader,
+      }, await pageTag);
     }
     if (path === "/results/stream") return stream(request, headers);
     if (path === "/results") {
-      return json(200, { at: new Date().toISOString(), laws: await readResults(sql) }, headers);
+      const laws = await readResults(sql);
+      const at = laws.reduce<string | null>(
+        (latest, law) => latest === null || law.updated_at > latest ? law.updated_at : latest,
+        null,
+      );
+      return cacheable(request, JSON.stringify({ at, laws }), "application/json", headers);
     }
     let lawId: string;
     try {
@@ -119,8 +155,11 @@ export function resultsRoutes(options: ResultsRoutesOptions): ResultsHandler {
       return json(400, { error: "the law id is not valid percent-encoding" }, headers);
     }
     const law = await readLaw(sql, lawId);
-    if (law === undefined) return json(404, { error: "no votes counted for this law" }, headers);
-    return json(200, { at: new Date().toISOString(), ...law }, headers);
+    // Cacheable too: a crowd asking for a law with no vote yet is served by the cache as well.
+    if (law === undefined) {
+      return json(404, { error: "no votes counted for this law" }, { ...headers, "cache-control": caching });
+    }
+    return cacheable(request, JSON.stringify({ at: law.updated_at, ...law }), "application/json", headers);
   };
 
   const stream = (request: Request, headers: Record<string, string>): Response => {
@@ -182,9 +221,15 @@ export function resultsRoutes(options: ResultsRoutesOptions): ResultsHandler {
     return new Response(body, { headers: streamHeaders });
   };
 
+  const requests = options.requests;
   return (request, url) => {
     const path = url.pathname;
     if (path !== "/" && path !== "/results" && !path.startsWith("/results/")) return undefined;
+    if (requests) {
+      requests[
+        path === "/" ? "page" : path === "/results" ? "results" : path === "/results/stream" ? "stream" : "law"
+      ]++;
+    }
     return handle(request, url).catch((error) => {
       log.error("Results request failed: {error}", { error: (error as Error).message });
       return json(503, { error: "results are unavailable right now" }, { "retry-after": retryAfter });

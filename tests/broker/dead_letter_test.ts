@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { HEADERS_DROPPED_HEADER, MAX_COPIED_HEADER_BYTES, REJECT_REASON_HEADER } from "../../lib/broker/dead_letter.ts";
+import { HEADERS_DROPPED_HEADER, MAX_COPIED_HEADER_BYTES } from "../../lib/broker/copied_headers.ts";
+import { originalDigest, REJECT_REASON_HEADER } from "../../lib/broker/dead_letter.ts";
 import { startService } from "../../lib/service.ts";
 import { createTestDatabase, createTestQueue, results } from "../support/servers.ts";
 import { testConfig } from "../support/service.ts";
@@ -70,5 +71,33 @@ Deno.test("dead letters: a copy keeps the message's properties and small headers
     assert.equal(p.deliveryMode, 2, "persistent");
   } finally {
     await service.stop();
+  }
+});
+
+Deno.test("dead letters: the original's digest is the same for a redelivery, and differs for another message", () => {
+  const delivery = {
+    body: new TextEncoder().encode('{"law_id": "L1"}'),
+    size: 16,
+    contentType: "application/json",
+    properties: { messageId: "m-1", timestamp: 1_700_000_000 },
+    headers: { "x-trace": "abc", "x-bytes": new Uint8Array([1, 2]) },
+  };
+  const digest = originalDigest(delivery);
+  assert.match(digest, /^[0-9a-f]{64}$/);
+  const redelivered = {
+    ...delivery,
+    headers: { "x-delivery-count": 2, "x-bytes": new Uint8Array([1, 2]), "x-trace": "abc" },
+  };
+  assert.equal(originalDigest(redelivered), digest, "a delivery count and the headers' order change nothing");
+  for (
+    const other of [
+      { ...delivery, body: new TextEncoder().encode('{"law_id": "L2"}') },
+      { ...delivery, size: 17 },
+      { ...delivery, properties: { messageId: "m-2", timestamp: 1_700_000_000 } },
+      { ...delivery, headers: { ...delivery.headers, "x-trace": "abd" } },
+      { ...delivery, contentType: undefined },
+    ]
+  ) {
+    assert.notEqual(originalDigest(other), digest, JSON.stringify(other));
   }
 });

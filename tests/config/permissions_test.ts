@@ -116,6 +116,27 @@ Deno.test("permissions: hosts and files follow the configuration", () => {
   assert.match(shellQuote(flags), / '--allow-read=\.env,\/etc\/ssl\/mq-ca\.pem,\/etc\/ssl\/pg ca\.pem' /);
 });
 
+Deno.test("permissions: a results-only instance's set names no broker, and only the results' database", () => {
+  const net = (env: Record<string, string>) =>
+    flag(permissionFlags(loadConfig(env), { role: "results" }), "--allow-net");
+  assert.deepEqual(net({ RABBITMQ_HOST: "mq.internal", POSTGRES_HOST: "primary" }), ["primary:5432", "0.0.0.0:8001"]);
+  assert.deepEqual(
+    net({ DATABASE_URL: "postgres://u@primary/db", RESULTS_DATABASE_URL: "postgres://r@standby:6432/db" }),
+    ["standby:6432", "0.0.0.0:8001"],
+  );
+});
+
+Deno.test({
+  name: "permissions: a results-only instance checks the results' database and its listen address, no broker",
+  permissions: { net: ["0.0.0.0:8001"] },
+  fn() {
+    const config = loadConfig({ RESULTS_DATABASE_URL: "postgres://r@standby/db", RABBITMQ_HOST: "mq.internal" });
+    const denied = deniedEndpoints(config, undefined, "results");
+    assert.equal(denied.length, 1, denied.join("\n"));
+    assert.match(denied[0], /PostgreSQL at standby:5432 \(RESULTS_DATABASE_URL\)/);
+  },
+});
+
 Deno.test("permissions: RESULTS_DATABASE_URL's host:port is allowed beside DATABASE_URL's, once when they are one", () => {
   const net = (env: Record<string, string>) => flag(permissionFlags(loadConfig(env)), "--allow-net");
   const pooled = { DATABASE_URL: "postgres://u:p@pgbouncer:6432/votes", RABBITMQ_HOST: "mq" };

@@ -14,13 +14,14 @@
 
 import assert from "node:assert/strict";
 import { isTypeFetchFailure } from "../../lib/database/pg_type_fetch.ts";
+import { type CommandText, commandText } from "../support/command.ts";
 import { createTestDatabase } from "../support/servers.ts";
 
 const DATABASE = new URL("../../lib/database/pool.ts", import.meta.url).href;
 const GUARD = new URL("../../lib/database/pg_type_fetch.ts", import.meta.url).href;
 
 /** Runs `body` (after the imports) in a new Deno process with DATABASE_URL; its exit code and output. */
-async function inProcess(url: string, body: string): Promise<{ code: number; output: string }> {
+async function inProcess(url: string, body: string): Promise<CommandText> {
   const script = `
     import { connectDatabase, ensureDatabase } from "${DATABASE}";
     import { isTypeFetchFailure } from "${GUARD}";
@@ -34,15 +35,15 @@ async function inProcess(url: string, body: string): Promise<{ code: number; out
     console.log(dropped > 0 ? "dropped" : "none seen");
     Deno.exit(0); // the pool may hold its connection open
   `;
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--ext=ts", script],
-    env: { DATABASE_URL: url },
-    cwd: new URL("../..", import.meta.url).pathname,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-  return { code: out.code, output: text };
+  return commandText(
+    await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--ext=ts", script],
+      env: { DATABASE_URL: url },
+      cwd: new URL("../..", import.meta.url).pathname,
+      stdout: "piped",
+      stderr: "piped",
+    }).output(),
+  );
 }
 
 /** A URL whose connections cancel every statement after 1 ms (a connection parameter postgres.js passes on). */
@@ -69,9 +70,9 @@ for (
 ) {
   Deno.test(`${name}: a failed type-catalog query of a new connection is dropped, not fatal`, async () => {
     await using db = await createTestDatabase();
-    const { code, output } = await inProcess(cancelling(db.url), body);
-    assert.equal(code, 0, `the process lives on:\n${output}`);
-    assert.match(output, /^dropped$/m, "the catalog query did fail, and the guard dropped it");
+    const { code, stdout, both } = await inProcess(cancelling(db.url), body);
+    assert.equal(code, 0, `the process lives on:\n${both}`);
+    assert.match(stdout, /^dropped$/m, `the catalog query did fail, and the guard dropped it:\n${both}`);
   });
 }
 

@@ -108,7 +108,7 @@ Deno.test("dead letters: purge removes only its reason; replay republishes confi
   const purged = await withConfirmChannel((ch) => purge(ch, queue.dlq, "unknown_choice"));
   assert.deepEqual(purged, { purged: 1, kept: 4 });
   const replayed = await withConfirmChannel((ch) => replay(ch, queue.dlq, queue.name, { reason: "database_rejected" }));
-  assert.deepEqual(replayed, { replayed: 2, kept: 2, truncated: 0 });
+  assert.deepEqual(replayed, { replayed: 2, extraCopies: 0, kept: 2, truncated: 0 });
   const copies = await withChannel(async (ch) => {
     const out = [];
     for (let m = await ch.get(queue.name, { noAck: true }); m; m = await ch.get(queue.name, { noAck: true })) {
@@ -133,7 +133,7 @@ Deno.test("dead letters: a copy whose body was truncated is never replayed", asy
     await ch.waitForConfirms();
   });
   const r = await withConfirmChannel((ch) => replay(ch, queue.dlq, queue.name, {}));
-  assert.deepEqual(r, { replayed: 0, kept: 1, truncated: 1 });
+  assert.deepEqual(r, { replayed: 0, extraCopies: 0, kept: 1, truncated: 1 });
   assert.equal(await queue.count(), 0);
   assert.equal(await queue.count(queue.dlq), 1);
 });

@@ -44,7 +44,7 @@ Deno.test("dead-letters CLI: replay counts each replayed vote exactly once; summ
 
     const replay = await runTool("dead_letters.ts", ["replay", "--reason", "database_rejected", "--json"], env);
     assert.equal(replay.code, 0, replay.stderr);
-    assert.deepEqual(JSON.parse(replay.stdout), { replayed: 3, kept: 1, truncated: 0 });
+    assert.deepEqual(JSON.parse(replay.stdout), { replayed: 3, extraCopies: 0, kept: 1, truncated: 0 });
     await untilQueueSettled(deadline, queue.name);
     assert.deepEqual(await results(db.sql), { L1: [1, 1] }, "a and b counted once each");
     assert.equal(await queue.count(queue.dlq), 1, "only the letter not replayed is left");

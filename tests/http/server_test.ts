@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { VERSION } from "../../lib/version.ts";
 import { startService } from "../../lib/service.ts";
 import { createTestDatabase, createTestQueue, lockLaw, results } from "../support/servers.ts";
 import { testConfig } from "../support/service.ts";
@@ -45,6 +46,7 @@ Deno.test("http: observation routes, status codes, and no secrets", async () => 
     const status = await call(base, "/status");
     assert.equal(status.status, 200);
     assert.equal(status.body.state, "running");
+    assert.equal(status.body.version, VERSION);
     assert.equal(status.body.totals.counted, 1);
     assert.equal(status.body.totals.deadLettered, 1);
     assert.match(status.body.last_commit_at, /^\d{4}-/);
@@ -199,10 +201,10 @@ async function rawRequest(port: number, request: string): Promise<{ status: numb
   using conn = await Deno.connect({ hostname: "127.0.0.1", port });
   await conn.write(new TextEncoder().encode(request));
   const text = new TextDecoder().decode(await new Response(conn.readable).arrayBuffer());
-  return { status: Number(text.match(/^HTTP\/1\.1 (\d{3})/)?.[1]), text };
+  return { status: Number(text.match(/^HTTP\/1\.[01] (\d{3})/)?.[1]), text };
 }
 
-Deno.test("http: a malformed request (bad Host, bad target, bad header) answers 400 on every route, without internals", async () => {
+Deno.test("http: a malformed request (no Host, bad Host, bad target, bad header) answers 400 on every route, without internals", async () => {
   await withService({ ADMIN_TOKEN: TOKEN }, async ({ service }) => {
     const port = service.http.port;
     const routes = ["/metrics", "/healthz", "/readyz", "/status", "/flush", "/pause", "/resume", "/nope"];
@@ -216,6 +218,24 @@ Deno.test("http: a malformed request (bad Host, bad target, bad header) answers 
         assert.doesNotMatch(text, /at |\.ts:|TypeError|Invalid URL/, `${method} ${path} leaks internals: ${text}`);
       }
     }
+    // No Host header (RFC 9112 §3.2), on every route, whatever the method, the target's form or the version.
+    for (const path of [...routes, "/", "/results", "/results/L1", "/results/stream"]) {
+      for (const method of ["GET", "HEAD", "POST"]) {
+        for (const request of [`${method} ${path} HTTP/1.1\r\n`, `${method} http://localhost${path} HTTP/1.1\r\n`]) {
+          const { status, text } = await rawRequest(
+            port,
+            `${request}Authorization: Bearer ${TOKEN}\r\nConnection: close\r\n\r\n`,
+          );
+          assert.equal(status, 400, `${JSON.stringify(request)} without Host: ${text}`);
+          if (method !== "HEAD") assert.match(text, /"malformed request: no Host header"/);
+        }
+      }
+    }
+    assert.equal((await rawRequest(port, "GET /healthz HTTP/1.0\r\n\r\n")).status, 400, "HTTP/1.0 without Host");
+    const empty = await rawRequest(port, "GET /healthz HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n");
+    assert.equal(empty.status, 200, `an empty Host is allowed: ${empty.text}`);
+    const http10 = await rawRequest(port, "GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    assert.equal(http10.status, 200, `HTTP/1.0 with Host: ${http10.text}`);
     const malformed = [
       "GET /healthz HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n",
       "GET /healthz HTTP/1.1\r\nHost: a\u0001b\r\nConnection: close\r\n\r\n",

@@ -1,7 +1,15 @@
 import assert from "node:assert/strict";
-import { ERROR_TYPES, REJECT_REASONS, rejectionErrorType, STREAM_EVENT_TYPES } from "../../lib/metrics/labels.ts";
+import client from "prom-client";
+import {
+  ERROR_TYPES,
+  REJECT_REASONS,
+  rejectionErrorType,
+  RESULTS_ROUTES,
+  STREAM_EVENT_TYPES,
+} from "../../lib/metrics/labels.ts";
 import { LISTENER_APPLICATION_NAME } from "../../lib/results/listener.ts";
 import { createMetrics } from "../../lib/metrics/registry.ts";
+import { resultsMetrics, type ResultsStats } from "../../lib/results/metrics.ts";
 import { startService } from "../../lib/service.ts";
 import { createTestDatabase, createTestQueue } from "../support/servers.ts";
 import { openStream } from "../support/sse.ts";
@@ -38,9 +46,10 @@ Deno.test("metrics: every labelled counter's values exist at 0 from the start", 
   assert.equal(REJECT_REASONS.length, 7, "every RejectReason, no more");
 });
 
-Deno.test("metrics: the README names every error_type and dead-letter reason", async () => {
-  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
-  for (const value of [...ERROR_TYPES, ...REJECT_REASONS]) assert.ok(readme.includes(`\`${value}\``), value);
+Deno.test("metrics: docs/ names every error_type and dead-letter reason", async () => {
+  const read = (page: string) => Deno.readTextFile(new URL(`../../docs/${page}`, import.meta.url));
+  const page = (await read("operations.md")) + (await read("architecture.md"));
+  for (const value of [...ERROR_TYPES, ...REJECT_REASONS]) assert.ok(page.includes(`\`${value}\``), value);
 });
 
 Deno.test({
@@ -79,25 +88,37 @@ Deno.test({
 });
 
 Deno.test("metrics: the results_* series are read from the live results' counts at each scrape", async () => {
-  const metrics = createMetrics(false);
-  const scrape = async () => samples(await metrics.registry.metrics());
+  const registry = new client.Registry();
+  const stats: ResultsStats = {
+    clients: 3,
+    events: { snapshot: 3, totals: 12, heartbeat: 0 },
+    listenerReconnects: 1,
+    requests: { page: 2, results: 5, law: 0, stream: 3 },
+  };
+  let started = false;
+  resultsMetrics([registry], () => started ? stats : undefined);
+  const scrape = async () => samples(await registry.metrics());
   let exposed = await scrape();
   assert.equal(exposed.get("results_stream_clients"), 0, "no live results yet");
   for (const type of STREAM_EVENT_TYPES) assert.equal(exposed.get(`results_stream_events_total{type="${type}"}`), 0);
   assert.equal(exposed.get("results_listener_reconnects_total"), 0);
+  for (const route of RESULTS_ROUTES) assert.equal(exposed.get(`results_requests_total{route="${route}"}`), 0);
 
-  const stats = { clients: 3, events: { snapshot: 3, totals: 12, heartbeat: 0 }, listenerReconnects: 1 };
-  metrics.resultsStats = () => stats;
+  started = true;
   exposed = await scrape();
   assert.equal(exposed.get("results_stream_clients"), 3);
   assert.equal(exposed.get('results_stream_events_total{type="totals"}'), 12);
   assert.equal(exposed.get('results_stream_events_total{type="snapshot"}'), 3);
   assert.equal(exposed.get("results_listener_reconnects_total"), 1);
+  assert.equal(exposed.get('results_requests_total{route="results"}'), 5);
+  assert.equal(exposed.get('results_requests_total{route="law"}'), 0);
   stats.clients = 1;
   stats.events.totals = 20;
+  stats.requests.results = 9;
   exposed = await scrape();
   assert.equal(exposed.get("results_stream_clients"), 1);
   assert.equal(exposed.get('results_stream_events_total{type="totals"}'), 20, "not counted twice");
+  assert.equal(exposed.get('results_requests_total{route="results"}'), 9);
   assert.equal(exposed.get("results_listener_reconnects_total"), 1);
 });
 

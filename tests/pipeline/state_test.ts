@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { IllegalTransitionError, PipelineState, STATE_NAMES, TRANSITIONS } from "../../lib/pipeline/state.ts";
+import { pipelineStateDiagram } from "../../tools/state_diagram.ts";
 
 const connected = () => {
   const state = new PipelineState();
@@ -67,5 +68,22 @@ Deno.test("state: the transition table names only real states", () => {
   for (const [event, { from }] of Object.entries(TRANSITIONS)) {
     assert.ok(from.length > 0, `${event} is legal somewhere`);
     for (const name of from) assert.ok(STATE_NAMES.includes(name), `${event}: ${name}`);
+  }
+});
+
+Deno.test("state: docs/architecture.md's diagram is the one tools/state_diagram.ts derives from TRANSITIONS", async () => {
+  const page = await Deno.readTextFile(new URL("../../docs/architecture.md", import.meta.url));
+  const marker = "<!-- generated: deno run tools/state_diagram.ts -->";
+  assert.ok(page.includes(marker), "the page marks the generated diagram");
+  const block = page.slice(page.indexOf(marker)).match(/```mermaid\n([\s\S]*?)\n```/);
+  assert.ok(block, "a mermaid block follows the marker");
+  assert.equal(block[1], pipelineStateDiagram(), "regenerate it with: deno run tools/state_diagram.ts");
+});
+
+Deno.test("state: the derived diagram has every state and every event", () => {
+  const diagram = pipelineStateDiagram();
+  for (const name of STATE_NAMES) assert.ok(diagram.includes(` ${name}`), name);
+  for (const event of Object.keys(TRANSITIONS)) {
+    if (event !== "abandon") assert.ok(diagram.includes(event), event); // abandon stays in draining
   }
 });

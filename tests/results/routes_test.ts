@@ -218,3 +218,15 @@ Deno.test("results: RESULTS_TOKEN guards the results and the page (not the admin
   await c!.close();
   assert.equal(await service.stop(), 0);
 });
+
+Deno.test("results: RESULTS_ENABLED=false turns the results routes and page off; counting goes on", async () => {
+  await using setup = await resultsService("h26_results", { RESULTS_ENABLED: "false" });
+  const { db, queue, service } = setup;
+  await queue.publish([seedVote(1, "L1", "oui"), seedVote(2, "L1", "non")]);
+  await waitUntil(async () => (await results(db.sql)).L1?.join() === "1,1", "the votes are counted");
+  for (const path of ["/", "/results", "/results/L1", "/results/stream"]) {
+    assert.equal((await call(service, path)).status, 404, path);
+  }
+  assert.equal((await call(service, "/status")).status, 200);
+  assert.equal(await service.stop(), 0);
+});

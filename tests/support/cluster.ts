@@ -20,6 +20,7 @@
  * @module
  */
 
+import { stdoutOf } from "./command.ts";
 import { isRoot, userIds } from "./process.ts";
 import { freePort } from "./service.ts";
 import { delay } from "./wait.ts";
@@ -50,7 +51,7 @@ export interface Cluster extends AsyncDisposable {
   nodes: ClusterNode[];
   /** Every node's URL, in order: what RABBITMQ_URL lists. */
   urls: string[];
-  /** `rabbitmqctl -n <node> ...args` as the broker's user; rejects with its output on failure. */
+  /** `rabbitmqctl -n <node> ...args` as the broker's user: its stdout; rejects with all it printed on failure. */
   ctl(node: ClusterNode, ...args: string[]): Promise<string>;
   /** Stops the node (`rabbitmqctl stop`) and waits for its process to end. */
   stop(node: ClusterNode): Promise<void>;
@@ -129,12 +130,9 @@ export async function startCluster(size = 3): Promise<Cluster> {
       stdout: "piped",
       stderr: "piped",
     });
-  const ctl = async (node: ClusterNode, ...args: string[]) => {
-    const out = await asBroker({}, CTL, ["-n", node.name, ...args]).output();
-    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-    if (!out.success) throw new Error(`rabbitmqctl -n ${node.name} ${args.join(" ")} failed (${out.code}): ${text}`);
-    return text;
-  };
+  // stdout alone: what rabbitmqctl prints on stderr (a warning after the JSON) is not part of the answer.
+  const ctl = (node: ClusterNode, ...args: string[]) =>
+    stdoutOf(asBroker({}, CTL, ["-n", node.name, ...args]), `rabbitmqctl -n ${node.name} ${args.join(" ")}`);
   const spawn = async (node: ClusterNode) => {
     const base = `${dir}/${node.name}`;
     const child = asBroker(
@@ -235,7 +233,7 @@ export async function startCluster(size = 3): Promise<Cluster> {
       await ctl(node, "start_app");
     }
     const status = await ctl(nodes[0], "cluster_status", "--formatter", "json");
-    const running = (JSON.parse(status.slice(status.indexOf("{"))) as { running_nodes: string[] }).running_nodes;
+    const running = (JSON.parse(status) as { running_nodes: string[] }).running_nodes;
     if (running.length !== size) throw new Error(`cluster has ${running.length} running nodes: ${status}`);
   } catch (error) {
     await cluster[Symbol.asyncDispose]();

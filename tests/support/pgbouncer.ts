@@ -19,7 +19,7 @@
 import { isRoot, userIds } from "./process.ts";
 import { POSTGRES_URL } from "./servers.ts";
 import { freePort } from "./service.ts";
-import { delay } from "./wait.ts";
+import { untilAccepting } from "./wait.ts";
 
 const BINARY = "/usr/sbin/pgbouncer";
 
@@ -102,18 +102,12 @@ export async function startPgBouncer(options: PgBouncerOptions = {}): Promise<Pg
     await child.status;
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
-  for (let i = 0;; i++) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      break;
-    } catch {
-      if (exited || i > 100) {
-        const text = await log();
-        await stop();
-        throw new Error(`PgBouncer did not start: ${text.slice(-2000)}`);
-      }
-      await delay(50);
-    }
+  try {
+    await untilAccepting(port, () => exited);
+  } catch {
+    const text = await log();
+    await stop();
+    throw new Error(`PgBouncer did not start: ${text.slice(-2000)}`);
   }
   return {
     port,

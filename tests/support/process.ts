@@ -48,9 +48,15 @@ function parentsOf(): [number, number][] {
   return pairs;
 }
 
-/** The command line of `pid`, or "" once it is gone. */
+/** The command line of `pid`, or "" once it is gone; from `ps` where Deno may not read `/proc` (see parentsOf). */
 export function commandLine(pid: number): string {
-  return readProc(`/proc/${pid}/cmdline`)?.replaceAll("\0", " ") ?? "";
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/cmdline`).replaceAll("\0", " ");
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotCapable)) return "";
+    const out = new Deno.Command("ps", { args: ["-o", "args=", "-p", String(pid)], stdout: "piped" }).outputSync();
+    return new TextDecoder().decode(out.stdout).trim();
+  }
 }
 
 /** Peak resident set size of `pid` in MB (VmHWM), or undefined once it is gone. */
@@ -59,16 +65,12 @@ export function peakRssMb(pid: number): number | undefined {
   return match ? Number(match[1]) / 1024 : undefined;
 }
 
-/** `/proc/<pid>/status`, or undefined once it is gone. */
-function procStatus(pid: number): string | undefined {
-  return readProc(`/proc/${pid}/status`);
-}
-
 /**
- * A file of `/proc`, or undefined once its process is gone. Deno reads `/proc` only with --allow-all; under the
+ * `/proc/<pid>/status`, or undefined once it is gone. Deno reads `/proc` only with --allow-all; under the
  * test task's permissions (--allow-run) `cat` reads it.
  */
-function readProc(path: string): string | undefined {
+function procStatus(pid: number): string | undefined {
+  const path = `/proc/${pid}/status`;
   try {
     return Deno.readTextFileSync(path);
   } catch (error) {

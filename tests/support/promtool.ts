@@ -6,6 +6,8 @@
  * @module
  */
 
+import { commandText } from "./command.ts";
+
 /** Whether `promtool` is on PATH; prints why the tests that need it are skipped when it is not. */
 export const HAVE_PROMTOOL: boolean = await (async () => {
   try {
@@ -22,6 +24,9 @@ export const HAVE_PROMTOOL: boolean = await (async () => {
 /** What one promtool run printed, and its exit code. */
 export interface PromtoolResult {
   code: number;
+  /** Its report (`SUCCESS: …`): stdout alone. */
+  stdout: string;
+  /** stdout, then stderr: for a failure message. */
   output: string;
 }
 
@@ -43,7 +48,6 @@ export async function promtool(args: string[], stdin?: string): Promise<Promtool
     await writer.write(new TextEncoder().encode(stdin));
     await writer.close();
   }
-  const { code, stdout, stderr } = await child.output();
-  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-  return { code, output: decode(stdout) + decode(stderr) };
+  const { code, stdout, both } = commandText(await child.output());
+  return { code, stdout, output: both };
 }

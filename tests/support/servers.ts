@@ -17,6 +17,7 @@ import { declareTopology } from "../../lib/broker/topology.ts";
 import { connectDatabase, type Sql } from "../../lib/database/pool.ts";
 import { setupLogging } from "../../lib/log.ts";
 import type { Vote } from "../../lib/vote.ts";
+import { stdoutOf } from "./command.ts";
 import { Deadline } from "./wait.ts";
 
 export const POSTGRES_URL = Deno.env.get("TEST_POSTGRES_URL") ?? "postgres://postgres@127.0.0.1:5432/postgres";
@@ -245,14 +246,12 @@ export async function createTestQueue(options: TestQueueOptions = {}): Promise<T
   return queue;
 }
 
-/** Runs `rabbitmqctl` with `args`; rejects with its stderr on failure. */
-export async function rabbitmqctl(...args: string[]): Promise<string> {
-  const out = await new Deno.Command("rabbitmqctl", { args, stdout: "piped", stderr: "piped" }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  if (!out.success) {
-    throw new Error(`rabbitmqctl ${args.join(" ")} failed (${out.code}): ${new TextDecoder().decode(out.stderr)}`);
-  }
-  return text;
+/** Runs `rabbitmqctl` with `args`: its stdout; rejects with all it printed on failure. */
+export function rabbitmqctl(...args: string[]): Promise<string> {
+  return stdoutOf(
+    new Deno.Command("rabbitmqctl", { args, stdout: "piped", stderr: "piped" }),
+    `rabbitmqctl ${args.join(" ")}`,
+  );
 }
 
 /** What the broker says about one queue. */

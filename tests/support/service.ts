@@ -62,6 +62,10 @@ export interface SpawnOptions {
    * environment less the service's variables; `pid` is then the process running main.ts. @default false
    */
   viaStartTask?: boolean;
+  /** The task `viaStartTask` runs (`results`: a results-only instance). @default "start" */
+  task?: string;
+  /** Arguments after `main.ts` (`["results"]`: a results-only instance). @default [] */
+  args?: string[];
   /**
    * Start it in a process group of its own (`setsid`), whose id is `child.pid`, as a supervisor that stops the
    * whole group does. @default false
@@ -120,7 +124,9 @@ export async function spawnService(env: Record<string, string>, options: SpawnOp
     for (const name of VARIABLE_NAMES) delete base[name];
   }
   const startedAt = performance.now();
-  const args = options.viaStartTask ? ["task", "--quiet", "start"] : ["run", "--quiet", ...permissions, MAIN];
+  const args = options.viaStartTask
+    ? ["task", "--quiet", options.task ?? "start"]
+    : ["run", "--quiet", ...permissions, MAIN, ...options.args ?? []];
   // setsid execs its command in place (a spawned child leads no group yet): the child's pid is the group's id.
   const child = new Deno.Command(options.ownProcessGroup ? "setsid" : Deno.execPath(), {
     args: options.ownProcessGroup ? [Deno.execPath(), ...args] : args,

@@ -130,3 +130,17 @@ export async function withOutputOnFailure<T>(
     throw error;
   }
 }
+
+/** Resolves once 127.0.0.1:`port` accepts a connection; rejects once `exited()` holds, or after about 5 s. */
+export async function untilAccepting(port: number, exited: () => boolean): Promise<void> {
+  for (let i = 0;; i++) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return;
+    } catch {
+      if (exited()) throw new Error(`exited before accepting connections on port ${port}`);
+      if (i > 100) throw new Error(`not accepting connections on port ${port} after 5 s`);
+      await delay(50);
+    }
+  }
+}

@@ -1,7 +1,7 @@
 /**
  * The soak's summary: faults injected by kind with their recovery times (max
  * and p99), the votes and rates, and each end check, as Markdown tables (the
- * README's reliability section shows one).
+ * docs/testing.md's chaos soak section shows one).
  *
  * @module
  */

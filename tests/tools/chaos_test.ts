@@ -9,19 +9,19 @@
  */
 
 import assert from "node:assert/strict";
-import { startService } from "../lib/service.ts";
-import { generateVotes } from "../tools/publish.ts";
-import { checkCounts, checkDeadLetters, checkExits, checkQueue, expectedOf } from "../tools/chaos/checks.ts";
-import { actionFor, type FaultContext } from "../tools/chaos/faults.ts";
-import { Instances } from "../tools/chaos/instances.ts";
-import { SoakPublisher } from "../tools/chaos/publisher.ts";
-import { busyUntil, FAULT_KINDS, overlapping, type PlannedFault, planSchedule } from "../tools/chaos/scheduler.ts";
-import { quantile } from "../tools/chaos/report.ts";
-import { soakPlan } from "../tools/chaos/soak.ts";
-import { TcpProxy } from "./support/proxy.ts";
-import { createTestDatabase, createTestQueue, untilQueueSettled } from "./support/servers.ts";
-import { metric, testConfig } from "./support/service.ts";
-import { Deadline, waitUntil } from "./support/wait.ts";
+import { startService } from "../../lib/service.ts";
+import { generateVotes } from "../../tools/publish.ts";
+import { checkCounts, checkDeadLetters, checkExits, checkQueue, expectedOf } from "../../tools/chaos/checks.ts";
+import { actionFor, type FaultContext } from "../../tools/chaos/faults.ts";
+import { Instances } from "../../tools/chaos/instances.ts";
+import { SoakPublisher } from "../../tools/chaos/publisher.ts";
+import { busyUntil, FAULT_KINDS, overlapping, type PlannedFault, planSchedule } from "../../tools/chaos/scheduler.ts";
+import { quantile } from "../../tools/chaos/report.ts";
+import { soakPlan } from "../../tools/chaos/soak.ts";
+import { TcpProxy } from "../support/proxy.ts";
+import { createTestDatabase, createTestQueue, untilQueueSettled } from "../support/servers.ts";
+import { metric, testConfig } from "../support/service.ts";
+import { Deadline, waitUntil } from "../support/wait.ts";
 
 Deno.test("planSchedule: the seed's alone, overlapping, and within its rules", () => {
   const options = { seed: 17, startMs: 2000, endMs: 595_000, instances: 3 };

@@ -5,9 +5,9 @@
 
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { ensureDatabase } from "../lib/database/pool.ts";
-import { createTestQueue, POSTGRES_URL, RABBITMQ_URL, uniqueName } from "./support/servers.ts";
-import { spawnService } from "./support/service.ts";
+import { ensureDatabase } from "../../lib/database/pool.ts";
+import { createTestQueue, POSTGRES_URL, RABBITMQ_URL, uniqueName } from "../support/servers.ts";
+import { spawnService } from "../support/service.ts";
 
 Deno.test("fresh machine: the service creates its missing database, migrates it and answers /readyz 200", async () => {
   const name = uniqueName("va_fresh");

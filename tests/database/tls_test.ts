@@ -11,11 +11,11 @@
  */
 
 import assert from "node:assert/strict";
-import { connectDatabase, type Sql, warmUp } from "../lib/database/pool.ts";
-import { type Config, loadConfig } from "../lib/config/config.ts";
-import { startService } from "../lib/service.ts";
-import { POSTGRES_URL } from "./support/servers.ts";
-import { freePort } from "./support/service.ts";
+import { connectDatabase, type Sql, warmUp } from "../../lib/database/pool.ts";
+import { type Config, loadConfig } from "../../lib/config/config.ts";
+import { startService } from "../../lib/service.ts";
+import { POSTGRES_URL } from "../support/servers.ts";
+import { freePort } from "../support/service.ts";
 
 /** A PostgreSQL server that speaks TLS. */
 interface TlsServer extends AsyncDisposable {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import amqp from "amqplib";
-import { startService } from "../lib/service.ts";
-import { parseVote, type RejectReason } from "../lib/vote.ts";
+import { startService } from "../../lib/service.ts";
+import { parseVote, type RejectReason } from "../../lib/vote.ts";
 import {
   ensureTopology,
   type ExpectedTotals,
@@ -9,10 +9,10 @@ import {
   generateVotes,
   type MessageKind,
   publishVotes,
-} from "../tools/publish.ts";
-import { createTestDatabase, createTestQueue, RABBITMQ_URL, results } from "./support/servers.ts";
-import { testConfig } from "./support/service.ts";
-import { waitForEvent } from "./support/wait.ts";
+} from "../../tools/publish.ts";
+import { createTestDatabase, createTestQueue, RABBITMQ_URL, results } from "../support/servers.ts";
+import { testConfig } from "../support/service.ts";
+import { waitForEvent } from "../support/wait.ts";
 
 const decoder = new TextDecoder();
 
@@ -145,7 +145,7 @@ Deno.test("publish: the CLI refuses a bad flag with one line and exit code 2", a
   for (const args of [["--dup", "2"], ["-n", "0"], ["--nope"], ["--rate", "fast"], ["--dup", "0.6", "--bad", "0.6"]]) {
     const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
       args: ["run", "--quiet", "--allow-net", "--allow-env", "--allow-read=.env", "tools/publish.ts", ...args],
-      cwd: new URL("..", import.meta.url).pathname,
+      cwd: new URL("../..", import.meta.url).pathname,
     }).output();
     const lines = decoder.decode(stderr).trim().split("\n");
     assert.equal(code, 2, args.join(" "));

@@ -7,13 +7,13 @@
 
 import assert from "node:assert/strict";
 import type postgres from "postgres";
-import { migrate } from "../lib/database/migrations.ts";
-import { startService } from "../lib/service.ts";
-import { VoteWriter } from "../lib/database/writer.ts";
-import { createTestDatabase, createTestQueue, results, type TestDatabase, testPool } from "./support/servers.ts";
-import { testConfig } from "./support/service.ts";
-import { sha256 } from "./support/votes.ts";
-import { waitForEvent } from "./support/wait.ts";
+import { migrate } from "../../lib/database/migrations.ts";
+import { startService } from "../../lib/service.ts";
+import { VoteWriter } from "../../lib/database/writer.ts";
+import { createTestDatabase, createTestQueue, results, type TestDatabase, testPool } from "../support/servers.ts";
+import { testConfig } from "../support/service.ts";
+import { sha256 } from "../support/votes.ts";
+import { waitForEvent } from "../support/wait.ts";
 import {
   createTestRole,
   loadSchema,
@@ -23,7 +23,7 @@ import {
   seedStatements,
   tablesOf,
   viewsOf,
-} from "./support/seed.ts";
+} from "../support/seed.ts";
 
 /** What the validation worker does for a valid vote: its audit row (as its INSERT sends it), then the message. */
 function workerStep(voter: number, law: string, vote: "oui" | "non", minute: number) {

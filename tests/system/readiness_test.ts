@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { type Service, startService } from "../lib/service.ts";
-import { TcpProxy } from "./support/proxy.ts";
-import { createTestDatabase, createTestQueue, results } from "./support/servers.ts";
-import { testConfig } from "./support/service.ts";
-import { seedVote } from "./support/votes.ts";
-import { waitForEvent, waitUntil } from "./support/wait.ts";
+import { type Service, startService } from "../../lib/service.ts";
+import { TcpProxy } from "../support/proxy.ts";
+import { createTestDatabase, createTestQueue, results } from "../support/servers.ts";
+import { testConfig } from "../support/service.ts";
+import { seedVote } from "../support/votes.ts";
+import { waitForEvent, waitUntil } from "../support/wait.ts";
 
 const TOKEN = "readiness-admin-token-0123456789";
 const auth = { authorization: `Bearer ${TOKEN}` };

@@ -1,5 +1,5 @@
 /**
- * The fault suite (issue 4): the service runs as a separate process
+ * The fault suite: the service runs as a separate process
  * (`spawnService`) against the real RabbitMQ and PostgreSQL of this machine,
  * each case with its own database and queue, and every case ends by checking
  * the exact outcome: `vote_results` equal to the distinct valid votes,
@@ -18,7 +18,7 @@
  * gets it again and dead-letters it again. The cases assert that every
  * malformed message is in the DLQ at least once and that nothing else is.
  *
- * Run: `deno test --allow-net --allow-env --allow-read --allow-run --allow-write=/tmp tests/faults_test.ts`
+ * Run: `deno test --allow-net --allow-env --allow-read --allow-run --allow-write=/tmp tests/system/faults_test.ts`
  * (`deno task test`'s permissions; `--allow-all` works too), with `FAULT_RESTARTS=1` for the restarts.
  * `FAULT_TRACE=1` prints each case's steps and waits; `FAULT_TRACE=output` also the services' logs.
  * Needs `rabbitmqctl`, `ss`, and for the restarts `pg_ctlcluster` and `pg_isready`, on PATH.
@@ -27,8 +27,8 @@
  */
 
 import assert from "node:assert/strict";
-import { REJECT_DETAIL_HEADER, REJECT_REASON_HEADER } from "../lib/broker/dead_letter.ts";
-import { TcpProxy, viaPort } from "./support/proxy.ts";
+import { REJECT_DETAIL_HEADER, REJECT_REASON_HEADER } from "../../lib/broker/dead_letter.ts";
+import { TcpProxy, viaPort } from "../support/proxy.ts";
 import {
   brokerChannelsOf,
   brokerConnectionOf,
@@ -47,8 +47,8 @@ import {
   type TestQueue,
   untilQueueSettled,
   withChannel,
-} from "./support/servers.ts";
-import { admin, call, metric, rssMbOf, serviceEnv, type ServiceProcess, spawnService } from "./support/service.ts";
+} from "../support/servers.ts";
+import { admin, call, metric, rssMbOf, serviceEnv, type ServiceProcess, spawnService } from "../support/service.ts";
 import {
   addResults,
   assertDeadLetters,
@@ -59,8 +59,8 @@ import {
   seededRandom,
   seedVote,
   sha256,
-} from "./support/votes.ts";
-import { Deadline, delay, withOutputOnFailure } from "./support/wait.ts";
+} from "../support/votes.ts";
+import { Deadline, delay, withOutputOnFailure } from "../support/wait.ts";
 
 /** What a case gets: its own database and queue, a deadline, and a way to start service processes. */
 interface Case {
@@ -665,7 +665,7 @@ faultCase(
       [...poison].sort(),
       "each poison vote once, nothing else",
     );
-    // Since issue 12 the parser refuses what PostgreSQL would (one dead-letter, no bisection of the batch);
+    // The parser refuses what PostgreSQL would (one dead-letter, no bisection of the batch);
     // the database's own refusal and its isolation are tested in tests/database/writer_test.ts.
     for (const m of dead) {
       assert.equal(m.properties.headers?.[REJECT_REASON_HEADER], "invalid_field");

@@ -7,13 +7,13 @@
 
 import assert from "node:assert/strict";
 import type postgres from "postgres";
-import { migrate, MIGRATIONS } from "../lib/database/migrations.ts";
-import { startService } from "../lib/service.ts";
-import { createTestDatabase, createTestQueue, results, type TestDatabase, testPool } from "./support/servers.ts";
-import { testConfig } from "./support/service.ts";
-import { seedVote, sha256, workerVote } from "./support/votes.ts";
-import { waitForEvent } from "./support/wait.ts";
-import { createTestRole, loadSchema, type SchemaKind, SEED_VIEW_COLUMNS, seedSchemas } from "./support/seed.ts";
+import { migrate, MIGRATIONS } from "../../lib/database/migrations.ts";
+import { startService } from "../../lib/service.ts";
+import { createTestDatabase, createTestQueue, results, type TestDatabase, testPool } from "../support/servers.ts";
+import { testConfig } from "../support/service.ts";
+import { seedVote, sha256, workerVote } from "../support/votes.ts";
+import { waitForEvent } from "../support/wait.ts";
+import { createTestRole, loadSchema, type SchemaKind, SEED_VIEW_COLUMNS, seedSchemas } from "../support/seed.ts";
 
 // A seed-era counted vote; the stream carries a different vote with its hash (a duplicate attempt).
 const COUNTED_VOTER = 9000;

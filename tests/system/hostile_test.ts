@@ -1,20 +1,20 @@
 /**
- * Hostile input and hostile networks (issue 12), against the service as a
+ * Hostile input and hostile networks, against the service as a
  * separate process on the real broker and database: large bodies at the
  * default prefetch must not blow its memory; a broker or a database that
  * accepts TCP and then never answers must be timed out, retried, and must not
  * keep the service from stopping on SIGTERM.
  *
- * Run: `deno test --allow-net --allow-env --allow-read --allow-run --allow-write=/tmp tests/hostile_test.ts`
+ * Run: `deno test --allow-net --allow-env --allow-read --allow-run --allow-write=/tmp tests/system/hostile_test.ts`
  *
  * @module
  */
 
 import assert from "node:assert/strict";
-import { REJECT_REASON_HEADER } from "../lib/broker/dead_letter.ts";
-import { MIGRATION_LOCK_KEY } from "../lib/database/migrations.ts";
-import { peakRssMb } from "./support/process.ts";
-import { TcpProxy, viaPort } from "./support/proxy.ts";
+import { REJECT_REASON_HEADER } from "../../lib/broker/dead_letter.ts";
+import { MIGRATION_LOCK_KEY } from "../../lib/database/migrations.ts";
+import { peakRssMb } from "../support/process.ts";
+import { TcpProxy, viaPort } from "../support/proxy.ts";
 import {
   createTestDatabase,
   createTestQueue,
@@ -24,10 +24,10 @@ import {
   type TestDatabase,
   type TestQueue,
   untilQueueSettled,
-} from "./support/servers.ts";
-import { serviceEnv, type ServiceProcess, spawnService } from "./support/service.ts";
-import { seedVote } from "./support/votes.ts";
-import { Deadline, withOutputOnFailure } from "./support/wait.ts";
+} from "../support/servers.ts";
+import { serviceEnv, type ServiceProcess, spawnService } from "../support/service.ts";
+import { seedVote } from "../support/votes.ts";
+import { Deadline, withOutputOnFailure } from "../support/wait.ts";
 
 const LARGE_MESSAGES = Number(Deno.env.get("HOSTILE_LARGE_MESSAGES") ?? 60);
 const LARGE_BYTES = Number(Deno.env.get("HOSTILE_LARGE_BYTES") ?? 10 * 1024 * 1024);

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { loadConfig } from "../lib/config/config.ts";
-import { BATCH_SPAN } from "../lib/pipeline/tracing.ts";
-import { permissionFlags } from "../tools/permissions.ts";
-import { createTestDatabase, createTestQueue, lockLaw, results } from "./support/servers.ts";
-import { freePort, serviceEnv, spawnService } from "./support/service.ts";
-import { seedVote } from "./support/votes.ts";
-import { waitUntil } from "./support/wait.ts";
+import { loadConfig } from "../../lib/config/config.ts";
+import { BATCH_SPAN } from "../../lib/pipeline/tracing.ts";
+import { permissionFlags } from "../../tools/permissions.ts";
+import { createTestDatabase, createTestQueue, lockLaw, results } from "../support/servers.ts";
+import { freePort, serviceEnv, spawnService } from "../support/service.ts";
+import { seedVote } from "../support/votes.ts";
+import { waitUntil } from "../support/wait.ts";
 
 /** A span as OTLP/JSON carries it, attributes flattened. */
 interface ReceivedSpan {

@@ -29,7 +29,7 @@ import { Aggregator } from "./pipeline/aggregator.ts";
 import { type LiveResults, startLiveResults } from "./results/live.ts";
 import { resultsMetrics } from "./results/metrics.ts";
 import { abortable, AbortedError } from "./retry.ts";
-import { openDatabase, StartupProgress } from "./startup.ts";
+import { openDatabase, StartupDeadline, StartupProgress } from "./startup.ts";
 import { withTimeout } from "./timeout.ts";
 import { VoteWriter } from "./database/writer.ts";
 
@@ -98,24 +98,24 @@ export async function startService(config: Config, options: StartOptions = {}): 
   });
   const http = await listening.promise;
 
-  const deadline = startupDeadline(config.startupTimeoutMs, options.signal);
+  const deadline = new StartupDeadline(config.startupTimeoutMs, options.signal);
   let sql: Sql | undefined;
   let probe: DatabaseProbe | undefined;
   try {
     options.onPhase?.("connecting to PostgreSQL");
     const url = redactUrl(config.databaseUrl);
-    sql = await openDatabase(config, deadline, (failure) => {
+    sql = await openDatabase(config, deadline.signal, (failure) => {
       progress.waiting("database", `cannot connect to PostgreSQL at ${url}: ${failure}; retrying`);
     });
     options.onPhase?.("migrating");
     progress.waiting("database", "migrating");
     // A migration abandoned here is rolled back: its transaction ends with the pool.
-    const applied = await abortable(migrate(sql), deadline);
+    const applied = await abortable(migrate(sql), deadline.signal);
     if (applied.length) log.info("Applied migrations {applied}", { applied });
     // Off on a counting instance whose audience is served by results-only instances (`vote-aggregator results`).
     if (config.resultsEnabled) {
       progress.waiting("database", "loading the results");
-      results = await abortable(startLiveResults(config), deadline);
+      results = await abortable(startLiveResults(config), deadline.signal);
     }
 
     pipeline = assemble(config, sql, metrics);
@@ -137,22 +137,15 @@ export async function startService(config: Config, options: StartOptions = {}): 
     probe.start();
 
     options.onPhase?.("connecting to RabbitMQ");
-    await pipeline.broker.start(deadline);
-    if (deadline.aborted) throw new AbortedError();
+    await pipeline.broker.start(deadline.signal);
+    if (deadline.signal.aborted) throw new AbortedError();
   } catch (error) {
     await probe?.stop();
     if (pipeline) await bounded(pipeline.broker.close(), "closing the broker connection");
     await results?.stop();
     await bounded(server.shutdown(), "closing the HTTP server");
     await sql?.end({ timeout: 1 });
-    if (error instanceof AbortedError && deadline.aborted && !options.signal?.aborted) {
-      const waiting = (pipeline?.aggregator ?? progress).readiness().reason;
-      throw new Error(
-        `Start-up did not finish within ${config.startupTimeoutMs / 1000} s (STARTUP_TIMEOUT_SECONDS): ${waiting}`,
-        { cause: error },
-      );
-    }
-    throw error;
+    throw deadline.explain(error, () => (pipeline?.aggregator ?? progress).readiness().reason);
   }
   const { aggregator, broker } = pipeline;
   log.info(
@@ -199,12 +192,6 @@ export async function startService(config: Config, options: StartOptions = {}): 
     http,
     stop: () => stopping ??= stop(),
   };
-}
-
-/** Aborts when `signal` does, or after `timeoutMs` (0: never). */
-function startupDeadline(timeoutMs: number, signal: AbortSignal | undefined): AbortSignal {
-  const signals = [signal, timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined];
-  return AbortSignal.any(signals.filter((s) => s !== undefined));
 }
 
 /** The writer, the broker session and the pipeline, wired to each other and to the metrics. */

@@ -136,6 +136,33 @@ export async function openDatabase(
   }
 }
 
+/** Start-up's end: a stop signal, or `STARTUP_TIMEOUT_SECONDS` (0: none). */
+export class StartupDeadline {
+  /** Aborts on the stop signal or at the timeout. */
+  readonly signal: AbortSignal;
+  readonly #timeoutMs: number;
+  readonly #stop: AbortSignal | undefined;
+
+  constructor(timeoutMs: number, stop: AbortSignal | undefined) {
+    this.#timeoutMs = timeoutMs;
+    this.#stop = stop;
+    const signals = [stop, timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined];
+    this.signal = AbortSignal.any(signals.filter((s) => s !== undefined));
+  }
+
+  /**
+   * `error` as start-up should fail with it: an abandonment at the timeout becomes an error naming the variable and
+   * what start-up was waiting for (`waitingFor()`); a stop's abandonment, and any other error, stay what they are.
+   */
+  explain(error: unknown, waitingFor: () => string | null): unknown {
+    if (!(error instanceof AbortedError) || !this.signal.aborted || this.#stop?.aborted) return error;
+    return new Error(
+      `Start-up did not finish within ${this.#timeoutMs / 1000} s (STARTUP_TIMEOUT_SECONDS): ${waitingFor()}`,
+      { cause: error },
+    );
+  }
+}
+
 /** A route that needs the pipeline (`/flush`, `/pause`, `/resume`) was asked for before it runs. */
 export class StartingError extends Error {
   constructor(action: string, reason: string) {

@@ -30,7 +30,8 @@
  *
  * Beside them, on request: `--counting N` (the counting statement alone, its
  * backend's CPU per vote, `counting.ts`), `--ledger` (`ledger.ts`), `--recount N`
- * (`recount.ts`), `--election N` (`election.ts`).
+ * (`recount.ts`), `--election N` (`election.ts`), `--recovery S` (readiness and counting after outages of S seconds
+ * behind proxies, `POST /pause` during one: `recovery.ts`).
  *
  * Prints one markdown table and the command line that produced it. One file
  * per phase: `ceiling.ts`, `drain.ts`, `latency.ts`, `subscribers.ts`, `scaling.ts`, …; `report.ts` prints.
@@ -50,6 +51,7 @@ import { subscribers } from "./subscribers.ts";
 import { viewers } from "./viewers.ts";
 import { ledgerCost } from "./ledger.ts";
 import { recountRate } from "./recount.ts";
+import { recovery } from "./recovery.ts";
 import { counting } from "./counting.ts";
 import { scaling } from "./scaling.ts";
 import { describe, type Row, say, table } from "./report.ts";
@@ -80,6 +82,8 @@ const USAGE = `Usage: deno task bench [options]
       --viewer-interval MS  viewers phase: each viewer's pause between an answer and its next request (default 0)
       --skip-ceiling, --skip-drain, --skip-latency
       --recount N      also time verify on a database of N counted votes built for it (recount.ts)
+      --recovery S     also time readiness, POST /pause and counting after broker and database outages of S seconds
+                       behind proxies (recovery.ts)
       --counting N     also the counting statement alone: N votes on one connection, its backend's CPU (counting.ts)
       --ledger         also measure the batch ledger's cost: N votes committed with and without it (ledger.ts)
       --phase-timeout S  longest any phase may take, preloading included (default 900)
@@ -109,6 +113,7 @@ function parseOptions(args: string[]): Options | undefined {
     "skip-latency": { type: "boolean", default: false },
     ledger: { type: "boolean", default: false },
     recount: { type: "string" },
+    recovery: { type: "string" },
     counting: { type: "string" },
     "phase-timeout": { type: "string" },
     help: { type: "boolean", short: "h", default: false },
@@ -174,6 +179,7 @@ function parseOptions(args: string[]): Options | undefined {
     viewerIntervalMs: values["viewer-interval"] === "0" ? 0 : positive("viewer-interval", values["viewer-interval"], 0),
     ledger: values.ledger,
     recount: values.recount === undefined ? 0 : positive("recount", values.recount, 0),
+    recovery: values.recovery === undefined ? 0 : positive("recovery", values.recovery, 0, false),
     counting: values.counting === undefined ? 0 : positive("counting", values.counting, 0),
     phaseTimeoutMs: positive("phase-timeout", values["phase-timeout"], 900, false) * 1000,
     scaling: values.scaling === undefined ? [] : values.scaling.split(",").map((k) => positive("scaling", k.trim(), 1)),
@@ -254,6 +260,7 @@ async function main(args: string[]): Promise<number> {
   if (options.ledger) await phase("ledger cost", (s) => ledgerCost(options, options.n, s));
   if (options.counting > 0) await phase("counting", (s) => counting(options, options.counting, s));
   if (options.recount > 0) await phase("recount", (s) => recountRate(options, options.recount, s));
+  if (options.recovery > 0) await phase("recovery", (s) => recovery(options, options.recovery, s));
   if (options.backlog > 0) {
     await phase("backlog", (s) => drain(options, options.backlog, "backlog (5 % dup, 1 % bad)", s));
   }

@@ -8,17 +8,18 @@
  * - 0: stopped with nothing left in flight — a signal during start-up
  *   (connecting, migrating: nothing was consumed), or a drain that committed
  *   and acknowledged everything received;
- * - 1: the start failed, or the drain did not finish within
+ * - 1: the start failed (a server refused it, or `STARTUP_TIMEOUT_SECONDS`
+ *   passed while waiting for one), or the drain did not finish within
  *   `SHUTDOWN_TIMEOUT_SECONDS` (plus 5 s per closing step), or a second signal
  *   stopped it at once after it began consuming (what was not acknowledged is
  *   redelivered);
+ * - 2: a bad configuration.
  *
  * One stop request may arrive as several signals: a signal sent to the process
  * group reaches `deno task`, the launcher (tools/start.ts) and this process,
  * and each of the first two passes it on. Signals within
  * {@link REPEAT_SIGNAL_MS} of the first are that same request; only a later one
  * is a second request, which stops at once.
- * - 2: a bad configuration.
  *
  * `vote-aggregator --version` prints the version (lib/version.ts).
  * `vote-aggregator verify …` and `vote-aggregator dead-letters …` run the

@@ -8,11 +8,18 @@
  * - 0: stopped with nothing left in flight — a signal during start-up
  *   (connecting, migrating: nothing was consumed), or a drain that committed
  *   and acknowledged everything received;
- * - 1: the start failed, or the drain did not finish within
+ * - 1: the start failed (a server refused it, or `STARTUP_TIMEOUT_SECONDS`
+ *   passed while waiting for one), or the drain did not finish within
  *   `SHUTDOWN_TIMEOUT_SECONDS` (plus 5 s per closing step), or a second signal
  *   stopped it at once after it began consuming (what was not acknowledged is
  *   redelivered);
  * - 2: a bad configuration.
+ *
+ * One stop request may arrive as several signals: a signal sent to the process
+ * group reaches `deno task`, the launcher (tools/start.ts) and this process,
+ * and each of the first two passes it on. Signals within
+ * {@link REPEAT_SIGNAL_MS} of the first are that same request; only a later one
+ * is a second request, which stops at once.
  *
  * `vote-aggregator --version` prints the version (lib/version.ts).
  * `vote-aggregator verify …` and `vote-aggregator dead-letters …` run the
@@ -34,6 +41,8 @@ import { type Service, type StartPhase, startService } from "./lib/service.ts";
 import { delay, withTimeout } from "./lib/timeout.ts";
 import { VERSION } from "./lib/version.ts";
 
+/** Signals this close to the first are copies of the same stop request, not a second one. */
+const REPEAT_SIGNAL_MS = 1000;
 /** Longest start-up may take to unwind after a signal before the process exits anyway. */
 const STARTUP_UNWIND_MS = 5000;
 /** Longest the closing steps may add to `SHUTDOWN_TIMEOUT_SECONDS` (broker, pool, HTTP server: 5 s each). */
@@ -68,11 +77,17 @@ async function main(): Promise<number> {
   const stopping = new AbortController();
   const signal = Promise.withResolvers<string>();
   let phase: StartPhase | "consuming" | "draining" = "connecting to PostgreSQL";
+  let firstSignalAt = 0;
   for (const name of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(name, () => {
       if (!stopping.signal.aborted) {
+        firstSignalAt = performance.now();
         stopping.abort();
         return signal.resolve(name);
+      }
+      if (performance.now() - firstSignalAt < REPEAT_SIGNAL_MS) {
+        log.debug("{signal} again within {ms} ms: the same stop request", { signal: name, ms: REPEAT_SIGNAL_MS });
+        return;
       }
       const code = phase === "consuming" || phase === "draining" ? 1 : 0;
       log.error("{signal} again while {phase}: exiting now with {code}", { signal: name, phase, code });

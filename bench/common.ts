@@ -50,6 +50,8 @@ export interface Options {
   recount: number;
   /** Messages of the counting phase; 0 skips it (counting.ts). */
   counting: number;
+  /** Seconds of each outage of the recovery phase; 0 skips it (recovery.ts). */
+  recovery: number;
   phaseTimeoutMs: number;
   /** Instance counts of the scaling phase; empty: skipped. */
   scaling: number[];

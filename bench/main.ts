@@ -30,8 +30,9 @@
  *
  * Beside them, on request: `--counting N` (the counting statement alone, its
  * backend's CPU per vote, `counting.ts`), `--ledger` (`ledger.ts`), `--standbys` (the cost of
- * `POSTGRES_MIN_STANDBYS`, `standbys.ts`), `--recount N`
- * (`recount.ts`), `--election N` (`election.ts`).
+ * `POSTGRES_MIN_STANDBYS`, `standbys.ts`), `--recount N` (`recount.ts`), `--election N` (`election.ts`),
+ * `--recovery S` (readiness and counting after outages of S seconds behind proxies, `POST /pause` during one:
+ * `recovery.ts`).
  *
  * Prints one markdown table and the command line that produced it. One file
  * per phase: `ceiling.ts`, `drain.ts`, `latency.ts`, `subscribers.ts`, `scaling.ts`, …; `report.ts` prints.
@@ -51,6 +52,7 @@ import { subscribers } from "./subscribers.ts";
 import { viewers } from "./viewers.ts";
 import { ledgerCost } from "./ledger.ts";
 import { recountRate } from "./recount.ts";
+import { recovery } from "./recovery.ts";
 import { counting } from "./counting.ts";
 import { scaling } from "./scaling.ts";
 import { standbys } from "./standbys.ts";
@@ -82,6 +84,8 @@ const USAGE = `Usage: deno task bench [options]
       --viewer-interval MS  viewers phase: each viewer's pause between an answer and its next request (default 0)
       --skip-ceiling, --skip-drain, --skip-latency
       --recount N      also time verify on a database of N counted votes built for it (recount.ts)
+      --recovery S     also time readiness, POST /pause and counting after broker and database outages of S seconds
+                       behind proxies (recovery.ts)
       --counting N     also the counting statement alone: N votes on one connection, its backend's CPU (counting.ts)
       --ledger         also measure the batch ledger's cost: N votes committed with and without it (ledger.ts)
       --standbys       also the drain and latency on a private primary with a standby, POSTGRES_MIN_STANDBYS=0 and 1
@@ -114,6 +118,7 @@ function parseOptions(args: string[]): Options | undefined {
     ledger: { type: "boolean", default: false },
     standbys: { type: "boolean", default: false },
     recount: { type: "string" },
+    recovery: { type: "string" },
     counting: { type: "string" },
     "phase-timeout": { type: "string" },
     help: { type: "boolean", short: "h", default: false },
@@ -180,6 +185,7 @@ function parseOptions(args: string[]): Options | undefined {
     ledger: values.ledger,
     standbys: values.standbys,
     recount: values.recount === undefined ? 0 : positive("recount", values.recount, 0),
+    recovery: values.recovery === undefined ? 0 : positive("recovery", values.recovery, 0, false),
     counting: values.counting === undefined ? 0 : positive("counting", values.counting, 0),
     phaseTimeoutMs: positive("phase-timeout", values["phase-timeout"], 900, false) * 1000,
     scaling: values.scaling === undefined ? [] : values.scaling.split(",").map((k) => positive("scaling", k.trim(), 1)),
@@ -261,6 +267,7 @@ async function main(args: string[]): Promise<number> {
   if (options.standbys) await phase("standbys", (s) => standbys(options, s));
   if (options.counting > 0) await phase("counting", (s) => counting(options, options.counting, s));
   if (options.recount > 0) await phase("recount", (s) => recountRate(options, options.recount, s));
+  if (options.recovery > 0) await phase("recovery", (s) => recovery(options, options.recovery, s));
   if (options.backlog > 0) {
     await phase("backlog", (s) => drain(options, options.backlog, "backlog (5 % dup, 1 % bad)", s));
   }

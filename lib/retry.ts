@@ -17,6 +17,15 @@
 
 import { delay } from "./timeout.ts";
 
+/**
+ * Backoff between attempts to reach a server that is down — at start-up, on a lost broker connection, and for a
+ * commit through a database outage: 0.5 s doubling, half of it random, at most 3 s. The cap is low on purpose: it
+ * is how long counting may lag behind the network's return, however long or often the server was away, and an
+ * attempt at a server that is down costs one refused or timed-out connection. The random half spreads instances
+ * that lost the server together.
+ */
+export const RECONNECT_BACKOFF = { minDelayMs: 500, multiplier: 2, maxDelayMs: 3000, jitter: 0.5 } as const;
+
 /** Options of {@link retry} and {@link backoffDelay}. */
 export interface RetryOptions {
   /** Attempts before giving up with a {@link RetryError}; `Infinity` never gives up. @default 3 */

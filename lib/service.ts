@@ -19,7 +19,8 @@ import { redactUrl } from "./config/url.ts";
 import { MAX_COPIED_HEADER_BYTES } from "./broker/copied_headers.ts";
 import { BrokerSession } from "./broker/session.ts";
 import { BrokerNodes } from "./broker/nodes.ts";
-import type { Sql } from "./database/pool.ts";
+import { connectDatabase, type Sql } from "./database/pool.ts";
+import { DatabaseProbe, PROBE_APPLICATION_NAME, PROBE_TIMEOUT_MS } from "./database/probe.ts";
 import { migrate } from "./database/migrations.ts";
 import { serveControlPlane } from "./http/server.ts";
 import { getLogger } from "./log.ts";
@@ -28,7 +29,7 @@ import { Aggregator } from "./pipeline/aggregator.ts";
 import { type LiveResults, startLiveResults } from "./results/live.ts";
 import { resultsMetrics } from "./results/metrics.ts";
 import { abortable, AbortedError } from "./retry.ts";
-import { openDatabase, STARTUP_ATTEMPTS } from "./startup.ts";
+import { openDatabase, StartupDeadline, StartupProgress } from "./startup.ts";
 import { withTimeout } from "./timeout.ts";
 import { VoteWriter } from "./database/writer.ts";
 import { ServerInUse } from "./database/server.ts";
@@ -77,35 +78,152 @@ const SERVER_CHECK_MS = 2000;
 const CLOSE_TIMEOUT_MS = 5000;
 
 /**
- * Starts the service. Fails (and closes what it opened) when the database or
- * the broker cannot be reached at start ({@link ./startup.ts}: every attempt
- * timed out, retried with backoff), or when `options.signal` aborts.
+ * Starts the service. The control plane answers at once (`/healthz` 200, `/readyz` 503 naming what start-up waits
+ * for); the database and the broker are waited for, retried with backoff ({@link ./startup.ts}), until they answer,
+ * or until `STARTUP_TIMEOUT_SECONDS` when set. Fails (and closes what it opened) at a refusal (a wrong password, an
+ * untrusted certificate), at that deadline, or when `options.signal` aborts.
  */
 export async function startService(config: Config, options: StartOptions = {}): Promise<Service> {
-  const { signal } = options;
   const metrics = createMetrics();
+  const progress = new StartupProgress();
+  let pipeline: Pipeline | undefined;
   let results: LiveResults | undefined;
   // Read at each scrape; before the live results start, the results_* series stay 0.
   resultsMetrics([metrics.registry], () => results?.stats());
-  options.onPhase?.("connecting to PostgreSQL");
-  const sql = await openDatabase(config, signal);
-  options.onPhase?.("migrating");
-  try {
-    // A migration abandoned here is rolled back: its transaction ends with the pool.
-    const applied = await abortable(migrate(sql), signal);
-    if (applied.length) log.info("Applied migrations {applied}", { applied });
-  } catch (error) {
-    await sql.end({ timeout: 0 });
-    throw error;
-  }
-  try {
-    // Off on a counting instance whose audience is served by results-only instances (`vote-aggregator results`).
-    if (config.resultsEnabled) results = await abortable(startLiveResults(config), signal);
-  } catch (error) {
-    await sql.end({ timeout: 0 });
-    throw error;
-  }
 
+  const listening = Promise.withResolvers<Deno.NetAddr>();
+  const server = serveControlPlane({
+    hostname: config.httpHost,
+    port: config.prometheusPort,
+    adminToken: config.adminToken,
+    pipeline: () => pipeline?.aggregator ?? progress,
+    metrics,
+    results: (request, url) => results?.handle(request, url),
+    onListen: (addr) => listening.resolve(addr),
+  });
+  const http = await listening.promise;
+
+  const deadline = new StartupDeadline(config.startupTimeoutMs, options.signal);
+  let sql: Sql | undefined;
+  let probe: DatabaseProbe | undefined;
+  let database: ServerInUse | undefined;
+  let serverCheck: ReturnType<typeof setInterval> | undefined;
+  try {
+    options.onPhase?.("connecting to PostgreSQL");
+    const url = redactUrl(config.databaseUrl);
+    sql = await openDatabase(config, deadline.signal, (failure) => {
+      progress.waiting("database", `cannot connect to PostgreSQL at ${url}: ${failure}; retrying`);
+    });
+    options.onPhase?.("migrating");
+    progress.waiting("database", "migrating");
+    // A migration abandoned here is rolled back: its transaction ends with the pool.
+    const applied = await abortable(migrate(sql), deadline.signal);
+    if (applied.length) log.info("Applied migrations {applied}", { applied });
+    // Off on a counting instance whose audience is served by results-only instances (`vote-aggregator results`).
+    if (config.resultsEnabled) {
+      progress.waiting("database", "loading the results");
+      results = await abortable(startLiveResults(config), deadline.signal);
+    }
+
+    const risk = await unprotectedReplication(sql, config.postgresMinStandbys).catch(() => undefined);
+    if (risk !== undefined) log.warn("{risk}", { risk });
+    const opened = sql;
+    database = new ServerInUse(config.databaseUrl, (host, previous) => {
+      if (previous !== undefined) metrics.postgresConnectedHost.set({ host: previous }, 0);
+      if (host !== undefined) metrics.postgresConnectedHost.set({ host }, 1);
+    });
+    for (const host of database.hosts) metrics.postgresConnectedHost.set({ host: host.address }, 0);
+    await database.refresh(opened);
+    const inUse = database;
+    const check = setInterval(() => void inUse.refresh(opened), SERVER_CHECK_MS);
+    Deno.unrefTimer(check);
+    serverCheck = check;
+
+    pipeline = assemble(config, sql, metrics, database);
+    const { aggregator } = pipeline;
+    probe = new DatabaseProbe(
+      () =>
+        connectDatabase({ ...config, postgresMaxConnections: 1, connectTimeoutMs: PROBE_TIMEOUT_MS }, {
+          prepare: false,
+          applicationName: PROBE_APPLICATION_NAME,
+        }),
+      {
+        onChange: (failure) => {
+          if (failure === undefined) log.info("PostgreSQL answers its probe again");
+          else log.warn("PostgreSQL does not answer its probe: {failure}", { failure });
+          aggregator.databaseProbed(failure);
+        },
+      },
+    );
+    probe.start();
+
+    options.onPhase?.("connecting to RabbitMQ");
+    await pipeline.broker.start(deadline.signal);
+    if (deadline.signal.aborted) throw new AbortedError();
+  } catch (error) {
+    await probe?.stop();
+    if (pipeline) await bounded(pipeline.broker.close(), "closing the broker connection");
+    await results?.stop();
+    await bounded(server.shutdown(), "closing the HTTP server");
+    clearInterval(serverCheck);
+    await sql?.end({ timeout: 1 });
+    throw deadline.explain(error, () => (pipeline?.aggregator ?? progress).readiness().reason);
+  }
+  const { aggregator, broker } = pipeline;
+  log.info(
+    "Consuming {queue} ({queueType}) into {database}; batches of {size} or {timeout} ms; HTTP on {host}:{port}",
+    {
+      queue: config.rabbitmqQueue,
+      queueType: config.rabbitmqQueueType,
+      database: redactUrl(config.databaseUrl),
+      size: config.batchSize,
+      timeout: config.batchTimeoutMs,
+      host: http.hostname,
+      port: http.port,
+    },
+  );
+
+  const live = results;
+  const pool = sql;
+  const databaseProbe = probe;
+  let stopping: Promise<boolean> | undefined;
+  const stop = async (): Promise<boolean> => {
+    const complete = await aggregator.drain(config.shutdownTimeoutMs);
+    if (!complete) {
+      log.error(
+        "Shutdown timed out after {ms} ms with votes not committed; they stay unacknowledged and will be redelivered",
+        { ms: config.shutdownTimeoutMs },
+      );
+    }
+    // Streams never end by themselves: they end here, after the last commit, before the server stops
+    // (a client that reads nothing keeps its connection's last write pending: the bounded wait below).
+    await live?.stop();
+    await databaseProbe.stop();
+    await bounded(broker.close(), "closing the broker connection");
+    clearInterval(serverCheck);
+    await pool.end({ timeout: CLOSE_TIMEOUT_MS / 1000 });
+    await bounded(server.shutdown(), "closing the HTTP server");
+    log.info("Stopped: {totals}", { totals: aggregator.totals });
+    return complete;
+  };
+  return {
+    aggregator,
+    broker,
+    metrics,
+    sql: pool,
+    results: live,
+    http,
+    stop: () => stopping ??= stop(),
+  };
+}
+
+/** The writer, the broker session and the pipeline, wired to each other and to the metrics. */
+interface Pipeline {
+  aggregator: Aggregator;
+  broker: BrokerSession;
+}
+
+function assemble(config: Config, sql: Sql, metrics: Metrics, database: ServerInUse): Pipeline {
   const standbys = config.postgresMinStandbys === 0 ? undefined : new StandbyWaiter(sql, {
     minStandbys: config.postgresMinStandbys,
     onLag: (lags) => {
@@ -113,8 +231,6 @@ export async function startService(config: Config, options: StartOptions = {}): 
       for (const { standby, bytes } of lags) metrics.postgresStandbyLag.set({ standby }, bytes);
     },
   });
-  const risk = await unprotectedReplication(sql, config.postgresMinStandbys).catch(() => undefined);
-  if (risk !== undefined) log.warn("{risk}", { risk });
   const writer = new VoteWriter(sql, {
     standbys,
     maxRetryAttempts: config.maxRetryAttempts,
@@ -132,15 +248,6 @@ export async function startService(config: Config, options: StartOptions = {}): 
     },
   });
 
-  const database = new ServerInUse(config.databaseUrl, (host, previous) => {
-    if (previous !== undefined) metrics.postgresConnectedHost.set({ host: previous }, 0);
-    if (host !== undefined) metrics.postgresConnectedHost.set({ host }, 1);
-  });
-  for (const host of database.hosts) metrics.postgresConnectedHost.set({ host: host.address }, 0);
-  await database.refresh(sql);
-  const serverCheck = setInterval(() => void database.refresh(sql), SERVER_CHECK_MS);
-  Deno.unrefTimer(serverCheck);
-
   let sessions = 0;
   for (const node of new BrokerNodes(config.rabbitmqUrls).nodes) {
     metrics.brokerConnectedNode.set({ node: node.address }, 0);
@@ -152,7 +259,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     queueType: config.rabbitmqQueueType,
     deliveryLimit: config.rabbitmqDeliveryLimit,
     caFile: config.rabbitmqCaFile,
-    connect: { timeoutMs: config.connectTimeoutMs, initialMaxRetries: STARTUP_ATTEMPTS - 1 },
+    connect: { timeoutMs: config.connectTimeoutMs },
     maxMessageBytes: config.maxMessageBytes,
     onDelivery: (delivery) => aggregator.receive(delivery),
     onSessionChange: (connected, node) => {
@@ -195,80 +302,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       { prefetch: config.rabbitmqPrefetchCount, max: config.maxMessageBytes, mb: Math.round(inFlightBytes / 2 ** 20) },
     );
   }
-
-  const listening = Promise.withResolvers<Deno.NetAddr>();
-  let server: Deno.HttpServer<Deno.NetAddr>;
-  try {
-    server = serveControlPlane({
-      hostname: config.httpHost,
-      port: config.prometheusPort,
-      adminToken: config.adminToken,
-      aggregator,
-      metrics,
-      results: results?.handle,
-      onListen: (addr) => listening.resolve(addr),
-    });
-  } catch (error) {
-    await results?.stop();
-    clearInterval(serverCheck);
-    await sql.end({ timeout: 1 });
-    throw error;
-  }
-  const http = await listening.promise;
-
-  options.onPhase?.("connecting to RabbitMQ");
-  try {
-    await broker.start(signal);
-    if (signal?.aborted) throw new AbortedError();
-  } catch (error) {
-    await bounded(broker.close(), "closing the broker connection");
-    await results?.stop();
-    await bounded(server.shutdown(), "closing the HTTP server");
-    clearInterval(serverCheck);
-    await sql.end({ timeout: 1 });
-    throw error;
-  }
-  log.info(
-    "Consuming {queue} ({queueType}) into {database}; batches of {size} or {timeout} ms; HTTP on {host}:{port}",
-    {
-      queue: config.rabbitmqQueue,
-      queueType: config.rabbitmqQueueType,
-      database: redactUrl(config.databaseUrl),
-      size: config.batchSize,
-      timeout: config.batchTimeoutMs,
-      host: http.hostname,
-      port: http.port,
-    },
-  );
-
-  let stopping: Promise<boolean> | undefined;
-  const stop = async (): Promise<boolean> => {
-    const complete = await aggregator.drain(config.shutdownTimeoutMs);
-    if (!complete) {
-      log.error(
-        "Shutdown timed out after {ms} ms with votes not committed; they stay unacknowledged and will be redelivered",
-        { ms: config.shutdownTimeoutMs },
-      );
-    }
-    // Streams never end by themselves: they end here, after the last commit, before the server stops
-    // (a client that reads nothing keeps its connection's last write pending: the bounded wait below).
-    await results?.stop();
-    await bounded(broker.close(), "closing the broker connection");
-    clearInterval(serverCheck);
-    await sql.end({ timeout: CLOSE_TIMEOUT_MS / 1000 });
-    await bounded(server.shutdown(), "closing the HTTP server");
-    log.info("Stopped: {totals}", { totals: aggregator.totals });
-    return complete;
-  };
-  return {
-    aggregator,
-    broker,
-    metrics,
-    sql,
-    results,
-    http,
-    stop: () => stopping ??= stop(),
-  };
+  return { aggregator, broker };
 }
 
 /** Waits for `step` at most {@link CLOSE_TIMEOUT_MS}; a step that fails or hangs is logged and left behind. */

@@ -1,13 +1,17 @@
 /**
- * Start-up's network steps under a deadline and a signal: the database is
- * reached (created when missing) with every attempt bounded by
- * `CONNECT_TIMEOUT_SECONDS`, a failure that may heal (refused, reset, timed
- * out) logged with what failed and retried with backoff ({@link ./retry.ts}),
- * and all of it abandoned as soon as the stop signal aborts. The broker's
- * first connection is the same policy in amqplib's recovery
- * (`broker/connect.ts`: {@link STARTUP_ATTEMPTS} attempts).
+ * Start-up's network steps under a signal: the database is reached (created
+ * when missing) with every attempt bounded by `CONNECT_TIMEOUT_SECONDS`, a
+ * failure that may heal (refused, reset, timed out) logged with what failed and
+ * the next delay, and retried with backoff ({@link ./retry.ts}) for as long as
+ * it takes — a database that starts beside the service is waited for — and all
+ * of it abandoned as soon as the signal aborts (a stop, or
+ * `STARTUP_TIMEOUT_SECONDS`). The broker's first connection is the same policy
+ * in amqplib's recovery (`broker/connect.ts`).
  *
- * It does not own the pool or the migrations (`database.ts`), nor what runs
+ * Until the pipeline runs, {@link StartupProgress} answers for it on the control
+ * plane: `/healthz` is 200, `/readyz` 503 naming what start-up waits for.
+ *
+ * It does not own the pool or the migrations (`database/`), nor what runs
  * after start-up (`service.ts`).
  *
  * @module
@@ -18,16 +22,13 @@ import type { Config } from "./config/config.ts";
 import { connectDatabase, ensureDatabase, type Sql, warmUp } from "./database/pool.ts";
 import { getLogger } from "./log.ts";
 import { usePreparedStatements } from "./database/pooler.ts";
-import { AbortedError, retry, RetryError, type RetryOptions } from "./retry.ts";
+import { AbortedError, RECONNECT_BACKOFF, retry, RetryError, type RetryOptions } from "./retry.ts";
 import { TimeoutError } from "./timeout.ts";
+import type { Readiness } from "./pipeline/readiness.ts";
+import { type Status, statusOf } from "./pipeline/status.ts";
 import { redactUrl } from "./config/url.ts";
 
 const log = getLogger("startup");
-
-/** Attempts at a first connection (the database's, the broker's) before the start fails. */
-export const STARTUP_ATTEMPTS = 6;
-/** Backoff between them: 0.5 s doubling, half of it random, at most 30 s. */
-export const STARTUP_BACKOFF = { minDelayMs: 500, multiplier: 2, maxDelayMs: 30_000, jitter: 0.5 } as const;
 
 /** Error codes of a connection that failed in a way that may heal: refused, reset, timed out, unresolved for now. */
 const TRANSIENT_CODES = new Set([
@@ -66,32 +67,48 @@ export function describeConnectionFailure(error: unknown, timeoutMs: number): st
 }
 
 /**
- * Start-up's retry of a first connection to the database at `url`: {@link STARTUP_ATTEMPTS} attempts with
- * {@link STARTUP_BACKOFF}, only while it fails to connect, each failure logged with what failed.
+ * Start-up's retry of a first connection to the database at `url`: {@link RECONNECT_BACKOFF} for as long as it
+ * fails to connect (until `signal` aborts), each failure logged with what failed and the next delay.
+ *
+ * @param onFailure told of each failure that is retried, said as what it is
  */
-export function databaseRetry(url: string, connectTimeoutMs: number, signal?: AbortSignal): RetryOptions {
+export function databaseRetry(
+  url: string,
+  connectTimeoutMs: number,
+  signal?: AbortSignal,
+  onFailure?: (failure: string) => void,
+): RetryOptions {
   return {
-    ...STARTUP_BACKOFF,
-    maxAttempts: STARTUP_ATTEMPTS,
+    ...RECONNECT_BACKOFF,
+    maxAttempts: Infinity,
     signal,
     shouldRetry: isConnectionFailure,
-    onRetry: (error, attempt, delayMs) =>
+    onRetry: (error, attempt, delayMs) => {
+      const failure = describeConnectionFailure(error, connectTimeoutMs);
+      onFailure?.(failure);
       log.warn("Cannot connect to PostgreSQL at {url}: {error}; retrying in {delayMs} ms (attempt {attempt})", {
         url: redactUrl(url),
-        error: describeConnectionFailure(error, connectTimeoutMs),
+        error: failure,
         delayMs: Math.round(delayMs),
         attempt,
-      }),
+      });
+    },
   };
 }
 
 /**
- * The pool, with `POSTGRES_MIN_CONNECTIONS` connections open (the database created first when missing).
+ * The pool, with `POSTGRES_MIN_CONNECTIONS` connections open (the database created first when missing); a
+ * connection failure that may heal is retried until `signal` aborts.
  *
+ * @param onFailure told of each failure that is retried, said as what it is
  * @throws {AbortedError} when `signal` aborts first (the pool is closed)
- * @throws after {@link STARTUP_ATTEMPTS} connection failures, or at once on a refusal; the message says what to check
+ * @throws at once on a refusal (a wrong password, an untrusted certificate); the message says what to check
  */
-export async function openDatabase(config: Config, signal?: AbortSignal): Promise<Sql> {
+export async function openDatabase(
+  config: Config,
+  signal?: AbortSignal,
+  onFailure?: (failure: string) => void,
+): Promise<Sql> {
   const url = redactUrl(config.databaseUrl);
   // Opened once the server answers: whether it may use named prepared statements is asked of it first.
   let sql: Sql | undefined;
@@ -100,7 +117,7 @@ export async function openDatabase(config: Config, signal?: AbortSignal): Promis
       await ensureDatabase(config);
       sql ??= connectDatabase(config, { prepare: await usePreparedStatements(config) });
       await warmUp(sql, config.postgresMinConnections);
-    }, databaseRetry(config.databaseUrl, config.connectTimeoutMs, signal));
+    }, databaseRetry(config.databaseUrl, config.connectTimeoutMs, signal, onFailure));
     return sql!;
   } catch (error) {
     await sql?.end({ timeout: 0 }).catch(() => {});
@@ -117,4 +134,92 @@ export async function openDatabase(config: Config, signal?: AbortSignal): Promis
       { cause },
     );
   }
+}
+
+/** Start-up's end: a stop signal, or `STARTUP_TIMEOUT_SECONDS` (0: none). */
+export class StartupDeadline {
+  /** Aborts on the stop signal or at the timeout. */
+  readonly signal: AbortSignal;
+  readonly #timeoutMs: number;
+  readonly #stop: AbortSignal | undefined;
+
+  constructor(timeoutMs: number, stop: AbortSignal | undefined) {
+    this.#timeoutMs = timeoutMs;
+    this.#stop = stop;
+    const signals = [stop, timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined];
+    this.signal = AbortSignal.any(signals.filter((s) => s !== undefined));
+  }
+
+  /**
+   * `error` as start-up should fail with it: an abandonment at the timeout becomes an error naming the variable and
+   * what start-up was waiting for (`waitingFor()`); a stop's abandonment, and any other error, stay what they are.
+   */
+  explain(error: unknown, waitingFor: () => string | null): unknown {
+    if (!(error instanceof AbortedError) || !this.signal.aborted || this.#stop?.aborted) return error;
+    return new Error(
+      `Start-up did not finish within ${this.#timeoutMs / 1000} s (STARTUP_TIMEOUT_SECONDS): ${waitingFor()}`,
+      { cause: error },
+    );
+  }
+}
+
+/** A route that needs the pipeline (`/flush`, `/pause`, `/resume`) was asked for before it runs. */
+export class StartingError extends Error {
+  constructor(action: string, reason: string) {
+    super(`Cannot ${action} while starting (${reason})`);
+    this.name = "StartingError";
+  }
+}
+
+/** The part start-up waits for. */
+export type StartupPart = "database" | "broker";
+
+/**
+ * What start-up waits for, as the control plane reports it until the pipeline runs: not ready, state `starting`,
+ * the reason naming the part, what start-up is doing with it, and its last failure.
+ */
+export class StartupProgress {
+  #part: StartupPart = "database";
+  #detail = "connecting to PostgreSQL";
+
+  /** Start-up now waits for `part`: `detail` says what it does, or why its last attempt failed. */
+  waiting(part: StartupPart, detail: string): void {
+    this.#part = part;
+    this.#detail = detail;
+  }
+
+  readonly state = "starting";
+
+  readiness(): Readiness {
+    const reason = `${this.#part}: starting: ${this.#detail}`;
+    const database = this.#part === "database" ? `down: starting: ${this.#detail}` : "up";
+    return { ready: false, state: "starting", reason, broker: "down", database };
+  }
+
+  status(): Status {
+    return statusOf({
+      readiness: this.readiness(),
+      broker: { connected: false, consuming: false },
+      openBatch: { messages: 0, openedAt: 0 },
+      inflightBatches: 0,
+      lastCommitAt: null,
+      databaseFailing: false,
+      totals: { batches: 0, messages: 0, counted: 0, duplicates: 0, redelivered: 0, deadLettered: 0 },
+    });
+  }
+
+  flush(): Promise<number> {
+    return Promise.reject(new StartingError("flush", this.readiness().reason!));
+  }
+
+  pause(): Promise<{ flushed: number; committed: boolean }> {
+    return Promise.reject(new StartingError("pause", this.readiness().reason!));
+  }
+
+  resume(): Promise<void> {
+    return Promise.reject(new StartingError("resume", this.readiness().reason!));
+  }
+
+  /** Nothing to bring up to date: the gauges keep their initial values until the pipeline runs. */
+  refreshGauges(): void {}
 }

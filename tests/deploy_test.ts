@@ -2,8 +2,11 @@ import assert from "node:assert/strict";
 import YAML from "yaml";
 import { describeVariable, VARIABLE_NAMES } from "../lib/config/variables.ts";
 import { startService } from "../lib/service.ts";
+import { AbortedError } from "../lib/retry.ts";
+import { TcpProxy, viaPort } from "./support/proxy.ts";
 import { createTestDatabase, createTestQueue } from "./support/servers.ts";
-import { testConfig } from "./support/service.ts";
+import { freePort, testConfig } from "./support/service.ts";
+import { waitUntil } from "./support/wait.ts";
 
 const path = (file: string) => new URL(`../${file}`, import.meta.url).pathname;
 const read = (file: string) => Deno.readTextFile(path(file));
@@ -79,6 +82,13 @@ Deno.test("deploy: the Deployment's probes, port, drain bound, sandbox and reque
     ) => [container[p].httpGet.path, container[p].httpGet.port]),
     [["/healthz", "http"], ["/healthz", "http"], ["/readyz", "http"]],
   );
+  // The HTTP server answers before the database and the broker: the startup probe allows a minute for that alone,
+  // and the pod then waits for the servers unready rather than exiting (STARTUP_TIMEOUT_SECONDS 0: for ever).
+  assert.ok(container.startupProbe.periodSeconds * container.startupProbe.failureThreshold <= 60);
+  assert.equal(config.STARTUP_TIMEOUT_SECONDS, "0");
+  // /readyz follows an outage within 5 s: the probe at most as far apart, and two failures take the pod out.
+  assert.ok(container.readinessProbe.periodSeconds <= 5);
+  assert.ok(container.readinessProbe.periodSeconds * container.readinessProbe.failureThreshold <= 10);
   assert.deepEqual(container.envFrom.map((e: Record<string, { name: string }>) => Object.keys(e)[0]), [
     "configMapRef",
     "secretRef",
@@ -123,6 +133,34 @@ Deno.test("deploy: the probe paths answer 200 on a running service", async () =>
   }
 });
 
+Deno.test("deploy: while the database is not up yet, the startup and liveness probes pass and readiness does not", async () => {
+  const container = (await manifests()).get("Deployment")!.spec.template.spec.containers[0];
+  await using db = await createTestDatabase();
+  await using queue = await createTestQueue();
+  await using database = new TcpProxy(Number(new URL(db.url).port || 5432));
+  await database.cut();
+  const port = freePort();
+  const stop = new AbortController();
+  const starting = startService(
+    testConfig({ url: viaPort(db.url, database.port) }, queue, { PROMETHEUS_PORT: String(port) }),
+    { signal: stop.signal },
+  );
+  starting.catch(() => {});
+  try {
+    const statusOf = async (probe: string) => {
+      const response = await fetch(`http://127.0.0.1:${port}${container[probe].httpGet.path}`);
+      await response.body?.cancel();
+      return response.status;
+    };
+    await waitUntil(() => statusOf("startupProbe").then((s) => s === 200, () => false), "the startup probe passes");
+    assert.equal(await statusOf("livenessProbe"), 200);
+    assert.equal(await statusOf("readinessProbe"), 503);
+  } finally {
+    stop.abort();
+    await assert.rejects(starting, AbortedError);
+  }
+});
+
 Deno.test("deploy: the systemd unit has the sandbox, and stops later than the drain", async () => {
   const unit = await unitSettings("deploy/systemd/vote-aggregator.service");
   const one = (key: string) => unit.get(key)?.at(-1);
@@ -142,6 +180,10 @@ Deno.test("deploy: the systemd unit has the sandbox, and stops later than the dr
   );
   const shutdown = Math.max(Number(env.SHUTDOWN_TIMEOUT_SECONDS ?? SHUTDOWN_DEFAULT), SHUTDOWN_DEFAULT);
   assert.ok(Number(one("TimeoutStopSec")) > shutdown, "TimeoutStopSec above SHUTDOWN_TIMEOUT_SECONDS");
+  assert.equal(one("KillSignal"), "SIGTERM");
+  assert.equal(one("KillMode"), "mixed", "SIGTERM to the service, SIGKILL to what is left at TimeoutStopSec");
+  assert.equal(env.STARTUP_TIMEOUT_SECONDS, "0", "servers that are down are waited for, not a restart loop");
+  assert.ok(!(unit.get("After") ?? []).some((a) => /postgres|rabbitmq/i.test(a)), "no ordering on the servers");
 });
 
 const SYSTEMD_ANALYZE = await new Deno.Command("systemd-analyze", { args: ["--version"], stdout: "null" }).output()

@@ -105,12 +105,16 @@ Deno.test("service: shutdown commits and acknowledges what is batched", async ()
   }
 });
 
-Deno.test("service: a bad database address fails the start with a clear error", async () => {
+Deno.test("service: a database that never answers fails the start at STARTUP_TIMEOUT_SECONDS with a clear error", async () => {
   await using queue = await createTestQueue();
+  const started = performance.now();
   await assert.rejects(
-    startService(testConfig({ url: "postgres://postgres@127.0.0.1:1/nowhere" }, queue)),
-    /Cannot connect to PostgreSQL at postgres:\/\/postgres@127\.0\.0\.1:1\/nowhere/,
+    startService(
+      testConfig({ url: "postgres://postgres@127.0.0.1:1/nowhere" }, queue, { STARTUP_TIMEOUT_SECONDS: "1" }),
+    ),
+    /^Error: Start-up did not finish within 1 s \(STARTUP_TIMEOUT_SECONDS\): database: starting: cannot connect to PostgreSQL at postgres:\/\/postgres@127\.0\.0\.1:1\/nowhere: .*ECONNREFUSED/,
   );
+  assert.ok(performance.now() - started < 3000, "it gives up at the deadline");
 });
 
 Deno.test("service: an existing plain queue (the seed's) is used as it is", async () => {

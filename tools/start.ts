@@ -6,7 +6,8 @@
  * Computes the flags from the configuration in the environment and `.env`
  * (tools/permissions.ts, the one source of truth), then runs
  * `deno run <flags> main.ts` as a child. SIGINT and SIGTERM are passed on so
- * the service drains as usual, and its exit code becomes this process's (128 +
+ * the service drains as usual (a signal sent to the whole process group reaches
+ * the service too: it takes the copies as one stop request), and its exit code becomes this process's (128 +
  * the signal's number when it was killed by one), so a supervisor sees the
  * service's own result.
  *

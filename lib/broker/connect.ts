@@ -13,8 +13,7 @@ import amqp from "amqplib";
 import type { ChannelModel, Options, RecoveringChannelModel } from "amqplib";
 import { urlCredentials } from "../config/url.ts";
 import { getLogger } from "../log.ts";
-import { abortable, AbortedError, backoffDelay } from "../retry.ts";
-import { STARTUP_ATTEMPTS, STARTUP_BACKOFF } from "../startup.ts";
+import { abortable, AbortedError, backoffDelay, RECONNECT_BACKOFF } from "../retry.ts";
 import { withTimeout } from "../timeout.ts";
 import { type BrokerNode, BrokerNodes } from "./nodes.ts";
 
@@ -28,7 +27,7 @@ export interface ConnectOptions {
   caFile?: string;
   /** Longest wait for TCP, TLS, the AMQP handshake, and then the setup, of one attempt at one node. @default 10000 */
   timeoutMs?: number;
-  /** Retries of the first connection, in rounds of every node, before it fails. @default STARTUP_ATTEMPTS - 1 */
+  /** Retries of the first connection, in rounds of every node, before it fails. @default Infinity (until `signal` aborts) */
   initialMaxRetries?: number;
   /** Once aborted, the first connection stops being attempted: {@link connectRecovering} throws an {@link AbortedError}. */
   signal?: AbortSignal;
@@ -65,7 +64,7 @@ export function brokerSocketOptions(url: string, caFile: string | undefined, tim
 /**
  * Connects with amqplib's recovery, for ever once connected, and resolves on the first connection.
  * Each failed attempt or lost connection moves to the next node at once; a full round of failures
- * waits the start-up backoff (exponential with jitter, capped at 30 s; lib/startup.ts).
+ * waits the reconnect backoff (exponential with jitter, capped at 3 s: `RECONNECT_BACKOFF`, lib/retry.ts).
  *
  * @throws when every node failed `initialMaxRetries` + 1 rounds; the message says what to check
  * @throws {AbortedError} when `signal` aborts first (the connection is closed)
@@ -86,11 +85,11 @@ export async function connectRecovering(options: ConnectOptions): Promise<Recove
     ...socketOptions,
     recovery: {
       maxRetries: Infinity,
-      initialMaxRetries: ((options.initialMaxRetries ?? STARTUP_ATTEMPTS - 1) + 1) * nodes.nodes.length - 1,
+      initialMaxRetries: ((options.initialMaxRetries ?? Infinity) + 1) * nodes.nodes.length - 1,
       waitForConnect: false,
       calculateDelay: (attempt: number) => {
         Object.assign(target, nodes.advance());
-        return nodes.delay(attempt, (round) => Math.round(backoffDelay(round, STARTUP_BACKOFF)));
+        return nodes.delay(attempt, (round) => Math.round(backoffDelay(round, RECONNECT_BACKOFF)));
       },
       // A broker that opens the connection but never answers a channel or a declaration must not wedge it either.
       setup: (model: ChannelModel) =>

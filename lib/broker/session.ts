@@ -2,7 +2,7 @@
  * The broker session: the RabbitMQ connection, its channel, and the consumer
  * of the vote queue, kept alive across failures.
  *
- * - Reconnects by itself (to the next node of a cluster; backoff, capped at 30 s, after each full round), re-declares
+ * - Reconnects by itself (to the next node of a cluster; backoff, capped at 3 s, after each full round), re-declares
  *   the topology and consumes again, unless paused. Any channel error or cancelled consumer is a reconnect: one path.
  * - Every delivery carries the number of the session (connection) it came on. Delivery tags mean nothing on another
  *   channel, so acknowledgements for a session that is gone are dropped: those messages are redelivered, and the

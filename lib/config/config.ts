@@ -114,6 +114,11 @@ export interface Config {
   metricsMaxLaws: number;
   /** Longest wait for TCP, TLS and the handshake of one connection attempt (broker or database). @default 10000 */
   connectTimeoutMs: number;
+  /**
+   * Longest start-up waits for the database and the broker to answer before the start fails; 0 waits for ever.
+   * @default 0
+   */
+  startupTimeoutMs: number;
   /** Largest body read as a vote; a larger one is dead-lettered as `oversized`, only its first bytes kept. @default 16384 */
   maxMessageBytes: number;
 }
@@ -204,6 +209,7 @@ export function loadConfig(
     shutdownTimeoutMs: seconds("SHUTDOWN_TIMEOUT_SECONDS", 0, 3600),
     metricsMaxLaws: integer("METRICS_MAX_LAWS", 1, 100_000),
     connectTimeoutMs: seconds("CONNECT_TIMEOUT_SECONDS", 0.1, 3600),
+    startupTimeoutMs: seconds("STARTUP_TIMEOUT_SECONDS", 0, 86_400),
     maxMessageBytes: integer("MAX_MESSAGE_BYTES", 256, 1024 * 1024),
   };
   if (config.postgresMinConnections > config.postgresMaxConnections) {

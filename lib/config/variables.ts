@@ -145,6 +145,10 @@ export const VARIABLES = {
     default: "10",
     doc: "Longest wait for TCP, TLS and the handshake of one broker or database connection attempt",
   },
+  STARTUP_TIMEOUT_SECONDS: {
+    default: "0",
+    doc: "Longest start-up waits for PostgreSQL and RabbitMQ before it exits 1 (0: waits for ever)",
+  },
   MAX_MESSAGE_BYTES: {
     default: "16384",
     doc: "Largest message body read as a vote; larger ones are dead-lettered as oversized, truncated",

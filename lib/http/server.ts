@@ -5,11 +5,11 @@
  * | --- | --- | --- |
  * | `/metrics` | GET | Prometheus text format |
  * | `/healthz` | GET | 200 while the process runs its loops |
- * | `/readyz` | GET | 200 while running or paused by an operator; 503 while degraded (database failing past the retry budget, broker down) or draining, with a `reason` naming the part (pipeline/readiness.ts) |
+ * | `/readyz` | GET | 200 while running or paused by an operator; 503 while starting, degraded (database failing past the retry budget or not answering its probe, broker down) or draining, with a `reason` naming the part (pipeline/readiness.ts) |
  * | `/status` | GET | version, state, open batch, last commit, totals since start |
- * | `/flush` | POST, admin | commits the open batch, then answers `{flushed: n}` |
- * | `/pause` | POST, admin | stops consuming, commits what is batched, answers the state (409 while draining) |
- * | `/resume` | POST, admin | consumes again (409 while draining) |
+ * | `/flush` | POST, admin | commits the open batch, then answers `{flushed: n}` (503 while starting) |
+ * | `/pause` | POST, admin | stops consuming and closes the open batch; answers within 1 s the state, `flushed` and whether all was `committed` (what was not stays unacknowledged until it is; 409 while draining, 503 while starting) |
+ * | `/resume` | POST, admin | consumes again (409 while draining, 503 while starting) |
  *
  * The results routes (`/`, `/results`, `/results/{law_id}`, `/results/stream`) are
  * lib/results/routes.ts's, with their own token (`RESULTS_TOKEN`) and CORS. A
@@ -28,15 +28,16 @@
  * ```ts
  * import { serveControlPlane } from "./server.ts";
  * const server = serveControlPlane({ hostname: "127.0.0.1", port: 8001, adminToken: undefined,
- *   aggregator, metrics });
+ *   pipeline: () => aggregator, metrics });
  * await server.shutdown();
  * ```
  *
  * @module
  */
 
-import type { Aggregator } from "../pipeline/aggregator.ts";
-import { IllegalTransitionError } from "../pipeline/state.ts";
+import type { Readiness, Status } from "../pipeline/aggregator.ts";
+import { IllegalTransitionError, type StateName } from "../pipeline/state.ts";
+import { StartingError } from "../startup.ts";
 import { getLogger } from "../log.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import type { ResultsHandler } from "../results/routes.ts";
@@ -48,15 +49,29 @@ const log = getLogger("http");
 /** Largest request body accepted (admin routes take none). */
 export const MAX_REQUEST_BODY_BYTES = 1024;
 
+/** What the routes observe and steer: the pipeline (`Aggregator`), or start-up's stand-in until it runs. */
+export interface ControlledPipeline {
+  readonly state: StateName | "starting";
+  readiness(): Readiness;
+  status(): Status;
+  flush(): Promise<number>;
+  pause(): Promise<{ flushed: number; committed: boolean }>;
+  resume(): Promise<void>;
+  refreshGauges(): void;
+}
+
 /** Options of {@link serveControlPlane}. */
 export interface ControlPlaneOptions {
   hostname: string;
   /** 0 picks a free port (see the returned server's `addr`). */
   port: number;
   adminToken: string | undefined;
-  /** The pipeline; undefined on a results-only instance, which then gives `readiness`. */
-  aggregator?: Pick<Aggregator, "status" | "flush" | "pause" | "resume" | "refreshGauges" | "state" | "readiness">;
-  /** What `/readyz` answers (200 when `ready`) when there is no `aggregator`. */
+  /**
+   * The pipeline as of each request: start-up's stand-in (`../startup.ts`) until the pipeline runs. Undefined on a
+   * results-only instance, which then gives `readiness`.
+   */
+  pipeline?: () => ControlledPipeline;
+  /** What `/readyz` answers (200 when `ready`) when there is no `pipeline`. */
   readiness?: () => { ready: boolean };
   metrics: Pick<Metrics, "registry">;
   /** The results routes (lib/results/routes.ts), asked first: `/`, `/results`, `/results/…`. */
@@ -78,14 +93,14 @@ interface Route {
  * @throws when it cannot listen (the port taken, the address not this host's); the message names `PROMETHEUS_PORT`
  */
 export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer<Deno.NetAddr> {
-  const { aggregator, metrics } = options;
-  const readiness = options.readiness ?? (() => aggregator!.readiness());
+  const { pipeline, metrics } = options;
+  const readiness = options.readiness ?? (() => pipeline!().readiness());
   const routes: Record<string, Route> = {
     "/metrics": {
       method: "GET",
       admin: false,
       handle: async () => {
-        aggregator?.refreshGauges();
+        pipeline?.().refreshGauges();
         return new Response(await metrics.registry.metrics(), {
           headers: { "content-type": metrics.registry.contentType },
         });
@@ -100,7 +115,7 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
         return json(now.ready ? 200 : 503, now);
       },
     },
-    ...(aggregator ? pipelineRoutes(aggregator) : {}),
+    ...(pipeline ? pipelineRoutes(pipeline) : {}),
   };
   const adminCheck = options.adminToken === undefined ? undefined : tokenChecker(options.adminToken);
 
@@ -152,36 +167,40 @@ export function serveControlPlane(options: ControlPlaneOptions): Deno.HttpServer
     } catch (error) {
       // An operator's pause or resume during a drain: the state machine refuses it.
       if (error instanceof IllegalTransitionError) return json(409, { error: error.message });
+      if (error instanceof StartingError) return json(503, { error: error.message }, { "retry-after": "1" });
       throw error;
     }
   }
 }
 
 /** The routes that observe and steer the pipeline: a counting instance's only. */
-function pipelineRoutes(aggregator: NonNullable<ControlPlaneOptions["aggregator"]>): Record<string, Route> {
+function pipelineRoutes(pipeline: () => ControlledPipeline): Record<string, Route> {
   return {
-    "/status": { method: "GET", admin: false, handle: () => json(200, { version: VERSION, ...aggregator.status() }) },
+    "/status": { method: "GET", admin: false, handle: () => json(200, { version: VERSION, ...pipeline().status() }) },
     "/flush": {
       method: "POST",
       admin: true,
-      handle: async () => json(200, { flushed: await aggregator.flush() }),
+      handle: async () => json(200, { flushed: await pipeline().flush() }),
     },
     "/pause": {
       method: "POST",
       admin: true,
       handle: async () => {
-        const flushed = await aggregator.pause();
-        log.info("Paused by an operator; {flushed} messages flushed", { flushed });
-        return json(200, { state: aggregator.state, flushed });
+        const { flushed, committed } = await pipeline().pause();
+        log.info("Paused by an operator; {flushed} messages flushed, {outcome}", {
+          flushed,
+          outcome: committed ? "all committed" : "still committing (unacknowledged until committed)",
+        });
+        return json(200, { state: pipeline().state, flushed, committed });
       },
     },
     "/resume": {
       method: "POST",
       admin: true,
       handle: async () => {
-        await aggregator.resume();
+        await pipeline().resume();
         log.info("Resumed by an operator");
-        return json(200, { state: aggregator.state });
+        return json(200, { state: pipeline().state });
       },
     },
   };

@@ -39,6 +39,9 @@ export type { Readiness, Status, Totals, Writer };
 
 const log = getLogger("aggregator");
 
+/** Longest {@link Aggregator.pause} waits for the commit of what is batched (`POST /pause` answers within 1 s). */
+export const PAUSE_WAIT_MS = 500;
+
 /** What the pipeline needs of the broker (implemented by `BrokerSession`). */
 export interface Broker extends Acknowledger, DeadLetterBroker {
   readonly connected: boolean;
@@ -61,7 +64,7 @@ export interface AggregatorOptions {
   maxInflightBatches?: number;
   /** Pool size, reported in `db_pool_connections{state="max"}`. @default 10 */
   poolSize?: number;
-  /** First delay between commit attempts while the database is down (ms); doubles up to 30 s. @default 1000 */
+  /** First delay between commit attempts while the database is down (ms); doubles up to 3 s. @default 1000 */
   retryDelayMs?: number;
   /** Laws with metric series of their own. @default 1000 */
   metricsMaxLaws?: number;
@@ -81,6 +84,8 @@ export class Aggregator extends EventTarget {
   readonly #poolSize: number;
   readonly #database: NonNullable<AggregatorOptions["database"]>;
   readonly #tracer = new BatchTracer();
+  /** Why the database did not answer its last probe; `undefined` while it does. */
+  #probeFailure: string | undefined;
 
   constructor(options: AggregatorOptions) {
     super();
@@ -126,6 +131,7 @@ export class Aggregator extends EventTarget {
   readiness(): Readiness {
     return readinessOf(this.#state.current, this.#broker, {
       down: this.#outage.reason,
+      probeFailure: this.#probeFailure,
       waiting: this.#database.waiting,
     });
   }
@@ -149,6 +155,16 @@ export class Aggregator extends EventTarget {
     this.#telemetry.lateCommitted(part);
   }
 
+  /**
+   * The database's probe (`../database/probe.ts`) got no answer (`failure` says why) or got one again (`undefined`):
+   * readiness follows within seconds, whether or not votes are flowing.
+   */
+  databaseProbed(failure: string | undefined): void {
+    this.#probeFailure = failure;
+    this.#state.apply(failure === undefined ? "database_reachable" : "database_unreachable");
+    this.refreshGauges();
+  }
+
   /** The broker's session opened or was lost. */
   brokerChanged(connected: boolean): void {
     this.#state.apply(connected ? "broker_up" : "broker_down");
@@ -168,13 +184,20 @@ export class Aggregator extends EventTarget {
   }
 
   /**
-   * Stops taking messages (operator pause; survives reconnects) and commits what is batched.
+   * Stops taking messages (operator pause; survives reconnects) and closes the open batch, so that what is batched
+   * is committed; waits for that at most `waitMs`, so that the answer never waits on a database or broker outage.
+   * What is not committed by then goes on being committed (through the outage), and stays unacknowledged until it is.
    *
+   * @returns how many messages the open batch held, and whether everything received was committed by `waitMs`
    * @throws {IllegalTransitionError} while draining
    */
-  async pause(): Promise<number> {
-    await this.#transition("operator_pause");
-    return await this.flush();
+  async pause(waitMs = PAUSE_WAIT_MS): Promise<{ flushed: number; committed: boolean }> {
+    const deadline = performance.now() + waitMs;
+    // The state changes at once; the broker's confirmation of the cancelled consumer may take as long as the broker.
+    await settledWithin(this.#transition("operator_pause"), waitMs);
+    const flushed = this.#scheduler.close();
+    const committed = await settledWithin(this.#acker.settled(), deadline - performance.now());
+    return { flushed, committed };
   }
 
   /** Takes messages again after {@link pause}. */
@@ -254,5 +277,16 @@ export class Aggregator extends EventTarget {
     if (settled.length) this.#telemetry.settled(settled.at(-1)!);
     this.refreshGauges();
     this.dispatchEvent(new Event("acked"));
+  }
+}
+
+/** Whether `promise` resolved within `ms`; its rejection is thrown, its lateness is `false` (it goes on). */
+async function settledWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  try {
+    await withTimeout(promise, Math.max(0, ms), "");
+    return true;
+  } catch (error) {
+    if (error instanceof TimeoutError) return false;
+    throw error;
   }
 }

@@ -5,8 +5,8 @@
  * that budget runs out, the batch is not given up: consumption pauses (the
  * batch and everything behind it stay unacknowledged, so nothing is lost and
  * memory stays bounded by the prefetch), and the commit is retried with the
- * same backoff policy (`../retry.ts`), capped at 30 s, until the database
- * answers; then consumption resumes. Only a drain that outlived its deadline
+ * same backoff policy, capped at 3 s (`RECONNECT_BACKOFF`, `../retry.ts`), until
+ * the database answers; then consumption resumes. Only a drain that outlived its deadline
  * abandons the batch, unacknowledged, to be redelivered.
  *
  * A server that answers read-only (a standby, a demoted primary: SQLSTATE 25006) is such an outage, not
@@ -19,7 +19,7 @@
  */
 
 import { getLogger } from "../log.ts";
-import { AbortedError, retry, RetryError } from "../retry.ts";
+import { AbortedError, RECONNECT_BACKOFF, retry, RetryError } from "../retry.ts";
 import type { Vote } from "../vote.ts";
 import type { CommitResult } from "../database/writer.ts";
 import { isReadOnly } from "../database/pool.ts";
@@ -44,7 +44,7 @@ export interface Committed {
 /** Options of {@link OutageGuard}. */
 export interface OutageGuardOptions {
   writer: Writer;
-  /** First delay between commit attempts while the database is down (ms); doubles up to 30 s. @default 1000 */
+  /** First delay between commit attempts while the database is down (ms); doubles up to 3 s. @default 1000 */
   retryDelayMs?: number;
   /** Told when the first failing batch starts failing, and when the last one recovers. */
   onDatabaseChange: (down: boolean) => void;
@@ -94,12 +94,13 @@ export class OutageGuard {
       const result = await this.#options.writer.commit(votes, start - openedAt);
       return { result, seconds: (performance.now() - start) / 1000, attempts };
     };
+    const minDelayMs = Math.max(1, this.#options.retryDelayMs ?? 1000);
     try {
       return await retry(attempt, {
         maxAttempts: Infinity,
-        minDelayMs: Math.max(1, this.#options.retryDelayMs ?? 1000),
-        maxDelayMs: 30_000,
-        jitter: 0.5,
+        minDelayMs,
+        maxDelayMs: Math.max(minDelayMs, RECONNECT_BACKOFF.maxDelayMs),
+        jitter: RECONNECT_BACKOFF.jitter,
         aborted: this.#options.abandoned,
         onRetry: (error) => {
           this.#lastError = error;

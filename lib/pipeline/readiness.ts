@@ -1,22 +1,24 @@
 /**
  * Readiness: whether this instance does its job now, derived from the
- * pipeline's state (`state.ts`) and the broker, never from a separate probe.
- * `/readyz`, `/status` and the `aggregator_ready` gauge all read it, so they
- * cannot disagree.
+ * pipeline's state (`state.ts`) and the broker's connection. `/readyz`,
+ * `/status` and the `aggregator_ready` gauge all read it, so they cannot
+ * disagree.
  *
  * | state | ready | reason |
  * | --- | --- | --- |
  * | `running`, consuming | yes | — |
  * | `paused` (operator) | yes: a deliberate pause is a working instance | — |
- * | `degraded`, database | no | `database: …` (why commits fail: e.g. the server is read-only) |
+ * | `degraded`, database | no | `database: …` (why commits fail, e.g. the server is read-only; or no answer to the probe) |
  * | `running`, a commit waits for standbys | no | `database: …` (`POSTGRES_MIN_STANDBYS`) |
  * | `degraded`, broker | no | `broker: …` |
  * | `draining` | no: load balancers and Kubernetes stop routing to it | `draining: …` |
  *
- * Why not `select 1` on the pool, as before: it answered while commits failed
- * (another connection, or no commit attempted yet) and so reported the
- * database up while consumption was paused for it. A commit failing past the
- * retry budget is what stops the service; that is what readiness reports.
+ * The database is down for readiness when a commit fails past the retry budget
+ * (what stops consumption), or when it does not answer the probe's `select 1`
+ * on a connection of its own (`../database/probe.ts`, every second): so an
+ * idle instance reports an outage, and its end, within seconds. The probe
+ * alone cannot say the database is up: its connection may answer while
+ * commits fail; a failing commit wins.
  *
  * @module
  */
@@ -26,11 +28,12 @@ import type { State } from "./state.ts";
 /** What `/readyz` answers (200 when `ready`, else 503). */
 export interface Readiness {
   ready: boolean;
-  state: State["name"];
+  /** The pipeline's state; `starting` until it runs (`../startup.ts`). */
+  state: State["name"] | "starting";
   /** The part that is not ready and why; `null` when ready. */
   reason: string | null;
   broker: "up" | "connected, not consuming" | "down";
-  /** `up`, `down: …` while commits fail past the retry budget, or `waiting: …` for standbys. */
+  /** `up`; `down: …` while commits fail past the retry budget or the probe gets no answer; `waiting: …` for standbys. */
   database: string;
 }
 
@@ -44,18 +47,24 @@ export interface BrokerView {
 export interface DatabaseView {
   /** Why commits fail, while they do (`outage.ts`). */
   readonly down?: string | undefined;
+  /** Why the database did not answer its last probe, while it does not (`../database/probe.ts`). */
+  readonly probeFailure?: string | undefined;
   /** Set while a committed batch waits, past a short grace, for standbys to flush it (`../database/standbys.ts`). */
   readonly waiting?: string | undefined;
 }
 
 /** Readiness in `state` with `broker`; see the module documentation. */
 export function readinessOf(state: State, broker: BrokerView, view: DatabaseView = {}): Readiness {
-  const databaseDown = state.name === "degraded" && state.database;
+  const commitsFailing = state.name === "degraded" && state.database;
+  const unreachable = state.name === "degraded" && state.databaseUnreachable;
+  const databaseDown = commitsFailing || unreachable;
   // A commit that went through and now waits for standbys says so, even while an earlier failure of it is retried.
   const database = view.waiting !== undefined
     ? `waiting: ${view.waiting}`
-    : databaseDown
+    : commitsFailing
     ? `down: ${view.down ?? "commits fail past the retry budget"}; retrying with backoff`
+    : unreachable
+    ? `down: no answer to the probe (${view.probeFailure ?? "select 1 failed"})`
     : "up";
   // Consumption is off by design while paused or draining; otherwise a connected broker must be consuming.
   const consumingExpected = state.name === "running";

@@ -7,11 +7,12 @@
  * | state | when |
  * | --- | --- |
  * | `draining` | a graceful stop began (`drain`); `abandoned` once its deadline passed |
- * | `degraded` | a batch cannot be committed (`database_down`) or the broker is unreachable (`broker_down`) |
+ * | `degraded` | a batch cannot be committed (`database_down`), the database does not answer its probe (`database_unreachable`), or the broker is unreachable (`broker_down`) |
  * | `paused` | an operator paused consumption (`operator_pause`) |
  * | `running` | none of the above |
  *
- * Consumption runs only while no {@link PauseReason} holds. {@link TRANSITIONS}
+ * Consumption runs only while no {@link PauseReason} holds. A database that does not answer its probe
+ * (`../database/probe.ts`) is reported, not a reason to pause: a commit that fails is (`database_down`). {@link TRANSITIONS}
  * lists, for each event, the states it is legal in; any other is refused with an
  * {@link IllegalTransitionError} (e.g. an operator's pause during a drain).
  *
@@ -39,7 +40,7 @@ export type PauseReason = "operator" | "database" | "draining";
 export type State =
   | { name: "running" }
   | { name: "paused"; reason: "operator" }
-  | { name: "degraded"; database: boolean; broker: boolean; operatorPaused: boolean }
+  | { name: "degraded"; database: boolean; databaseUnreachable: boolean; broker: boolean; operatorPaused: boolean }
   | { name: "draining"; abandoned: boolean };
 
 /** A state's name. */
@@ -51,6 +52,8 @@ export type PipelineEvent =
   | "operator_resume"
   | "database_down"
   | "database_up"
+  | "database_unreachable"
+  | "database_reachable"
   | "broker_down"
   | "broker_up"
   | "drain"
@@ -60,6 +63,7 @@ export type PipelineEvent =
 interface Facts {
   operatorPaused: boolean;
   databaseDown: boolean;
+  databaseUnreachable: boolean;
   brokerDown: boolean;
   draining: boolean;
   abandoned: boolean;
@@ -77,6 +81,8 @@ export const TRANSITIONS: Readonly<
   // Database and broker keep failing and recovering during a drain too: the drain waits on them.
   database_down: { from: ANY, set: { databaseDown: true } },
   database_up: { from: ANY, set: { databaseDown: false } },
+  database_unreachable: { from: ANY, set: { databaseUnreachable: true } },
+  database_reachable: { from: ANY, set: { databaseUnreachable: false } },
   broker_down: { from: ANY, set: { brokerDown: true } },
   broker_up: { from: ANY, set: { brokerDown: false } },
   drain: { from: LIVE, set: { draining: true } },
@@ -100,6 +106,7 @@ export class PipelineState {
   #facts: Facts = {
     operatorPaused: false,
     databaseDown: false,
+    databaseUnreachable: false,
     // Until the first session opens, the broker is not there.
     brokerDown: true,
     draining: false,
@@ -110,8 +117,14 @@ export class PipelineState {
   get current(): State {
     const f = this.#facts;
     if (f.draining) return { name: "draining", abandoned: f.abandoned };
-    if (f.databaseDown || f.brokerDown) {
-      return { name: "degraded", database: f.databaseDown, broker: f.brokerDown, operatorPaused: f.operatorPaused };
+    if (f.databaseDown || f.databaseUnreachable || f.brokerDown) {
+      return {
+        name: "degraded",
+        database: f.databaseDown,
+        databaseUnreachable: f.databaseUnreachable,
+        broker: f.brokerDown,
+        operatorPaused: f.operatorPaused,
+      };
     }
     if (f.operatorPaused) return { name: "paused", reason: "operator" };
     return { name: "running" };

@@ -12,7 +12,8 @@ import type { Totals } from "./telemetry.ts";
 
 /** What `/status` shows. */
 export interface Status {
-  state: StateName;
+  /** The pipeline's state; `starting` until it runs. */
+  state: StateName | "starting";
   /** As `/readyz` answers it. */
   ready: boolean;
   /** Why not ready (the part and what is wrong); `null` when ready. */

@@ -30,7 +30,7 @@ import type postgres from "postgres";
 import type { Config } from "../config/config.ts";
 import { connectDatabase, type Sql } from "../database/pool.ts";
 import { getLogger } from "../log.ts";
-import { backoffDelay } from "../retry.ts";
+import { backoffDelay, RECONNECT_BACKOFF } from "../retry.ts";
 import { delay } from "../timeout.ts";
 import type { ResultsHub } from "./hub.ts";
 import { parseNotification, readResults, RESULTS_CHANNEL } from "./store.ts";
@@ -171,7 +171,11 @@ export class ResultsListener {
       } catch (error) {
         if (this.#ending) return;
         this.#firstFailure.resolve(error);
-        const ms = backoffDelay(attempt++, { minDelayMs: this.#retryDelayMs, jitter: 0.2 });
+        const ms = backoffDelay(attempt++, {
+          minDelayMs: this.#retryDelayMs,
+          maxDelayMs: Math.max(this.#retryDelayMs, RECONNECT_BACKOFF.maxDelayMs),
+          jitter: 0.2,
+        });
         log.warn("Results: cannot listen on {channel} ({error}); again in {ms} ms", {
           channel: RESULTS_CHANNEL,
           error: (error as Error).message,

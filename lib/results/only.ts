@@ -34,7 +34,7 @@ import { getLogger } from "../log.ts";
 import { createProcessRegistry } from "../metrics/registry.ts";
 import { resultsMetrics } from "./metrics.ts";
 import { abortable, retry } from "../retry.ts";
-import { databaseRetry, describeConnectionFailure, isConnectionFailure } from "../startup.ts";
+import { databaseRetry, describeConnectionFailure, isConnectionFailure, StartupDeadline } from "../startup.ts";
 import { withTimeout } from "../timeout.ts";
 import { type LiveResults, startLiveResults } from "./live.ts";
 import { RESULTS_APPLICATION_NAME } from "./listener.ts";
@@ -70,11 +70,21 @@ export class SchemaError extends Error {
  *
  * @throws {SchemaError} when the schema is missing or not current
  * @throws {AbortedError} when `signal` aborts first
+ * @throws when the database does not answer within `STARTUP_TIMEOUT_SECONDS` (when set)
  */
 export async function startResultsOnly(config: Config, signal?: AbortSignal): Promise<ResultsOnly> {
   const url = config.resultsDatabaseUrl ?? config.databaseUrl;
-  await abortable(checkSchema(config, url, signal), signal);
-  const live = await abortable(startLiveResults(config, { pollMs: RESULTS_POLL_MS, readOnly: true }), signal);
+  const deadline = new StartupDeadline(config.startupTimeoutMs, signal);
+  let live: LiveResults;
+  try {
+    await abortable(checkSchema(config, url, deadline.signal), deadline.signal);
+    live = await abortable(
+      startLiveResults(config, { pollMs: RESULTS_POLL_MS, readOnly: true }),
+      deadline.signal,
+    );
+  } catch (error) {
+    throw deadline.explain(error, () => `database: cannot read the schema at ${redactUrl(url)} yet`);
+  }
   const readiness = () => {
     const { lastReadAt, lastReadError } = live.listener;
     const ready = lastReadAt !== undefined && performance.now() - lastReadAt < STALE_READ_MS;

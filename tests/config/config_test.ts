@@ -28,6 +28,8 @@ Deno.test("config: the seed's defaults with an empty environment", () => {
   assert.equal(config.prometheusPort, 8001);
   assert.equal(config.logLevel, "INFO");
   assert.equal(config.adminToken, undefined);
+  assert.equal(config.startupTimeoutMs, 0, "start-up waits for the servers for ever");
+  assert.equal(loadConfig({ STARTUP_TIMEOUT_SECONDS: "90" }).startupTimeoutMs, 90_000);
 });
 
 Deno.test("config: the seed's variables build the URLs; RABBITMQ_URL and DATABASE_URL win", () => {
@@ -107,6 +109,8 @@ for (
     ["RESULTS_DATABASE_URL", "postgres://u:pa%ss@host/db", "percent-encode it (% as %25)"],
     ["RABBITMQ_URL", "amqp://u:pa%ss@host/", "its password holds a % that is not percent-encoding"],
     ["CONNECT_TIMEOUT_SECONDS", "0", "number of seconds from 0.1"],
+    ["STARTUP_TIMEOUT_SECONDS", "-1", "number of seconds from 0 to 86400"],
+    ["STARTUP_TIMEOUT_SECONDS", "forever", "number of seconds from 0"],
     ["MAX_MESSAGE_BYTES", "10", "integer from 256"],
   ] as const
 ) {

@@ -354,9 +354,13 @@ Deno.test("permissions: deno task start passes the service's failure exit code o
   // Nothing listens on this port: the service cannot connect and exits 1.
   const closed = new URL(db.url);
   closed.port = String(freePort());
-  await using task = startTask({ ...serviceEnv(db, queue), DATABASE_URL: closed.toString() });
+  await using task = startTask({
+    ...serviceEnv(db, queue),
+    DATABASE_URL: closed.toString(),
+    STARTUP_TIMEOUT_SECONDS: "1",
+  });
   assert.equal(await withDeadline(task.exited, 20_000, "deno task start fails"), 1, task.output());
-  assert.match(task.output(), /Cannot connect to PostgreSQL/);
+  assert.match(task.output(), /Start-up did not finish within 1 s .*cannot connect to PostgreSQL/);
 });
 
 Deno.test("permissions: every broker node's host:port is allowed", async () => {

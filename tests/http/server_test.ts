@@ -160,10 +160,10 @@ Deno.test("http: pause stops consumption and keeps messages in the queue; resume
     const pausing = call(base, "/pause", { method: "POST", headers: auth });
     await held[Symbol.asyncDispose]();
     const paused = await pausing;
-    assert.deepEqual([paused.status, paused.body], [200, { state: "paused", flushed: 1 }]);
+    assert.deepEqual([paused.status, paused.body], [200, { state: "paused", flushed: 1, committed: true }]);
     assert.deepEqual(await results(db.sql), { HOLD: [1, 0], L1: [1, 0] }, "pause commits what is batched");
     const again = await call(base, "/pause", { method: "POST", headers: auth });
-    assert.deepEqual(again.body, { state: "paused", flushed: 0 }, "pause is idempotent");
+    assert.deepEqual(again.body, { state: "paused", flushed: 0, committed: true }, "pause is idempotent");
 
     await queue.publish(Array.from({ length: 20 }, (_, i) => seedVote(100 + i, "L1", "non")));
     const depth = await queue.channel.checkQueue(queue.name);

@@ -10,9 +10,24 @@ const connected = () => {
 
 Deno.test("state: degraded until the broker's first session, then running", () => {
   const state = new PipelineState();
-  assert.deepEqual(state.current, { name: "degraded", database: false, broker: true, operatorPaused: false });
+  assert.deepEqual(state.current, {
+    name: "degraded",
+    database: false,
+    databaseUnreachable: false,
+    broker: true,
+    operatorPaused: false,
+  });
   assert.equal(state.pauseReasons.size, 0, "a missing broker is no reason to cancel a consumer that is not there");
   state.apply("broker_up");
+  assert.deepEqual(state.current, { name: "running" });
+});
+
+Deno.test("state: a database that does not answer its probe is degraded, not a reason to pause", () => {
+  const state = connected();
+  state.apply("database_unreachable");
+  assert.equal(state.current.name, "degraded");
+  assert.equal(state.pauseReasons.size, 0, "a commit that fails pauses consumption; the probe only reports");
+  state.apply("database_reachable");
   assert.deepEqual(state.current, { name: "running" });
 });
 

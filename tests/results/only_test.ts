@@ -147,3 +147,25 @@ Deno.test("results only: a database without the schema, or RESULTS_ENABLED=false
   assert.equal(await off.exited, 2);
   assert.match(off.output(), /^vote-aggregator results: RESULTS_ENABLED=false turns off the results/m);
 });
+
+Deno.test("results only: a database that does not answer is waited for, until STARTUP_TIMEOUT_SECONDS ends the start", async () => {
+  await using db = await createTestDatabase();
+  const closed = new URL(db.url);
+  closed.port = String(freePort()); // nothing listens there: every attempt is refused
+  const env = { ...resultsEnv(closed.toString()), STARTUP_TIMEOUT_SECONDS: "2" };
+  await using reader = await spawnService(env, {
+    permissions: permissionFlags(loadConfig(env), { role: "results" }),
+    args: ["results"],
+    waitHealthy: false,
+  });
+  assert.equal(await reader.exited, 1);
+  const output = reader.output();
+  assert.ok(
+    output.match(/Cannot connect to PostgreSQL at .*; retrying in \d+ ms/g)!.length >= 2,
+    `retried, each failure logged with the next delay:\n${output}`,
+  );
+  assert.match(
+    output,
+    /Start-up did not finish within 2 s \(STARTUP_TIMEOUT_SECONDS\): database: cannot read the schema/,
+  );
+});

@@ -37,6 +37,8 @@ export interface ServiceProcess extends AsyncDisposable {
   startedAt: number;
   /** Sends `signal` and waits for the exit code. */
   stop(signal?: Deno.Signal): Promise<number>;
+  /** Sends `signal` to the child's whole process group (with {@link SpawnOptions.ownProcessGroup}) and waits for the exit code. */
+  stopGroup(signal: Deno.Signal): Promise<number>;
   /** SIGTERM, then the exit code; SIGKILL (of it and every descendant) and an error after `graceMs`. */
   stopWithin(graceMs: number): Promise<number>;
 }
@@ -48,7 +50,10 @@ export interface SpawnOptions {
    * (so memory behaves as in production)
    */
   permissions?: string[];
-  /** Wait until /healthz answers. @default true */
+  /**
+   * Wait until start-up is past the database (connected, migrated: `/readyz`'s state is no longer `starting`),
+   * the broker perhaps not yet. @default true
+   */
   waitHealthy?: boolean;
   /** Longest wait for /healthz. @default 30000 */
   timeoutMs?: number;
@@ -61,6 +66,11 @@ export interface SpawnOptions {
   task?: string;
   /** Arguments after `main.ts` (`["results"]`: a results-only instance). @default [] */
   args?: string[];
+  /**
+   * Start it in a process group of its own (`setsid`), whose id is `child.pid`, as a supervisor that stops the
+   * whole group does. @default false
+   */
+  ownProcessGroup?: boolean;
 }
 
 /** What the child keeps of this environment: where to find Deno and its module cache, nothing that configures the service. */
@@ -114,10 +124,12 @@ export async function spawnService(env: Record<string, string>, options: SpawnOp
     for (const name of VARIABLE_NAMES) delete base[name];
   }
   const startedAt = performance.now();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: options.viaStartTask
-      ? ["task", "--quiet", options.task ?? "start"]
-      : ["run", "--quiet", ...permissions, MAIN, ...options.args ?? []],
+  const args = options.viaStartTask
+    ? ["task", "--quiet", options.task ?? "start"]
+    : ["run", "--quiet", ...permissions, MAIN, ...options.args ?? []];
+  // setsid execs its command in place (a spawned child leads no group yet): the child's pid is the group's id.
+  const child = new Deno.Command(options.ownProcessGroup ? "setsid" : Deno.execPath(), {
+    args: options.ownProcessGroup ? [Deno.execPath(), ...args] : args,
     env: { ...base, HTTP_HOST: "127.0.0.1", LOG_LEVEL: "INFO", ...env, PROMETHEUS_PORT: port },
     clearEnv: true,
     cwd: new URL("../..", import.meta.url).pathname,
@@ -156,6 +168,15 @@ export async function spawnService(env: Record<string, string>, options: SpawnOp
       if (!done) {
         try {
           child.kill(signal);
+        } catch { /* already gone */ }
+      }
+      return await exited;
+    },
+    async stopGroup(signal) {
+      if (!options.ownProcessGroup) throw new Error("stopGroup needs a service spawned with ownProcessGroup");
+      if (!done) {
+        try {
+          Deno.kill(-child.pid, signal);
         } catch { /* already gone */ }
       }
       return await exited;
@@ -202,15 +223,18 @@ export async function spawnService(env: Record<string, string>, options: SpawnOp
 
   if (options.waitHealthy !== false) {
     const timeoutMs = options.timeoutMs ?? 30_000;
-    const healthy = async () => {
-      const response = await fetch(`${url}/healthz`); // refused until it listens: retried
-      await response.body?.cancel();
-      return response.ok;
+    // The control plane answers from the start; start-up is past the database once the state is not `starting`.
+    const started = async () => {
+      const response = await fetch(`${url}/readyz`); // refused until it listens: retried
+      return (await response.json()).state !== "starting";
     };
-    await new Deadline("spawnService", timeoutMs).until(async () => done || await healthy(), "/healthz answers")
+    await new Deadline("spawnService", timeoutMs).until(
+      async () => done || await started(),
+      "start-up is past the database",
+    )
       .catch(async () => {
         await service.stop("SIGKILL");
-        throw new Error(`the service did not answer /healthz within ${timeoutMs} ms:\n${output()}`);
+        throw new Error(`the service was not past the database within ${timeoutMs} ms:\n${output()}`);
       });
     if (done) throw new Error(`the service exited with ${await exited} before serving HTTP:\n${output()}`);
   }

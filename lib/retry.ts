@@ -49,6 +49,11 @@ export interface RetryOptions {
   aborted?: () => boolean;
   /** Once aborted, the attempt under way and the wait are abandoned: {@link retry} throws an {@link AbortedError}. */
   signal?: AbortSignal;
+  /**
+   * Asked before each wait: once the signal it gives aborts, the wait ends and the next attempt starts at once
+   * (a probe saw the server answer again, so waiting out the backoff would only delay the recovery).
+   */
+  wake?: () => AbortSignal;
 }
 
 /** The attempts ran out; `cause` is the last error. */
@@ -106,7 +111,8 @@ export async function retry<T>(attempt: () => Promise<T>, options: RetryOptions 
       if (n >= maxAttempts) throw new RetryError(n, error);
       const ms = backoffDelay(n, options);
       options.onRetry?.(error, n, ms);
-      await delay(ms, signal);
+      const wake = options.wake?.();
+      await delay(ms, wake && signal ? AbortSignal.any([signal, wake]) : wake ?? signal);
     }
   }
 }

@@ -52,3 +52,27 @@ Deno.test("retry: backoff doubles up to the cap; jitter only shortens", () => {
   assert.equal(backoffDelay(1, { minDelayMs: 100, jitter: 0.5 }, () => 1), 100);
   assert.throws(() => backoffDelay(1, { jitter: 2 }), /'jitter' must be from 0 to 1: current value is 2/);
 });
+
+Deno.test("retry: a wake signal ends the wait under way, and the next attempt starts at once", async () => {
+  let wake = new AbortController();
+  let calls = 0;
+  const started = performance.now();
+  const result = retry(() => {
+    calls++;
+    if (calls < 3) return Promise.reject(new Error("down"));
+    return Promise.resolve("up");
+  }, {
+    maxAttempts: Infinity,
+    minDelayMs: 60_000,
+    wake: () => wake.signal,
+    onRetry: () =>
+      queueMicrotask(() => {
+        const current = wake;
+        wake = new AbortController();
+        current.abort();
+      }),
+  });
+  assert.equal(await result, "up");
+  assert.equal(calls, 3);
+  assert.ok(performance.now() - started < 1000, "no 60 s backoff waited out");
+});

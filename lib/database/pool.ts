@@ -25,11 +25,15 @@ import { parseDatabaseUrl } from "../config/url.ts";
 import { DatabaseHosts } from "./hosts.ts";
 import { getLogger } from "../log.ts";
 import { guardTypeFetch } from "./pg_type_fetch.ts";
+import { backoffDelay, type RetryOptions } from "../retry.ts";
 
 /** The pool: a postgres.js `sql` tag. */
 export type Sql = postgres.Sql;
 
 const log = getLogger("database");
+
+/** postgres.js's wait before a connection's next attempt after failures: 50 ms doubling to 1 s, half random. */
+export const POOL_RECONNECT_BACKOFF: RetryOptions = { minDelayMs: 50, maxDelayMs: 1000, jitter: 0.5 };
 
 /** Options of {@link connectDatabase}. */
 export interface ConnectOptions {
@@ -66,6 +70,11 @@ export function connectDatabase(
     max: config.postgresMaxConnections,
     // Covers TCP, TLS and the start-up handshake (until the server is ready for a query).
     connect_timeout: (config.connectTimeoutMs ?? 10_000) / 1000,
+    // postgres.js waits before a connection's next attempt, by failures counted across the pool: 3^n/100 s,
+    // up to 20 s by default, so after a long outage the first query could wait that long after the server
+    // came back. The service's own loops already pace their queries (the outage loop, the probe, the
+    // listener): postgres.js only needs to keep a failing server from a burst, so its wait stays under 1 s.
+    backoff: (failures: number) => backoffDelay(failures, POOL_RECONNECT_BACKOFF) / 1000,
     ssl: sslOption(config.postgresSslMode, config.postgresSslRootCert, server.hostname),
     onnotice: () => {},
     // Named prepared statements, or unnamed ones behind a transaction pooler (./pooler.ts).

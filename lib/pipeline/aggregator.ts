@@ -162,6 +162,7 @@ export class Aggregator extends EventTarget {
   databaseProbed(failure: string | undefined): void {
     this.#probeFailure = failure;
     this.#state.apply(failure === undefined ? "database_reachable" : "database_unreachable");
+    if (failure === undefined) this.#outage.serverAnswers();
     this.refreshGauges();
   }
 

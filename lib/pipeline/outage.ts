@@ -6,7 +6,8 @@
  * batch and everything behind it stay unacknowledged, so nothing is lost and
  * memory stays bounded by the prefetch), and the commit is retried with the
  * same backoff policy, capped at 3 s (`RECONNECT_BACKOFF`, `../retry.ts`), until
- * the database answers; then consumption resumes. Only a drain that outlived its deadline
+ * the database answers; then consumption resumes. When the database probe sees the server answer again
+ * ({@link OutageGuard.serverAnswers}), the wait under way ends and the commit is tried at once. Only a drain that outlived its deadline
  * abandons the batch, unacknowledged, to be redelivered.
  *
  * A server that answers read-only (a standby, a demoted primary: SQLSTATE 25006) is such an outage, not
@@ -59,6 +60,7 @@ export class OutageGuard {
   readonly #options: OutageGuardOptions;
   #failing = 0;
   #lastError: unknown;
+  #wake = new AbortController();
 
   constructor(options: OutageGuardOptions) {
     this.#options = options;
@@ -72,6 +74,12 @@ export class OutageGuard {
       return "the server is read-only (a standby, or a demoted primary): waiting for one that takes writes";
     }
     return `commits fail past the retry budget (${(error as Error)?.message ?? error})`;
+  }
+
+  /** The database answers again (its probe says so): every commit waiting out a backoff is tried at once. */
+  serverAnswers(): void {
+    this.#wake.abort();
+    this.#wake = new AbortController();
   }
 
   /** True while some batch cannot be committed. */
@@ -102,6 +110,7 @@ export class OutageGuard {
         maxDelayMs: Math.max(minDelayMs, RECONNECT_BACKOFF.maxDelayMs),
         jitter: RECONNECT_BACKOFF.jitter,
         aborted: this.#options.abandoned,
+        wake: () => this.#wake.signal,
         onRetry: (error) => {
           this.#lastError = error;
           this.#options.onFailedAttempt();

@@ -20,7 +20,7 @@
  */
 
 import { freePort } from "./service.ts";
-import { untilAccepting } from "./wait.ts";
+import { startServerProcess } from "./process.ts";
 
 const BINARY = "/usr/sbin/nginx";
 /** The configuration the product ships. */
@@ -93,33 +93,21 @@ export async function startNginx(options: NginxOptions): Promise<Nginx> {
     "}",
   ].join("\n");
   await Deno.writeTextFile(`${dir}/nginx.conf`, main + "\n");
-  const child = new Deno.Command(BINARY, {
-    args: ["-p", `${dir}/`, "-e", `${dir}/error.log`, "-c", `${dir}/nginx.conf`],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let stderr = "";
-  (async () => {
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) stderr += chunk;
-  })().catch(() => {});
-  let exited = false;
-  child.status.then(() => exited = true);
-  const errors = () => Deno.readTextFile(`${dir}/error.log`).catch(() => "").then((log) => stderr + log);
+  const nginx = await startServerProcess(
+    "nginx",
+    BINARY,
+    ["-p", `${dir}/`, "-e", `${dir}/error.log`, "-c", `${dir}/nginx.conf`],
+    port,
+    { failureLog: (printed) => Deno.readTextFile(`${dir}/error.log`).catch(() => "").then((log) => printed + log) },
+  ).catch(async (error) => {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    throw error;
+  });
+  // nginx's fast shutdown on SIGTERM: the master ends its workers, then itself.
   const stop = async () => {
-    try {
-      child.kill("SIGTERM"); // nginx's fast shutdown: the master ends its workers, then itself
-    } catch { /* gone */ }
-    await child.status;
+    await nginx.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
-  try {
-    await untilAccepting(port, () => exited);
-  } catch {
-    const text = await errors();
-    await stop();
-    throw new Error(`nginx did not start: ${text.slice(-2000)}`);
-  }
   return {
     url: `http://127.0.0.1:${port}`,
     port,

@@ -19,7 +19,7 @@
 import { isRoot, userIds } from "./process.ts";
 import { POSTGRES_URL } from "./servers.ts";
 import { freePort } from "./service.ts";
-import { untilAccepting } from "./wait.ts";
+import { startServerProcess } from "./process.ts";
 
 const BINARY = "/usr/sbin/pgbouncer";
 
@@ -79,36 +79,22 @@ export async function startPgBouncer(options: PgBouncerOptions = {}): Promise<Pg
   }
   const command = root ? "runuser" : BINARY;
   const args = root ? ["-u", "postgres", "--", BINARY, `${dir}/pgbouncer.ini`] : [`${dir}/pgbouncer.ini`];
-  const child = new Deno.Command(command, { args, stdin: "null", stdout: "piped", stderr: "piped" }).spawn();
-  let output = "";
-  const decoder = new TextDecoder();
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream) output += decoder.decode(chunk);
-  };
-  collect(child.stdout).catch(() => {});
-  collect(child.stderr).catch(() => {});
-  let exited = false;
-  child.status.then(() => exited = true);
-  const log = () => Deno.readTextFile(`${dir}/pgbouncer.log`).catch(() => output);
-  const stop = async () => {
+  const pgbouncer = await startServerProcess("PgBouncer", command, args, port, {
+    failureLog: (printed) => Deno.readTextFile(`${dir}/pgbouncer.log`).catch(() => printed),
     // The pgbouncer process itself (runuser's child): SIGTERM is its immediate shutdown.
-    try {
+    beforeStop: async () => {
       const pid = Number((await Deno.readTextFile(`${dir}/pgbouncer.pid`)).trim());
       if (pid > 0) Deno.kill(pid, "SIGTERM");
-    } catch { /* not started that far */ }
-    try {
-      child.kill("SIGTERM");
-    } catch { /* gone */ }
-    await child.status;
+    },
+  }).catch(async (error) => {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    throw error;
+  });
+  const log = () => Deno.readTextFile(`${dir}/pgbouncer.log`).catch(() => pgbouncer.printed());
+  const stop = async () => {
+    await pgbouncer.stop();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
-  try {
-    await untilAccepting(port, () => exited);
-  } catch {
-    const text = await log();
-    await stop();
-    throw new Error(`PgBouncer did not start: ${text.slice(-2000)}`);
-  }
   return {
     port,
     urlFor(name) {

@@ -1,10 +1,12 @@
 /**
  * Processes seen from outside: descendants of a process, their command lines
- * and peak memory and CPU time, from `/proc` (the benchmark and the permission tests find
+ * and peak memory and CPU time, from `/proc`, and server programs a test starts and stops (the benchmark and the permission tests find
  * the process that really runs `main.ts` under `deno task start` this way).
  *
  * @module
  */
+
+import { untilAccepting } from "./wait.ts";
 
 /** Pids of every descendant of `root`, deepest last. */
 export function descendants(root: number): number[] {
@@ -126,4 +128,57 @@ export function userIds(name: string): { uid: number; gid: number } {
   if (!line) throw new Error(`no user ${name} in /etc/passwd`);
   const [, , uid, gid] = line.split(":");
   return { uid: Number(uid), gid: Number(gid) };
+}
+
+/** A server program a test started (nginx, PgBouncer): what it printed, and how to stop it. */
+export interface ServerProcess {
+  /** What it printed on stdout and stderr so far. */
+  printed(): string;
+  /** Stops it (`beforeStop`, then SIGTERM) and waits until it has exited. */
+  stop(): Promise<void>;
+}
+
+/** Options of {@link startServerProcess}. */
+export interface ServerProcessOptions {
+  /** What to show when it does not start. @default what it printed */
+  failureLog?: (printed: string) => Promise<string>;
+  /** Run before the SIGTERM to `command`, e.g. to signal the real server behind a `runuser`. */
+  beforeStop?: () => Promise<void>;
+}
+
+/**
+ * Starts `command` and waits until 127.0.0.1:`port` accepts connections. When it exits first or never listens, it is
+ * stopped and the error names it, with the end of its log ({@link ServerProcessOptions.failureLog}).
+ */
+export async function startServerProcess(
+  name: string,
+  command: string,
+  args: string[],
+  port: number,
+  options: ServerProcessOptions = {},
+): Promise<ServerProcess> {
+  const child = new Deno.Command(command, { args, stdin: "null", stdout: "piped", stderr: "piped" }).spawn();
+  let printed = "";
+  const collect = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) printed += chunk;
+  };
+  collect(child.stdout).catch(() => {});
+  collect(child.stderr).catch(() => {});
+  let exited = false;
+  child.status.then(() => exited = true);
+  const stop = async () => {
+    await options.beforeStop?.().catch(() => {});
+    try {
+      child.kill("SIGTERM");
+    } catch { /* gone */ }
+    await child.status;
+  };
+  try {
+    await untilAccepting(port, () => exited);
+  } catch {
+    const log = await (options.failureLog ?? ((text) => Promise.resolve(text)))(printed).catch(() => printed);
+    await stop();
+    throw new Error(`${name} did not start: ${log.slice(-2000)}`);
+  }
+  return { printed: () => printed, stop };
 }

@@ -146,8 +146,14 @@ Deno.test("daemon: POST /pause answers within 1 s during a database outage; the 
   database.restore();
   await waitUntil(async () => (await results(db.sql))["LAW-PAUSE"]?.[0] === votes.length, "the batch is committed");
   await waitUntil(async () => (await queue.info()).unacked === 0, "and acknowledged");
+  // The probe may say "unreachable" for up to a second after the commit went through: wait for it, not for a resume.
+  await waitUntil(async () => (await service.status()).state !== "degraded", "the probe sees the database");
   const status = await service.status();
-  assert.deepEqual([status.state, status.consuming], ["paused", false], "the operator's pause holds");
+  assert.deepEqual(
+    [status.state, status.consuming],
+    ["paused", false],
+    `the operator's pause holds: ${JSON.stringify(status)}`,
+  );
   await queue.publish(votesFor("LAW-PAUSE", 3, 100));
   assert.equal((await admin(service, "/resume")).status, 200);
   await waitUntil(async () => (await results(db.sql))["LAW-PAUSE"]?.[0] === 8, "counting resumes");

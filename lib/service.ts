@@ -30,7 +30,7 @@ import { type LiveResults, startLiveResults } from "./results/live.ts";
 import { resultsMetrics } from "./results/metrics.ts";
 import { abortable, AbortedError } from "./retry.ts";
 import { openDatabase, StartupDeadline, StartupProgress } from "./startup.ts";
-import { withTimeout } from "./timeout.ts";
+import { bounded, CLOSE_TIMEOUT_MS } from "./timeout.ts";
 import { VoteWriter } from "./database/writer.ts";
 import { ServerInUse } from "./database/server.ts";
 import { StandbyWaiter, unprotectedReplication } from "./database/standbys.ts";
@@ -73,9 +73,6 @@ const IN_FLIGHT_WARNING_BYTES = 256 * 2 ** 20;
 
 /** How often the server in use is asked who it is (`database/server.ts`): a failover shows within this. */
 const SERVER_CHECK_MS = 2000;
-
-/** Longest wait for each closing step of a stop (broker, pool, HTTP server), so that a silent peer cannot hold it. */
-const CLOSE_TIMEOUT_MS = 5000;
 
 /**
  * Starts the service. The control plane answers at once (`/healthz` 200, `/readyz` 503 naming what start-up waits
@@ -303,13 +300,4 @@ function assemble(config: Config, sql: Sql, metrics: Metrics, database: ServerIn
     );
   }
   return { aggregator, broker };
-}
-
-/** Waits for `step` at most {@link CLOSE_TIMEOUT_MS}; a step that fails or hangs is logged and left behind. */
-async function bounded(step: Promise<unknown>, what: string): Promise<void> {
-  try {
-    await withTimeout(step, CLOSE_TIMEOUT_MS, `timed out after ${CLOSE_TIMEOUT_MS} ms ${what}`);
-  } catch (error) {
-    log.warn("Stopping: {error}", { error: (error as Error).message });
-  }
 }

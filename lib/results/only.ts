@@ -35,7 +35,7 @@ import { createProcessRegistry } from "../metrics/registry.ts";
 import { resultsMetrics } from "./metrics.ts";
 import { abortable, retry } from "../retry.ts";
 import { databaseRetry, describeConnectionFailure, isConnectionFailure, StartupDeadline } from "../startup.ts";
-import { withTimeout } from "../timeout.ts";
+import { bounded } from "../timeout.ts";
 import { type LiveResults, startLiveResults } from "./live.ts";
 import { RESULTS_APPLICATION_NAME } from "./listener.ts";
 
@@ -45,8 +45,6 @@ const log = getLogger("results");
 export const RESULTS_POLL_MS = 1000;
 /** A last successful read older than this makes `/readyz` answer 503. */
 export const STALE_READ_MS = 5 * RESULTS_POLL_MS;
-/** Longest wait for the HTTP server to stop. */
-const CLOSE_TIMEOUT_MS = 5000;
 
 /** A running results-only instance. */
 export interface ResultsOnly {
@@ -120,9 +118,7 @@ export async function startResultsOnly(config: Config, signal?: AbortSignal): Pr
   let stopping: Promise<void> | undefined;
   const stop = async () => {
     await live.stop();
-    await withTimeout(server.shutdown(), CLOSE_TIMEOUT_MS, "").catch(() =>
-      log.warn("Stopping: the HTTP server did not close within {ms} ms", { ms: CLOSE_TIMEOUT_MS })
-    );
+    await bounded(server.shutdown(), "closing the HTTP server");
   };
   return { live, http, stop: () => stopping ??= stop() };
 }
